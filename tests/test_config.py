@@ -1,0 +1,52 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tune_mnist.config import ConfigError, TrainConfig
+
+
+def test_defaults_are_the_documented_recipe():
+    config = TrainConfig()
+    assert config.batch_size == 128 and config.epochs == 15 and config.arch == "super_light"
+
+
+def test_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().epochs = 3
+
+
+def test_unknown_key_is_named_with_a_hint():
+    with pytest.raises(ConfigError, match="'max_lrr'.*did you mean 'max_lr'"):
+        TrainConfig.from_dict({"max_lrr": 0.1})
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"dropout": -0.1}, "dropout"),
+        ({"epochs": 0}, "epochs"),
+        ({"max_lr": 0.0}, "max_lr"),
+        ({"scale_min": 1.2, "scale_max": 1.1}, "scale_min"),
+        ({"arch": "vgg"}, "valid names are .*super_light"),
+        ({"batch_size": 12.5}, "batch_size"),
+        ({"squeeze": "yes"}, "squeeze"),
+        ({"device": "tpu"}, "device"),
+        ({"max_lr": float("nan")}, "max_lr"),
+    ],
+)
+def test_bad_values_raise_clear_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(values)
+
+
+def test_round_trip_through_a_row_of_numpy_scalars():
+    config = TrainConfig(arch="tiny", width1=6, dropout=0.1, squeeze=False)
+    row = {k: (np.asarray(v).item() if isinstance(v, bool) else np.asarray(v)[()])
+           for k, v in config.to_dict().items()}  # fmt: skip
+    assert TrainConfig.from_dict(row) == config
+
+
+def test_replace_validates():
+    with pytest.raises(ConfigError):
+        TrainConfig().replace(rotate_deg=-5)

@@ -1,0 +1,78 @@
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from tune_mnist.models import (
+    MODELS,
+    PUBLISHED_PARAMS,
+    build_model,
+    count_params,
+    receptive_field,
+)
+
+TINY_SWEEP = [
+    dict(width1=w1, width2=w2, width3=w3, depth1=d1, depth2=d2, depth3=d3, squeeze=sq)
+    for w1, w2, w3, d1, d2, d3, sq in itertools.product(
+        [4, 8], [8, 12], [12, 16], [1, 2], [1, 2], [0, 1], [True, False]
+    )
+]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_is_small_and_shaped(name):
+    model = build_model(name)
+    assert count_params(model) < 8000
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    kinds = {type(m) for m in model.modules()}
+    assert nn.BatchNorm2d in kinds and nn.Dropout in kinds
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
+def test_reference_models_match_published_counts_and_see_the_whole_digit(name):
+    published = PUBLISHED_PARAMS[name]
+    assert abs(count_params(build_model(name)) - published) / published < 0.05
+    assert receptive_field(name) >= 28
+    pools = [m for m in build_model(name).modules() if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) >= 1
+
+
+def test_super_light_ends_with_gap_then_1x1():
+    head = list(build_model("super_light").head)
+    assert isinstance(head[0], nn.AdaptiveAvgPool2d)
+    assert isinstance(head[1], nn.Conv2d) and head[1].kernel_size == (1, 1)
+    assert head[1].out_channels == 10
+
+
+def test_tiny_sweep_builds_and_runs():
+    x = torch.zeros(2, 1, 28, 28)
+    counts = []
+    for params in TINY_SWEEP:
+        model = build_model("tiny", **params, dropout=0.1)
+        assert model(x).shape == (2, 10)
+        counts.append(count_params(model))
+    assert all(c < 8000 for c in counts)
+    assert min(counts) < 1500 and max(counts) > 4000
+
+
+def test_tiny_reaches_1500_to_8000():
+    small = build_model("tiny", width1=4, width2=8, width3=12, depth1=1, depth2=1, depth3=1)
+    big = build_model("tiny", width1=10, width2=16, width3=16, depth1=2, depth2=2, depth3=2)
+    assert count_params(small) <= 1500
+    assert 7000 < count_params(big) < 8000
+
+
+def test_tiny_dropout_value_is_used():
+    model = build_model("tiny", dropout=0.2)
+    assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.2}
+
+
+def test_bad_name_lists_valid_names():
+    with pytest.raises(KeyError, match="super_light"):
+        build_model("resnet50")
+
+
+def test_bad_parameter_lists_valid_ones():
+    with pytest.raises(TypeError, match="width1"):
+        build_model("tiny", widht1=4)

@@ -1,0 +1,100 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tune_mnist import load_model
+from tune_mnist.config import TrainConfig
+from tune_mnist.train import evaluate, train
+
+QUICK = dict(arch="super_light", train_subset=2000, test_subset=1000, device="cpu")
+
+
+def quick(**changes):
+    return TrainConfig(**{**QUICK, "epochs": 2, **changes})
+
+
+def test_training_lowers_the_loss(mnist):
+    result = train(quick(epochs=3), mnist)
+    losses = [m["train_loss"] for m in result.history]
+    assert result.status == "completed" and len(losses) == 3
+    assert losses[-1] < 0.6 * losses[0]
+    assert result.final["test_acc"] > 50  # chance is 10%
+
+
+def test_deterministic_by_seed(mnist):
+    a = train(quick(seed=5), mnist).history
+    b = train(quick(seed=5), mnist).history
+    c = train(quick(seed=6), mnist).history
+    strip = [{k: v for k, v in m.items() if k != "epoch_s"} for m in a]
+    assert strip == [{k: v for k, v in m.items() if k != "epoch_s"} for m in b]
+    assert a[-1]["train_loss"] != c[-1]["train_loss"]
+
+
+def test_callback_sees_every_epoch_and_can_stop(mnist):
+    seen = []
+
+    def on_epoch(metrics, state):
+        seen.append(metrics["epoch"])
+        return metrics["epoch"] == 2
+
+    result = train(quick(epochs=4), mnist, on_epoch=on_epoch)
+    assert seen == [1, 2] and result.status == "stopped"
+    keys = {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s", "params"}
+    assert keys <= set(result.final)
+
+
+def test_resume_from_state_matches_an_uninterrupted_run(mnist):
+    config = quick(epochs=3, rotate_deg=15.0)
+    saved = {}
+
+    def stop_after_one(metrics, state):
+        saved.update(state.state_dict())
+        return True
+
+    train(config, mnist, on_epoch=stop_after_one)
+    resumed = train(config, mnist, resume=saved).history
+    straight = train(config, mnist).history
+    assert [m["epoch"] for m in resumed] == [1, 2, 3]
+    assert resumed[-1]["test_acc"] == straight[-1]["test_acc"]
+    assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-6)
+
+
+def test_absurd_learning_rate_ends_as_diverged(mnist):
+    config = quick(max_lr=1e4, weight_decay=0.0, pct_start=0.01, epochs=3, train_subset=500)
+    result = train(config, mnist)
+    assert result.status == "diverged" and len(result.history) == 1
+    assert result.final["diverged"] is True
+
+
+def test_nan_loss_ends_as_diverged(mnist, monkeypatch):
+    real = torch.nn.functional.cross_entropy
+
+    def poisoned(*args, **kwargs):
+        return real(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr("tune_mnist.train.F.cross_entropy", poisoned)
+    result = train(quick(train_subset=300, test_subset=100), mnist)
+    assert result.status == "diverged" and len(result.history) == 1
+
+
+def test_cli_trains_saves_and_reloads(tmp_path, mnist):
+    out = tmp_path / "m.pt"
+    command = [sys.executable, "-m", "tune_mnist.train", "--epochs", "1", "--train-subset",
+               "1000", "--test-subset", "500", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "epoch  1/1" in done.stdout and "saved" in done.stdout
+    payload = torch.load(out, weights_only=True)
+    model = load_model(out)
+    assert not model.training
+    _, acc = evaluate(model, mnist.test_x[:500], mnist.test_y[:500])
+    assert acc == pytest.approx(payload["extra"]["final_test_acc"])
+
+
+def test_cli_bad_value_is_one_line_exit_2():
+    command = [sys.executable, "-m", "tune_mnist.train", "--dropout", "-1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "dropout" in done.stderr

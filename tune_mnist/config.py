@@ -1,0 +1,157 @@
+"""The one typed source of defaults: `TrainConfig`.
+
+Every knob of a training run lives here, with its unit or range. A search space, a CLI
+override or a parquet row is turned into a `TrainConfig` with `TrainConfig.from_dict`, which
+rejects unknown keys and out-of-range values with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- model ---
+    arch: str = "super_light"  # name in tune_mnist.models.MODELS
+    width1: int = 8  # channels of stage 1 (arch=tiny only), 2..64
+    width2: int = 12  # channels of stage 2 (arch=tiny only), 2..64
+    width3: int = 16  # channels of stage 3 (arch=tiny only), 2..64
+    depth1: int = 2  # 3x3 convs in stage 1 (arch=tiny only), 1..4
+    depth2: int = 2  # 3x3 convs in stage 2 (arch=tiny only), 1..4
+    depth3: int = 1  # 3x3 convs in stage 3 (arch=tiny only), 0..4; 0 = two stages
+    squeeze: bool = True  # 1x1 conv halving channels after each pool (arch=tiny only)
+    dropout: float = 0.02  # probability after each conv block, [0, 0.5]
+    # --- optimiser: AdamW + OneCycleLR stepped per batch ---
+    max_lr: float = 0.02  # peak learning rate of the one-cycle schedule, (0, 1e9]
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay, [0, 1]
+    pct_start: float = 0.25  # fraction of steps spent warming up, (0, 1)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, [0, 0.5]
+    batch_size: int = 128  # images per step, 1..60000
+    epochs: int = 15  # passes over the training set, 1..100
+    # --- augmentation (applied per sample on the training device; 0 = off) ---
+    rotate_deg: float = 10.0  # max |rotation| in degrees, [0, 180]
+    translate_frac: float = 0.1  # max |shift| as a fraction of the side, [0, 0.5]
+    scale_min: float = 0.9  # smallest zoom factor, (0, scale_max]
+    scale_max: float = 1.1  # largest zoom factor, [scale_min, 4]
+    shear_deg: float = 0.0  # max |x-shear| in degrees, [0, 60]
+    perspective: float = 0.0  # corner distortion as a fraction of half the side, [0, 1)
+    perspective_p: float = 0.0  # probability a sample gets the perspective warp, [0, 1]
+    # --- run ---
+    seed: int = 0  # seeds model init, batch order and augmentation
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
+    train_subset: int = 0  # use only the first N training images; 0 = all 60,000
+    test_subset: int = 0  # evaluate on the first N test images; 0 = all 10,000
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in _RANGES.items():
+            value = getattr(self, name)
+            if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+                raise ConfigError(f"{name}={value!r} is out of range: allowed {low}..{high}")
+        if not self.max_lr > 0:
+            raise ConfigError(f"max_lr={self.max_lr!r} must be > 0")
+        if not 0 < self.pct_start < 1:
+            raise ConfigError(f"pct_start={self.pct_start!r} must be strictly between 0 and 1")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ConfigError(
+                f"scale_min={self.scale_min!r}, scale_max={self.scale_max!r}: "
+                "need 0 < scale_min <= scale_max"
+            )
+        if not self.perspective < 1:
+            raise ConfigError(f"perspective={self.perspective!r} must be < 1")
+        if self.device != "auto" and not (
+            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"
+        ):
+            raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
+        from tune_mnist.models import MODELS  # late import: models import torch
+
+        if self.arch not in MODELS:
+            raise ConfigError(
+                f"arch={self.arch!r} is not a model: valid names are {', '.join(sorted(MODELS))}"
+            )
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a trial dict / parquet row; unknown keys and bad types are errors."""
+        names = cls.field_names()
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, names, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(names)}"
+            )
+        kwargs = {k: _coerce(k, v) for k, v in values.items()}
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Inclusive numeric ranges checked on construction (the comments above say the same).
+_RANGES: dict[str, tuple[float, float]] = {
+    "width1": (2, 64),
+    "width2": (2, 64),
+    "width3": (2, 64),
+    "depth1": (1, 4),
+    "depth2": (1, 4),
+    "depth3": (0, 4),
+    "dropout": (0.0, 0.5),
+    "max_lr": (0.0, 1e9),
+    "weight_decay": (0.0, 1.0),
+    "label_smoothing": (0.0, 0.5),
+    "batch_size": (1, 60000),
+    "epochs": (1, 100),
+    "rotate_deg": (0.0, 180.0),
+    "translate_frac": (0.0, 0.5),
+    "scale_max": (0.0, 4.0),
+    "shear_deg": (0.0, 60.0),
+    "perspective": (0.0, 1.0),
+    "perspective_p": (0.0, 1.0),
+    "seed": (0, 2**63 - 1),
+    "train_subset": (0, 60000),
+    "test_subset": (0, 10000),
+    "threads": (0, 1024),
+}
+
+_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Accept numpy/pandas scalars and ints for floats; refuse anything else of the wrong type."""
+    kind = _TYPES[name]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy / pandas scalar from a parquet row
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind == "str":
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{name}={value!r} has the wrong type: expected {kind}")

@@ -1,0 +1,183 @@
+"""Tiny MNIST CNNs: the reference project's three models and the searchable `tiny` family.
+
+All models take normalised (N, 1, 28, 28) images and return (N, 10) logits. Convolutions have
+no bias because BatchNorm follows each of them (the bias would be a wasted parameter).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+
+def conv_bn(c_in: int, c_out: int, dropout: float, padding: int = 0) -> nn.Sequential:
+    """3x3 conv -> BatchNorm -> ReLU -> Dropout: the building block of every model here."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+    )
+
+
+def conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 1, bias=False)
+
+
+class Light(nn.Module):
+    """Reference `light`: two blocks, max-pool + 1x1 transitions, 1x1 to 10 classes, GAP."""
+
+    def __init__(self, dropout: float = 0.05):
+        super().__init__()
+        self.block1 = nn.Sequential(conv_bn(1, 6, dropout), conv_bn(6, 8, dropout))  # 28->24
+        self.trans1 = nn.Sequential(nn.MaxPool2d(2), conv1x1(8, 10))  # 24->12
+        self.block2 = nn.Sequential(
+            conv_bn(10, 10, dropout), conv_bn(10, 14, dropout), conv_bn(14, 14, dropout)
+        )  # 12->6
+        self.trans2 = nn.Sequential(nn.MaxPool2d(2), conv1x1(14, 10))  # 6->3
+        self.gap = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.trans1(self.block1(x))
+        x = self.trans2(self.block2(x))
+        return self.gap(x).flatten(1)
+
+
+class Lightest(nn.Module):
+    """Reference `lightest`: the `light` layout with narrower channels."""
+
+    def __init__(self, dropout: float = 0.05):
+        super().__init__()
+        self.block1 = nn.Sequential(conv_bn(1, 6, dropout), conv_bn(6, 8, dropout))
+        self.trans1 = nn.Sequential(nn.MaxPool2d(2), conv1x1(8, 8))
+        self.block2 = nn.Sequential(
+            conv_bn(8, 10, dropout), conv_bn(10, 14, dropout), conv_bn(14, 12, dropout)
+        )
+        self.trans2 = nn.Sequential(nn.MaxPool2d(2), conv1x1(12, 10))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.trans1(self.block1(x))
+        x = self.trans2(self.block2(x))
+        return self.gap(x).flatten(1)
+
+
+class SuperLight(nn.Module):
+    """Reference `super_light`: the second transition is GAP followed by a 1x1 to 10 classes."""
+
+    def __init__(self, dropout: float = 0.05):
+        super().__init__()
+        self.block1 = nn.Sequential(conv_bn(1, 8, dropout), conv_bn(8, 12, dropout))
+        self.trans1 = nn.Sequential(nn.MaxPool2d(2), conv1x1(12, 8))
+        self.block2 = nn.Sequential(
+            conv_bn(8, 10, dropout), conv_bn(10, 12, dropout), conv_bn(12, 16, dropout)
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv1x1(16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.trans1(self.block1(x))
+        x = self.block2(x)
+        return self.head(x).flatten(1)
+
+
+class Tiny(nn.Module):
+    """Searchable family: 2-3 stages of `depth` same-padded 3x3 convs of `width` channels,
+    each stage after the first entered through a max-pool and (if `squeeze`) a 1x1 conv that
+    halves the channels; GAP then a 1x1 conv to the 10 classes.
+    """
+
+    def __init__(
+        self,
+        width1: int = 8,
+        width2: int = 12,
+        width3: int = 16,
+        depth1: int = 2,
+        depth2: int = 2,
+        depth3: int = 1,
+        squeeze: bool = True,
+        dropout: float = 0.05,
+    ):
+        super().__init__()
+        widths = [width1, width2, width3][: 3 if depth3 else 2]
+        depths = [depth1, depth2, depth3][: len(widths)]
+        layers: list[nn.Module] = []
+        c_in = 1
+        for stage, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+            if stage > 0:
+                layers.append(nn.MaxPool2d(2))
+                if squeeze:
+                    layers.append(conv1x1(c_in, max(c_in // 2, 2)))
+                    c_in = max(c_in // 2, 2)
+            for _ in range(depth):
+                layers.append(conv_bn(c_in, width, dropout, padding=1))
+                c_in = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv1x1(c_in, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).flatten(1)
+
+
+MODELS: dict[str, type[nn.Module]] = {
+    "light": Light,
+    "lightest": Lightest,
+    "super_light": SuperLight,
+    "tiny": Tiny,
+}
+PUBLISHED_PARAMS = {"light": 4738, "lightest": 4274, "super_light": 4842}
+
+
+def model_param_names(name: str) -> list[str]:
+    """Constructor arguments of a registered model (its searchable config fields)."""
+    return list(inspect.signature(_lookup(name)).parameters)
+
+
+def _lookup(name: str) -> type[nn.Module]:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}: valid names are {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def build_model(name: str, **params) -> nn.Module:
+    """Instantiate a registered model; unknown names or parameters list the valid ones."""
+    valid = model_param_names(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} takes no parameter(s) {', '.join(unknown)}: valid are {valid}"
+        )
+    return _lookup(name)(**params)
+
+
+def build_from_config(config) -> nn.Module:
+    """The model a `TrainConfig` describes (only the fields this architecture uses)."""
+    names = model_param_names(config.arch)
+    return build_model(config.arch, **{k: getattr(config, k) for k in names})
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def receptive_field(model: nn.Module | str, **params) -> int:
+    """Receptive field (pixels) of the output on a 28x28 input. Global average pooling over
+    a k x k map acts as a k x k kernel, so a GAP head widens the field to what it averages.
+    """
+    if isinstance(model, str):
+        model = build_model(model, **params)
+    rf, jump, size = 1, 1, 28
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+            k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+            s = module.stride if isinstance(module.stride, int) else module.stride[0]
+            p = module.padding if isinstance(module.padding, int) else module.padding[0]
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            k, s, p = size, 1, 0
+        else:
+            continue
+        rf += (k - 1) * jump
+        jump *= s
+        size = (size + 2 * p - k) // s + 1
+    return rf

@@ -1,0 +1,271 @@
+"""The training core: AdamW + OneCycleLR over device-resident MNIST. No Ray in here.
+
+`train(config, data, on_epoch)` runs a whole training; `on_epoch(metrics, state)` sees each
+epoch's metrics (the Ray trainable reports from it) and may return True to stop the run.
+`state` holds everything needed to continue (model, optimiser, schedule, RNGs), so a
+checkpointed run resumes at its next epoch with the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tune_mnist.augment import AugmentSpec, augment
+from tune_mnist.config import TrainConfig
+from tune_mnist.data import MNIST, batches, normalize
+from tune_mnist.models import build_from_config, count_params
+
+EVAL_BATCH = 5000  # images per forward pass at evaluation (no gradients, so big is fine)
+# A mean training loss above this has exploded (chance level is ln 10 = 2.3): BatchNorm keeps
+# activations finite even when the weights blow up, so waiting for NaN alone can take forever.
+DIVERGED_LOSS = 100.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class RunState:
+    """What a run needs to continue from the end of epoch `epoch` (1-based; 0 = not started)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.OneCycleLR
+    generator: torch.Generator
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only: loadable with torch.load(weights_only=True)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed", "stopped" (by the callback) or "diverged"
+    history: list[dict[str, Any]]
+    model: nn.Module
+    params: int
+    seconds: float
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
+    return math.ceil(n_train / config.batch_size)
+
+
+def make_state(config: TrainConfig, device: torch.device, n_train: int) -> RunState:
+    torch.manual_seed(config.seed)  # model init and dropout masks
+    model = build_from_config(config).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.max_lr,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch(config, n_train),
+        pct_start=config.pct_start,
+    )
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)  # batch order and augmentation
+    return RunState(model, optimizer, scheduler, generator)
+
+
+def train_epoch(config: TrainConfig, state: RunState, data: MNIST, spec: AugmentSpec):
+    """One pass over the training set; returns (mean loss, accuracy %) as tensors (no sync)."""
+    state.model.train()
+    total_loss = torch.zeros((), device=data.device)
+    correct = torch.zeros((), device=data.device, dtype=torch.long)
+    n = len(data.train_y)
+    for index in batches(n, config.batch_size, state.generator, data.device):
+        images = data.train_x[index].unsqueeze(1).float() / 255.0
+        images = augment(images, spec, state.generator)
+        target = data.train_y[index]
+        output = state.model(normalize(images))
+        loss = F.cross_entropy(output, target, label_smoothing=config.label_smoothing)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.scheduler.step()
+        total_loss += loss.detach() * len(index)
+        correct += (output.argmax(1) == target).sum()
+    return total_loss / n, correct * 100.0 / n
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy %) of `model` on uint8 images, in large batches."""
+    model.eval()
+    total_loss = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    with torch.inference_mode():
+        for start in range(0, len(labels), EVAL_BATCH):
+            x = normalize(images[start : start + EVAL_BATCH])
+            y = labels[start : start + EVAL_BATCH]
+            output = model(x)
+            total_loss += F.cross_entropy(output, y, reduction="sum")
+            correct += (output.argmax(1) == y).sum()
+    return total_loss.item() / len(labels), correct.item() * 100.0 / len(labels)
+
+
+OnEpoch = Callable[[dict[str, Any], RunState], Any]
+
+
+def train(
+    config: TrainConfig,
+    data: MNIST,
+    on_epoch: OnEpoch | None = None,
+    resume: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train `config` on `data` (moved to the config's device); see the module docstring."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    data = data.subset(config.train_subset, config.test_subset)
+    if data.device != device:
+        data = data.to(device)
+    spec = AugmentSpec.from_config(config)
+    state = make_state(config, device, len(data.train_y))
+    if resume is not None:
+        state.load_state_dict(resume)
+    params = count_params(state.model)
+    started = time.perf_counter()
+    status = "completed"
+    while state.epoch < config.epochs:
+        epoch_start = time.perf_counter()
+        lr = state.scheduler.get_last_lr()[0]
+        train_loss, train_acc = train_epoch(config, state, data, spec)
+        test_loss, test_acc = evaluate(state.model, data.test_x, data.test_y)
+        state.epoch += 1
+        metrics = {
+            "epoch": state.epoch,
+            "train_loss": train_loss.item(),
+            "train_acc": train_acc.item(),
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": lr,  # learning rate at the start of the epoch
+            "epoch_s": time.perf_counter() - epoch_start,
+            "params": params,
+        }
+        diverged = not (math.isfinite(metrics["train_loss"]) and math.isfinite(test_loss))
+        diverged = diverged or metrics["train_loss"] > DIVERGED_LOSS
+        metrics["diverged"] = diverged
+        state.history.append(metrics)
+        stop = on_epoch(metrics, state) if on_epoch is not None else False
+        if diverged:
+            status = "diverged"
+            break
+        if stop:
+            status = "stopped" if state.epoch < config.epochs else "completed"
+            break
+    seconds = time.perf_counter() - started
+    return TrainResult(status, state.history, state.model, params, seconds)
+
+
+def add_config_arguments(parser) -> None:
+    """One --flag per TrainConfig field, defaulting to None (= keep the dataclass default)."""
+    import argparse
+    import dataclasses
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            parser.add_argument(flag, dest=f.name, type=kind, metavar=f.type.upper())
+
+
+def config_from_args(args) -> TrainConfig:
+    names = TrainConfig.field_names()
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return TrainConfig.from_dict(given)
+
+
+def print_epoch(metrics: dict[str, Any], total: int) -> None:
+    print(
+        f"epoch {metrics['epoch']:2d}/{total}  lr {metrics['lr']:.4f}  "
+        f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:6.2f}%  "
+        f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:6.2f}%  "
+        f"{metrics['epoch_s']:5.1f}s",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from tune_mnist.config import ConfigError
+    from tune_mnist.data import DataError, load_mnist
+    from tune_mnist.store import provenance, save_model
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tune_mnist.train", description="Train one tiny MNIST CNN."
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--out", help="model file to write (default runs/<arch>-seed<N>.pt)")
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+        data = load_mnist(args.data_dir, device=resolve_device(config.device))
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model_params = count_params(build_from_config(config))
+    print(f"{config.arch}: {model_params:,} parameters, device {resolve_device(config.device)}")
+    result = train(config, data, on_epoch=lambda m, s: print_epoch(m, config.epochs))
+    out = Path(args.out or f"runs/{config.arch}-seed{config.seed}.pt")
+    final = result.final
+    save_model(
+        out,
+        result.model,
+        config,
+        status=result.status,
+        final_test_acc=final.get("test_acc"),
+        params=result.params,
+        seconds=result.seconds,
+        **provenance(str(resolve_device(config.device))),
+    )
+    print(
+        f"{result.status}: final test acc {final.get('test_acc', float('nan')):.2f}% "
+        f"in {result.seconds:.1f}s; saved {out}"
+    )
+    return 0 if result.status == "completed" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
