@@ -42,8 +42,10 @@ def test_bad_values_raise_clear_errors(values, message):
 
 def test_round_trip_through_a_row_of_numpy_scalars():
     config = TrainConfig(arch="tiny", width1=6, dropout=0.1, squeeze=False)
-    row = {k: (np.asarray(v).item() if isinstance(v, bool) else np.asarray(v)[()])
-           for k, v in config.to_dict().items()}  # fmt: skip
+    row = {
+        k: (np.asarray(v).item() if isinstance(v, bool) else np.asarray(v)[()])
+        for k, v in config.to_dict().items()
+    }
     assert TrainConfig.from_dict(row) == config
 
 

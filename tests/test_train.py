@@ -81,8 +81,21 @@ def test_nan_loss_ends_as_diverged(mnist, monkeypatch):
 
 def test_cli_trains_saves_and_reloads(tmp_path, mnist):
     out = tmp_path / "m.pt"
-    command = [sys.executable, "-m", "tune_mnist.train", "--epochs", "1", "--train-subset",
-               "1000", "--test-subset", "500", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "tune_mnist.train",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "1000",
+        "--test-subset",
+        "500",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "epoch  1/1" in done.stdout and "saved" in done.stdout

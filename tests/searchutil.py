@@ -1,0 +1,58 @@
+"""Helpers to run scripts/search.py as a user would, in a subprocess, into a temp results dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMOKE_SETTINGS = """
+settings: {epochs: EPOCHS, grace_period: GRACE, reduction_factor: 2, samples: SAMPLES,
+           train_subset: 3000, test_subset: 500, target_acc: 50.0, max_params: MAXP}
+fixed: {batch_size: 64}
+params:
+  max_lr: {loguniform: [0.01, 0.05]}
+  rotate_deg: {choice: [0.0, 10.0]}
+arch:
+  super_light: {}
+  tiny:
+    width1: {int: [4, 8]}
+    width2: {int: [6, 10]}
+    depth1: 1
+    depth2: 1
+    depth3: 0
+"""
+
+
+def space_file(folder: Path, epochs=3, grace=1, samples=7, max_params=4000, points="") -> Path:
+    text = (
+        SMOKE_SETTINGS.replace("EPOCHS", str(epochs))
+        .replace("GRACE", str(grace))
+        .replace("SAMPLES", str(samples))
+        .replace("MAXP", str(max_params))
+    )
+    path = folder / "space.yaml"
+    path.write_text(text + points)
+    return path
+
+
+def env(results: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "TUNE_MNIST_RESULTS": str(results), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def search_command(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "search.py"), "--gpus", "0", *args]
+
+
+def run_search(results: Path, *args: str, timeout=600, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        search_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env(results, **extra),
+        cwd=ROOT,
+    )

@@ -1,0 +1,166 @@
+"""End-to-end searches on subset data (CPU): Optuna + ASHA + parquet, over budget, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+from searchutil import env, run_search, search_command, space_file
+
+from tune_mnist.results import EPOCH_COLUMNS, load
+
+pytestmark = pytest.mark.slow
+
+OVER_BUDGET_POINT = "points_to_evaluate:\n  - {arch: super_light, max_lr: 0.02, rotate_deg: 10.0}\n"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One search of 7 trials, 2 at a time; super_light (4,836 params) is over a 4,000 budget."""
+    folder = tmp_path_factory.mktemp("smoke")
+    space = space_file(folder, points=OVER_BUDGET_POINT)
+    started = time.perf_counter()
+    done = run_search(folder / "results", "--space", str(space), "--name", "s1", "--no-report")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return load(folder / "results" / "s1"), done.stdout, time.perf_counter() - started
+
+
+def test_three_tables_with_documented_columns_and_types(smoke):
+    results, _, _ = smoke
+    trials = results.trials
+    assert len(trials) == 7
+    for column in (
+        "trial_id",
+        "status",
+        "arch",
+        "width1",
+        "dropout",
+        "max_lr",
+        "params",
+        "epochs_run",
+        "final_test_acc",
+        "best_test_acc",
+        "best_epoch",
+        "passed",
+        "wall_s",
+        "seed",
+        "device",
+        "torch_version",
+        "ray_version",
+        "optuna_version",
+        "commit",
+    ):
+        assert column in trials.columns, column
+    assert trials["width1"].dtype == "int64" and trials["squeeze"].dtype == bool
+    assert trials["max_lr"].dtype == "float64" and trials["passed"].dtype == bool
+    assert list(results.epochs.columns) == EPOCH_COLUMNS
+    assert set(results.passing["trial_id"]) == set(trials.loc[trials["passed"], "trial_id"])
+    assert results.passing["params"].is_monotonic_increasing
+
+
+def test_asha_stopped_some_and_epochs_match(smoke):
+    results, stdout, _ = smoke
+    trials = results.trials
+    assert (trials["status"] == "asha_stopped").sum() >= 1
+    counts = results.epochs.groupby("trial_id").size()
+    for _, row in trials.iterrows():
+        assert counts.get(row["trial_id"], 0) == row["epochs_run"]
+        epochs = results.epochs[results.epochs["trial_id"] == row["trial_id"]]["epoch"]
+        assert list(epochs) == list(range(1, row["epochs_run"] + 1))
+    assert "search summary" in stdout and "% saved" in stdout and "slot time" in stdout
+
+
+def test_passed_means_a_full_run_at_target(smoke):
+    trials = smoke[0].trials
+    passed = trials[trials["passed"]]
+    assert (passed["status"] == "completed").all()
+    assert (passed["final_test_acc"] >= 50.0).all() and (passed["epochs_run"] == 3).all()
+    assert not trials.loc[trials["status"] == "asha_stopped", "passed"].any()
+
+
+def test_over_budget_recorded_without_training(smoke):
+    trials = smoke[0].trials
+    over = trials[trials["status"] == "over_budget"]
+    assert len(over) >= 1 and (over["params"] > 4000).all()
+    assert (over["epochs_run"] == 0).all() and not over["passed"].any()
+    assert (over["wall_s"] < 1.0).all()
+
+
+def test_conditional_space_in_the_rows(smoke):
+    trials = smoke[0].trials
+    sl = trials[trials["arch"] == "super_light"]
+    assert (sl["width1"] == 8).all()  # the TrainConfig default: never sampled for it
+
+
+def test_too_many_gpus_fails_fast_and_writes_nothing(tmp_path):
+    started = time.perf_counter()
+    command = search_command("--gpus", "64", "--smoke", "--name", "x")  # the last --gpus wins
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env(tmp_path / "results"), timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "--gpus 64" in done.stderr
+    assert not (tmp_path / "results").exists()
+    assert time.perf_counter() - started < 60
+
+
+def _trial_dirs(experiment):
+    return [p for p in experiment.glob("run_trial_*") if p.is_dir()] if experiment.is_dir() else []
+
+
+def _epochs_logged(trial_dir):
+    path = trial_dir / "result.json"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def test_killed_search_resumes_without_retraining(tmp_path):
+    results = tmp_path / "results"
+    space = space_file(tmp_path, epochs=6, grace=6, samples=4, max_params=8000)
+    args = ["--space", str(space), "--name", "r1", "--no-report"]
+    proc = subprocess.Popen(
+        search_command(*args),
+        env=env(results),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    experiment = results / ".ray" / "r1"
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:  # kill once one trial is done and another is midway
+            logged = [_epochs_logged(d) for d in _trial_dirs(experiment)]
+            if 6 in logged and any(2 <= n < 5 for n in logged):
+                break
+            assert proc.poll() is None, "the search ended before it could be killed"
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished in time")
+        time.sleep(1.0)  # let Ray snapshot the experiment state after the last checkpoint
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {d.name: _epochs_logged(d) for d in _trial_dirs(experiment)}
+    finished_before = [name for name, n in before.items() if n == 6]
+    assert (results / "r1" / "trials.parquet").is_file()  # written while it ran
+    pd.read_parquet(results / "r1" / "trials.parquet")  # and readable after a hard kill
+
+    done = run_search(results, *args, "--resume")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    after = {d.name: _epochs_logged(d) for d in _trial_dirs(experiment)}
+    for name in finished_before:
+        assert after[name] == 6, "a trial finished before the kill was trained again"
+    final = load(results / "r1")
+    assert len(final.trials) == 4 and (final.trials["status"] == "completed").all()
+    for trial_id, group in final.epochs.groupby("trial_id"):
+        assert list(group["epoch"]) == list(range(1, 7)), trial_id
+    assert (final.epochs["start_epoch"] > 0).any(), "no trial continued from a checkpoint"
+    assert json.loads((results / "r1" / "resume.json").read_text())["name"] == "r1"
+
+
+def test_resume_of_unknown_name_is_refused(tmp_path):
+    done = run_search(tmp_path / "results", "--smoke", "--name", "never", "--resume")
+    assert done.returncode == 2 and "never" in done.stderr
+    assert not (tmp_path / "results" / "never").exists()

@@ -1,0 +1,122 @@
+import optuna
+import pytest
+
+from tune_mnist.search import UsageError, check_name, plan_resources
+from tune_mnist.space import SpaceError, load_space
+
+BASE = """
+settings: {epochs: 3, grace_period: 1, samples: 4}
+params:
+  max_lr: {loguniform: [0.01, 0.05]}
+arch:
+  super_light: {}
+  tiny:
+    width1: {int: [4, 8]}
+    squeeze: {choice: [true, false]}
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["default", "tiny", "smoke"])
+def test_shipped_spaces_load(name):
+    space = load_space(f"search_spaces/{name}.yaml")
+    assert space.settings["metric"] == "test_acc" and space.settings["samples"] >= 6
+
+
+def test_conditional_space_never_leaks_branch_params(tmp_path):
+    space = load_space("search_spaces/default.yaml")
+    study = optuna.create_study(
+        sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, group=True)
+    )
+    seen = set()
+    for i in range(60):
+        trial = study.ask()
+        constants = space.define_by_run(trial)
+        values = {**trial.params, **constants}
+        arch = values["arch"]
+        seen.add(arch)
+        branch_keys = {k for k in values if ":" in k}
+        assert all(k.startswith(f"{arch}:") for k in branch_keys), (arch, branch_keys)
+        config = space.train_config(values)  # every sample is a valid TrainConfig
+        assert config.arch == arch
+        if arch != "tiny":
+            assert not branch_keys
+        study.tell(trial, float(i % 7))
+    assert seen == {"super_light", "light", "lightest", "tiny"}
+
+
+def test_points_use_branch_names():
+    point = load_space("search_spaces/tiny.yaml").optuna_points()[0]
+    assert point["tiny:width1"] == 6 and "width1" not in point
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("params:\n  max_lr: {loguniform: [0.05, 0.01]}", r"params\.max_lr\.loguniform: low"),
+        ("params:\n  dropout: {uniform: [-0.1, 0.2]}", r"params\.dropout: .*dropout=-0\.1"),
+        ("params:\n  max_lrr: 0.1", r"params\.max_lrr: unknown key"),
+        ("params:\n  max_lr: {normal: [0, 1]}", r"unknown distribution 'normal'"),
+        ("arch:\n  resnet: {}", r"arch\.resnet: unknown architecture"),
+        ("arch:\n  super_light: {width1: 4}", r"arch\.super_light\.width1: unknown key"),
+        ("settings: {epochs: 3, grace_period: 5}", r"settings\.grace_period"),
+        ("settings: {sample: 3}", r"settings\.sample: unknown key"),
+        ("points_to_evaluate: [{arch: tiny, width1: 99}]", r"points_to_evaluate\[0\]"),
+        ("extra: 1", r"unknown top-level key"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path, change, message):
+    doc = _replace_block(BASE.strip(), change.split(":", 1)[0])
+    path = write(tmp_path, doc + "\n" + change + "\n")
+    with pytest.raises(SpaceError, match=message) as info:
+        load_space(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def _replace_block(doc: str, top: str) -> str:
+    """Drop the top-level block `top` from `doc` (the change supplies its own)."""
+    out, skipping = [], False
+    for line in doc.split("\n"):
+        if not line.startswith(" "):
+            skipping = line.startswith(f"{top}:")
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def test_not_yaml_is_one_line(tmp_path):
+    path = write(tmp_path, "settings: [unclosed\n  - : :")
+    with pytest.raises(SpaceError, match="not valid YAML"):
+        load_space(path)
+
+
+def test_yaml_tags_are_refused(tmp_path):
+    path = write(tmp_path, BASE + "\ndescription: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(SpaceError, match="not valid YAML"):
+        load_space(path)
+
+
+def test_resource_arithmetic_packs_trials_on_gpus():
+    plan = plan_resources(4, 4, 1, cluster_cpus=64, cluster_gpus=4)
+    assert plan.concurrency == 16 and plan.per_trial == {"cpu": 1, "gpu": 0.25}
+    assert plan_resources(4, 4, 1, cluster_cpus=8, cluster_gpus=4).concurrency == 8
+    cpu = plan_resources(0, 4, 2, cluster_cpus=16, cluster_gpus=0)
+    assert cpu.concurrency == 8 and cpu.per_trial == {"cpu": 2}
+
+
+def test_too_many_gpus_is_refused():
+    with pytest.raises(UsageError, match="only 0 GPU"):
+        plan_resources(4, 4, 1, cluster_cpus=2, cluster_gpus=0)
+    with pytest.raises(UsageError, match="--gpus -1"):
+        plan_resources(-1, 4, 1, cluster_cpus=2, cluster_gpus=0)
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/b", "..", "", "-x"])
+def test_experiment_names_cannot_escape_results(name):
+    with pytest.raises(UsageError):
+        check_name(name)

@@ -1,0 +1,219 @@
+"""Search results as parquet: trials.parquet, epochs.parquet, passing.parquet.
+
+The tables are rebuilt from Ray's own per-trial logs (result.json) whenever a trial ends, and
+written atomically (temp file, then rename), so a reader never sees half a file and a crash
+loses nothing that Ray had recorded. `load(path)` returns them as DataFrames.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tune_mnist.config import TrainConfig
+from tune_mnist.store import atomic_write_bytes
+
+EPOCH_COLUMNS = [
+    "trial_id",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "lr",
+    "epoch_s",
+    "params",
+    "diverged",
+    "start_epoch",
+]
+STATUSES = ["completed", "asha_stopped", "over_budget", "diverged", "error", "running", "pending"]
+_DTYPES = {"bool": "bool", "int": "int64", "float": "float64", "str": "string"}
+
+
+@dataclass
+class Results:
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    passing: pd.DataFrame
+    confirmations: pd.DataFrame | None
+    path: Path
+
+
+def read_epochs(trial_dir: str | Path | None) -> list[dict[str, Any]]:
+    """Per-epoch rows of one trial from Ray's result.json; a resumed trial may have logged an
+    epoch twice (reported, then killed before Ray saved its state): the last one wins."""
+    if not trial_dir:
+        return []
+    path = Path(trial_dir) / "result.json"
+    if not path.is_file():
+        return []
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if row.get("epoch", 0) >= 1:
+            by_epoch[int(row["epoch"])] = {k: row.get(k) for k in EPOCH_COLUMNS[1:]}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def trial_status(ray_status: str, last: dict[str, Any], epochs: list[dict], max_epochs: int):
+    if ray_status == "ERROR":
+        return "error"
+    if ray_status in ("PENDING", "PAUSED"):
+        return "pending"
+    if last.get("over_budget"):
+        return "over_budget"
+    if any(e.get("diverged") for e in epochs):
+        return "diverged"
+    if ray_status == "RUNNING":
+        return "running"
+    return "completed" if len(epochs) >= max_epochs else "asha_stopped"
+
+
+@dataclass
+class TrialView:
+    """What a results row needs of a trial, from a live Ray `Trial` or a finished `Result`."""
+
+    trial_id: str
+    status: str  # Ray's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    config: dict[str, Any]
+    last_result: dict[str, Any]
+    path: str | None
+    error: str = ""
+
+    @classmethod
+    def of_trial(cls, trial) -> TrialView:
+        error = ""
+        if trial.status == "ERROR" and trial.error_file:
+            try:
+                error = _last_line(Path(trial.error_file).read_text())
+            except OSError:
+                error = "error (no error file)"
+        return cls(
+            trial.trial_id,
+            trial.status,
+            trial.config,
+            trial.last_result or {},
+            trial.local_path,
+            error,
+        )
+
+    @classmethod
+    def of_result(cls, result) -> TrialView:
+        metrics = result.metrics or {}
+        status = "ERROR" if result.error else "TERMINATED"
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        error = _last_line(str(result.error)) if result.error else ""
+        return cls(trial_id, status, result.config, metrics, result.path, error)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dict, list[dict]]:
+    settings = space.settings
+    epochs = read_epochs(trial.path)
+    last = trial.last_result or {}
+    status = trial_status(trial.status, last, epochs, settings["epochs"])
+    device = last.get("device") or "cpu"
+    config = space.train_config(trial.config, device=device, threads=cpus)
+    accs = [e["test_acc"] for e in epochs]
+    best = max(range(len(accs)), key=accs.__getitem__) if accs else None
+    final_acc = accs[-1] if accs else float("nan")
+    params = int(last.get("params") or (epochs[-1]["params"] if epochs else -1))
+    row = {
+        "trial_id": trial.trial_id,
+        "status": status,
+        **config.to_dict(),
+        "params": params,
+        "epochs_run": len(epochs),
+        "final_test_acc": final_acc,
+        "best_test_acc": accs[best] if accs else float("nan"),
+        "best_epoch": best + 1 if accs else 0,
+        "passed": bool(
+            status == "completed"
+            and final_acc >= settings["target_acc"]
+            and params <= settings["max_params"]
+        ),
+        "train_s": float(sum(e["epoch_s"] or 0 for e in epochs)),
+        # over budget: the trainable's own clock (Ray's also counts the worker's start-up)
+        "wall_s": float(last.get("trial_s") or last.get("time_total_s") or 0.0),
+        "error": trial.error if status == "error" else "",
+        **provenance,
+    }
+    return row, [{"trial_id": trial.trial_id, **e} for e in epochs]
+
+
+def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
+    rows, epoch_rows = [], []
+    for trial in trials:
+        row, epochs = trial_row(trial, space, cpus, provenance)
+        rows.append(row)
+        epoch_rows.extend(epochs)
+    trials_df = typed_trials(pd.DataFrame(rows))
+    epochs_df = pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS).astype(
+        {
+            "trial_id": "string",
+            "epoch": "int64",
+            "params": "int64",
+            "diverged": "bool",
+            "start_epoch": "int64",
+        }
+    )
+    passing = trials_df[trials_df["passed"]].sort_values(
+        ["params", "final_test_acc"], ascending=[True, False]
+    )
+    return trials_df, epochs_df, passing.reset_index(drop=True)
+
+
+def typed_trials(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every config field as its own typed column (not object), whatever the row order."""
+    types = {f: _DTYPES[t] for f, t in TrainConfig.__annotations__.items()}
+    types |= {
+        "trial_id": "string",
+        "status": "string",
+        "params": "int64",
+        "epochs_run": "int64",
+        "best_epoch": "int64",
+        "passed": "bool",
+        "error": "string",
+    }
+    present = {k: v for k, v in types.items() if k in frame.columns}
+    return frame.astype(present)
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_tables(folder: Path, trials_df, epochs_df, passing) -> list[Path]:
+    paths = [folder / "trials.parquet", folder / "epochs.parquet", folder / "passing.parquet"]
+    for path, frame in zip(paths, (trials_df, epochs_df, passing), strict=True):
+        write_parquet(path, frame)
+    return paths
+
+
+def load(path: str | Path) -> Results:
+    """The tables of one experiment folder (results/<name>) as DataFrames."""
+    folder = Path(path)
+    if not (folder / "trials.parquet").is_file():
+        raise FileNotFoundError(f"{folder}: no trials.parquet; run scripts/search.py first")
+    confirmations = folder / "confirmations.parquet"
+    return Results(
+        trials=pd.read_parquet(folder / "trials.parquet"),
+        epochs=pd.read_parquet(folder / "epochs.parquet"),
+        passing=pd.read_parquet(folder / "passing.parquet"),
+        confirmations=pd.read_parquet(confirmations) if confirmations.is_file() else None,
+        path=folder,
+    )

@@ -1,0 +1,172 @@
+"""Starting Ray, building (or restoring) the Tuner and writing results as trials finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from tune_mnist.results import TrialView, build_tables, write_tables
+from tune_mnist.search import Plan, format_summary, plan_resources
+from tune_mnist.store import provenance, write_json
+from tune_mnist.trainable import run_trial
+
+
+class ResultsWriter(tune.Callback):
+    """Rewrites the parquet tables whenever a trial ends, so a crash loses nothing."""
+
+    def __init__(self, folder: Path, space, cpus: int, prov: dict[str, str]):
+        self.folder, self.space, self.cpus, self.prov = folder, space, cpus, prov
+
+    def write(self, trials) -> list[Path]:
+        views = [TrialView.of_trial(t) for t in trials]
+        return write_tables(self.folder, *build_tables(views, self.space, self.cpus, self.prov))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.write(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.write(trials)
+
+    def on_experiment_end(self, trials, **info):
+        self.write(trials)
+
+
+def start_ray(address: str | None) -> None:
+    """Join a cluster if one is named; else a local Ray sized for this machine, no dashboard."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # One checkpoint kept per trial forces a state snapshot each epoch: wanted (nothing lost
+    # on a crash), so Ray's warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    import torch
+
+    ray.init(
+        num_cpus=os.cpu_count(),
+        num_gpus=torch.cuda.device_count(),
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
+def make_plan(args) -> Plan:
+    resources = ray.cluster_resources()
+    cluster_gpus = resources.get("GPU", 0)
+    gpus = int(cluster_gpus) if args.gpus is None else args.gpus
+    return plan_resources(
+        gpus, args.trials_per_gpu, args.cpus_per_trial, resources.get("CPU", 1), cluster_gpus
+    )
+
+
+def make_tuner(args, space, name, storage, experiment, data, plan, writer, resume):
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, data=data, space=space, cpus=args.cpus_per_trial),
+        plan.per_trial,
+    )
+    if resume:
+        return tune.Tuner.restore(
+            experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    import optuna
+
+    settings = space.settings
+    sampler = optuna.samplers.TPESampler(
+        seed=args.seed,
+        multivariate=True,
+        group=True,  # the conditional space: sample each architecture's branch jointly
+        n_startup_trials=max(4, min(10, settings["samples"] // 3)),
+    )
+    searcher = OptunaSearch(
+        space=space.define_by_run,
+        metric=settings["metric"],
+        mode=settings["mode"],
+        sampler=sampler,
+        points_to_evaluate=space.optuna_points() or None,
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        max_t=settings["epochs"],
+        grace_period=settings["grace_period"],
+        reduction_factor=settings["reduction_factor"],
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=settings["metric"],
+            mode=settings["mode"],
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=settings["samples"],
+            max_concurrent_trials=plan.concurrency,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[writer],
+            verbose=1,
+        ),
+    )
+
+
+def run_search(args, space, name, folder, storage, experiment, data) -> int:
+    started = time.perf_counter()
+    start_ray(args.address)
+    try:
+        plan = make_plan(args)  # raises UsageError before anything is written
+        device = "cuda" if plan.per_trial.get("gpu") else "cpu"
+        prov = provenance(device)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "name": name,
+            "space": str(space.path),
+            "settings": space.settings,
+            "experiment": experiment,
+            "argv": sys.argv,
+            "plan": plan.__dict__,
+            **prov,
+        }
+        write_json(folder / ("resume.json" if args.resume else "search.json"), meta)
+        print(
+            f"search {name}: {space.settings['samples']} trials, {plan.concurrency} at once, "
+            f"each {plan.per_trial}; results in {folder}",
+            flush=True,
+        )
+        writer = ResultsWriter(folder, space, args.cpus_per_trial, prov)
+        tuner = make_tuner(args, space, name, storage, experiment, data, plan, writer, args.resume)
+        grid = tuner.fit()
+        wall_s = time.perf_counter() - started
+        views = [TrialView.of_result(result) for result in grid]
+        tables = build_tables(views, space, args.cpus_per_trial, prov)
+    finally:
+        ray.shutdown()
+    return finish(args, folder, space, tables, wall_s, plan)
+
+
+def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan) -> int:
+    trials_df, epochs_df, passing = tables
+    paths = write_tables(folder, trials_df, epochs_df, passing)
+    summary = format_summary(trials_df, passing, space.settings, wall_s, plan.concurrency, paths)
+    print(summary, flush=True)
+    write_json(
+        folder / "summary.json",
+        {
+            "wall_s": wall_s,
+            "slots": plan.concurrency,
+            "statuses": json.loads(trials_df["status"].value_counts().to_json()),
+        },
+    )
+    return 0

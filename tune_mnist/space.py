@@ -1,0 +1,267 @@
+"""Search spaces as data: a YAML file -> validated settings + an Optuna define-by-run function.
+
+Format (see search_spaces/README.md)::
+
+    settings: {metric: test_acc, mode: max, epochs: 15, grace_period: 3, reduction_factor: 3,
+               max_params: 8000, target_acc: 99.4, samples: 24}
+    fixed:  {batch_size: 128}                 # TrainConfig fields set for every trial
+    params: {max_lr: {loguniform: [0.005, 0.05]}, dropout: 0.0}   # shared by every arch
+    arch:                                     # conditional branches, one per architecture
+      super_light: {}
+      tiny: {width1: {int: [4, 12]}, squeeze: {choice: [true, false]}}
+    points_to_evaluate: [{arch: super_light, max_lr: 0.02}]
+
+A distribution is `{choice: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}` or
+`{int: [lo, hi]}` (optional `step`); a bare value is a constant. Branch parameters get their
+own Optuna names (`tiny:width1`) so one architecture's values never leak into another's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tune_mnist.config import ConfigError, TrainConfig
+from tune_mnist.models import MODELS, model_param_names
+
+
+class SpaceError(ValueError):
+    """A search-space file that cannot be used; the message names file, key and what is allowed."""
+
+
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "metric": "test_acc",  # reported metric the search optimises
+    "mode": "max",  # max | min
+    "epochs": 15,  # max_t: epochs of a full trial
+    "grace_period": 3,  # ASHA: epochs every trial gets before it can be stopped
+    "reduction_factor": 3,  # ASHA: keep 1/reduction_factor of trials at each rung
+    "max_params": 8000,  # configs above this are recorded as over_budget, never trained
+    "target_acc": 99.4,  # final test accuracy (%) a full run must reach to pass
+    "samples": 24,  # trials to run
+    "train_subset": 0,  # first N training images (0 = all); smoke spaces use a subset
+    "test_subset": 0,  # first N test images (0 = all)
+}
+TOP_KEYS = {"description", "settings", "fixed", "params", "arch", "points_to_evaluate"}
+KINDS = {"choice", "uniform", "loguniform", "int"}
+# Fields owned by the search itself: the settings and the driver set them, never the space.
+RESERVED = {"epochs", "train_subset", "test_subset", "device", "threads", "arch"}
+
+
+@dataclass(frozen=True)
+class Dist:
+    kind: str  # choice | uniform | loguniform | int | const
+    values: tuple = ()  # choice values, (lo, hi) for ranges, (value,) for const
+    step: int = 1
+
+    def suggest(self, trial, name: str) -> Any:
+        if self.kind == "choice":
+            return trial.suggest_categorical(name, list(self.values))
+        if self.kind == "uniform":
+            return trial.suggest_float(name, *self.values)
+        if self.kind == "loguniform":
+            return trial.suggest_float(name, *self.values, log=True)
+        return trial.suggest_int(name, *self.values, step=self.step)
+
+    def extremes(self) -> list[Any]:
+        return list(self.values)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    path: Path
+    settings: dict[str, Any]
+    fixed: dict[str, Any]
+    shared: dict[str, Dist]
+    branches: dict[str, dict[str, Dist]]
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+    def define_by_run(self, trial) -> dict[str, Any]:
+        """Optuna define-by-run: sample arch, then the shared and that arch's own params.
+        Returns the constants; Ray merges them with the sampled values into the trial config."""
+        arch = trial.suggest_categorical("arch", sorted(self.branches))
+        constants = dict(self.fixed)
+        for name, dist in self.shared.items():
+            if dist.kind == "const":
+                constants[name] = dist.values[0]
+            else:
+                dist.suggest(trial, name)
+        for name, dist in self.branches[arch].items():
+            if dist.kind == "const":
+                constants[f"{arch}:{name}"] = dist.values[0]
+            else:
+                dist.suggest(trial, f"{arch}:{name}")
+        return constants
+
+    def optuna_points(self) -> list[dict[str, Any]]:
+        """points_to_evaluate with branch fields renamed to their Optuna names."""
+        out = []
+        for point in self.points:
+            arch = point["arch"]
+            out.append(
+                {(f"{arch}:{k}" if k in self.branches[arch] else k): v for k, v in point.items()}
+            )
+        return out
+
+    def train_config(self, trial_config: dict[str, Any], **run: Any) -> TrainConfig:
+        """The TrainConfig of one trial: its sampled values, branch prefixes stripped, plus the
+        run settings (epochs, subsets) and `run` overrides (device, threads)."""
+        values = {key.split(":", 1)[-1]: v for key, v in trial_config.items()}
+        values["epochs"] = self.settings["epochs"]
+        values["train_subset"] = self.settings["train_subset"]
+        values["test_subset"] = self.settings["test_subset"]
+        return TrainConfig.from_dict({**values, **run})
+
+
+def _dist(where: str, spec: Any) -> Dist:
+    if not isinstance(spec, dict):
+        if isinstance(spec, (list, tuple)):
+            raise SpaceError(f"{where}: a list is ambiguous; write {{choice: [...]}}")
+        return Dist("const", (spec,))
+    if len(spec) != 1 and not (len(spec) == 2 and "int" in spec and "step" in spec):
+        raise SpaceError(f"{where}: one of {sorted(KINDS)} expected, got keys {sorted(spec)}")
+    kind = next(k for k in spec if k != "step")
+    if kind not in KINDS:
+        raise SpaceError(f"{where}: unknown distribution {kind!r}; allowed: {sorted(KINDS)}")
+    values = spec[kind]
+    if not isinstance(values, list) or not values:
+        raise SpaceError(f"{where}.{kind}: expected a non-empty list")
+    if kind == "choice":
+        return Dist("choice", tuple(values))
+    if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values):
+        raise SpaceError(f"{where}.{kind}: expected [low, high] numbers, got {values!r}")
+    low, high = values
+    if low > high:
+        raise SpaceError(f"{where}.{kind}: low {low} > high {high}")
+    if kind == "loguniform" and low <= 0:
+        raise SpaceError(f"{where}.loguniform: low must be > 0, got {low}")
+    if kind == "int":
+        if not all(isinstance(v, int) for v in values):
+            raise SpaceError(f"{where}.int: bounds must be integers, got {values!r}")
+        return Dist("int", (low, high), int(spec.get("step", 1)))
+    return Dist(kind, (float(low), float(high)))
+
+
+def _check_values(where: str, name: str, dist: Dist, arch: str | None) -> None:
+    """Every extreme / choice of a distribution must make a valid TrainConfig."""
+    for value in dist.extremes():
+        try:
+            TrainConfig.from_dict({name: value, **({"arch": arch} if arch else {})})
+        except ConfigError as exc:
+            raise SpaceError(f"{where}: {exc}") from None
+
+
+def _fields(where: str, block: Any, allowed: list[str], arch: str | None) -> dict[str, Dist]:
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise SpaceError(f"{where}: expected a mapping of field: distribution")
+    out = {}
+    for name, spec in block.items():
+        if name not in allowed:
+            raise SpaceError(
+                f"{where}.{name}: unknown key; allowed here: {', '.join(sorted(allowed))}"
+            )
+        out[name] = _dist(f"{where}.{name}", spec)
+        _check_values(f"{where}.{name}", name, out[name], arch)
+    return out
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Parse and validate a search-space file (safe YAML loader only)."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpaceError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(doc, dict):
+        raise SpaceError(f"{path}: expected a mapping with keys {sorted(TOP_KEYS)}")
+    try:
+        return _parse(path, doc)
+    except SpaceError as exc:
+        raise SpaceError(f"{path}: {exc}") from None
+
+
+def _parse(path: Path, doc: dict[str, Any]) -> SearchSpace:
+    unknown = set(doc) - TOP_KEYS
+    if unknown:
+        raise SpaceError(f"unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    settings = _settings(doc.get("settings") or {})
+    trainable = [n for n in TrainConfig.field_names() if n not in RESERVED]
+    fixed_dists = _fields("fixed", doc.get("fixed"), trainable, None)
+    fixed = {k: d.values[0] for k, d in fixed_dists.items() if d.kind == "const"}
+    if len(fixed) != len(fixed_dists):
+        raise SpaceError("fixed: values must be constants (use params: for distributions)")
+    branches_doc = doc.get("arch")
+    if not isinstance(branches_doc, dict) or not branches_doc:
+        raise SpaceError(f"arch: expected a mapping of architecture names ({sorted(MODELS)})")
+    branches = {}
+    for arch, block in branches_doc.items():
+        if arch not in MODELS:
+            raise SpaceError(f"arch.{arch}: unknown architecture; valid: {sorted(MODELS)}")
+        branches[arch] = _fields(f"arch.{arch}", block, model_param_names(arch), arch)
+    shared_allowed = [n for n in trainable if not any(n in b for b in branches.values())]
+    shared = _fields("params", doc.get("params"), shared_allowed, None)
+    points = _points(doc.get("points_to_evaluate") or [], shared, branches, fixed)
+    return SearchSpace(path, settings, fixed, shared, branches, points)
+
+
+def _settings(block: Any) -> dict[str, Any]:
+    if not isinstance(block, dict):
+        raise SpaceError("settings: expected a mapping")
+    unknown = set(block) - set(SETTINGS_DEFAULTS)
+    if unknown:
+        raise SpaceError(
+            f"settings.{sorted(unknown)[0]}: unknown key; allowed: {sorted(SETTINGS_DEFAULTS)}"
+        )
+    settings = {**SETTINGS_DEFAULTS, **block}
+    if settings["mode"] not in ("max", "min"):
+        raise SpaceError(f"settings.mode: {settings['mode']!r}; allowed: max, min")
+    for key in ("epochs", "grace_period", "samples", "max_params"):
+        if not isinstance(settings[key], int) or settings[key] < 1:
+            raise SpaceError(f"settings.{key}: {settings[key]!r}; must be an integer >= 1")
+    if settings["grace_period"] > settings["epochs"]:
+        raise SpaceError("settings.grace_period: must be <= settings.epochs")
+    if not settings["reduction_factor"] > 1:
+        raise SpaceError("settings.reduction_factor: must be > 1")
+    if not (isinstance(settings["target_acc"], (int, float)) and 0 < settings["target_acc"] <= 100):
+        raise SpaceError("settings.target_acc: a percentage in (0, 100]")
+    TrainConfig.from_dict({k: settings[k] for k in ("epochs", "train_subset", "test_subset")})
+    return settings
+
+
+def _points(points: Any, shared, branches, fixed) -> list[dict[str, Any]]:
+    if not isinstance(points, list):
+        raise SpaceError("points_to_evaluate: expected a list of mappings")
+    for i, point in enumerate(points):
+        where = f"points_to_evaluate[{i}]"
+        if not isinstance(point, dict) or point.get("arch") not in branches:
+            raise SpaceError(f"{where}: needs arch: one of {sorted(branches)}")
+        searched = {n for n, d in shared.items() if d.kind != "const"}
+        searched |= {n for n, d in branches[point["arch"]].items() if d.kind != "const"}
+        extra = set(point) - searched - {"arch"}
+        if extra:
+            raise SpaceError(
+                f"{where}.{sorted(extra)[0]}: not a searched parameter of arch "
+                f"{point['arch']}; searched: {sorted(searched)}"
+            )
+        try:
+            TrainConfig.from_dict({**fixed, **point})
+        except ConfigError as exc:
+            raise SpaceError(f"{where}: {exc}") from None
+        for name, value in point.items():
+            dist = shared.get(name) or branches[point["arch"]].get(name)
+            if dist and dist.kind in ("uniform", "loguniform", "int"):
+                low, high = dist.values
+                if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+                    raise SpaceError(f"{where}.{name}: {value} outside [{low}, {high}]")
+            elif dist and dist.kind == "choice" and value not in dist.values:
+                raise SpaceError(f"{where}.{name}: {value!r} not in {list(dist.values)}")
+    return points

@@ -1,0 +1,77 @@
+"""The Ray Tune function trainable: a thin shell around `tune_mnist.train.train`.
+
+Per epoch it calls `ray.tune.report` with the metrics and a checkpoint (model, optimiser,
+schedule, RNG states, epoch), so a paused, restored or retried trial continues at its next
+epoch. The parameter budget is checked before anything is trained or moved to a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from tune_mnist.data import MNIST
+from tune_mnist.models import build_from_config, count_params
+from tune_mnist.space import SearchSpace
+from tune_mnist.train import train
+
+STATE_FILE = "state.pt"
+FAIL_ENV = "TUNE_MNIST_FAIL_AT_EPOCH"  # tests only: "N" raises at epoch N of every trial
+
+
+def restored_state() -> dict[str, Any] | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def report_epoch(metrics: dict[str, Any], state, device: str, start_epoch: int) -> None:
+    fail_at = os.environ.get(FAIL_ENV)
+    if fail_at and int(fail_at) == metrics["epoch"]:
+        raise RuntimeError(f"injected failure at epoch {metrics['epoch']} ({FAIL_ENV})")
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state.state_dict(), Path(folder) / STATE_FILE)
+        checkpoint = tune.Checkpoint.from_directory(folder)
+        tune.report(
+            {**metrics, "over_budget": False, "device": device, "start_epoch": start_epoch},
+            checkpoint=checkpoint,
+        )
+
+
+def run_trial(config: dict[str, Any], data: MNIST, space: SearchSpace, cpus: int) -> None:
+    """Ray calls this once per trial (and again on retry / restore)."""
+    started = time.perf_counter()
+    gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
+    device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    train_config = space.train_config(config, device=device, threads=cpus)
+    params = count_params(build_from_config(train_config))  # on CPU: nothing trained yet
+    if params > space.settings["max_params"]:
+        worst = 0.0 if space.settings["mode"] == "max" else float("inf")
+        tune.report(
+            {
+                "epoch": 0,
+                "params": params,
+                "over_budget": True,
+                "diverged": False,
+                space.settings["metric"]: worst,
+                "trial_s": time.perf_counter() - started,
+                "device": device,
+            }
+        )
+        return
+    resume = restored_state()
+    start_epoch = int(resume["epoch"]) if resume else 0  # > 0: continued from a checkpoint
+    train(
+        train_config,
+        data,
+        on_epoch=lambda metrics, state: report_epoch(metrics, state, device, start_epoch),
+        resume=resume,
+    )
