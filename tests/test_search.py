@@ -14,22 +14,15 @@ from tune_mnist.results import EPOCH_COLUMNS, load
 
 pytestmark = pytest.mark.slow
 
-OVER_BUDGET_POINT = "points_to_evaluate:\n  - {arch: super_light, max_lr: 0.02, rotate_deg: 10.0}\n"
-
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """One search of 7 trials, 2 at a time; super_light (4,836 params) is over a 4,000 budget."""
-    folder = tmp_path_factory.mktemp("smoke")
-    space = space_file(folder, points=OVER_BUDGET_POINT)
-    started = time.perf_counter()
-    done = run_search(folder / "results", "--space", str(space), "--name", "s1", "--no-report")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return load(folder / "results" / "s1"), done.stdout, time.perf_counter() - started
+def smoke(smoke_search):
+    folder, stdout = smoke_search
+    return load(folder), stdout
 
 
 def test_three_tables_with_documented_columns_and_types(smoke):
-    results, _, _ = smoke
+    results, _ = smoke
     trials = results.trials
     assert len(trials) == 7
     for column in (
@@ -62,7 +55,7 @@ def test_three_tables_with_documented_columns_and_types(smoke):
 
 
 def test_asha_stopped_some_and_epochs_match(smoke):
-    results, stdout, _ = smoke
+    results, stdout = smoke
     trials = results.trials
     assert (trials["status"] == "asha_stopped").sum() >= 1
     counts = results.epochs.groupby("trial_id").size()

@@ -1,0 +1,137 @@
+"""retrain_best, the report and predict, on the smoke search's results (CPU, subset data)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from searchutil import ROOT
+
+from tune_mnist import load_model
+from tune_mnist.config import TrainConfig
+from tune_mnist.predict import main as predict_main
+from tune_mnist.report import build
+from tune_mnist.store import read_model_file, save_model
+from tune_mnist.train import evaluate, train
+
+pytestmark = pytest.mark.slow
+
+
+def retrain(*args):
+    command = [sys.executable, str(ROOT / "scripts" / "retrain_best.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def confirmed(smoke_search):
+    folder, _ = smoke_search
+    done = retrain("--results", str(folder), "--seeds", "2")
+    return folder, done
+
+
+def test_retrain_writes_model_cards_and_confirmations(confirmed):
+    folder, done = confirmed
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    best = folder / "best"
+    for name in ("model.pt", "seed0.pt", "seed1.pt", "model_card.json", "model_card.md"):
+        assert (best / name).is_file(), name
+    card = json.loads((best / "model_card.json").read_text())
+    assert card["seeds"] == [0, 1] and len(card["final_test_acc"]) == 2
+    assert card["all_seeds_passed"] and card["min_test_acc"] >= 50.0
+    assert card["mean_test_acc"] == pytest.approx(sum(card["final_test_acc"]) / 2)
+    assert "scripts/retrain_best.py" in card["reproduce"] and card["commit"]
+    rows = pd.read_parquet(folder / "confirmations.parquet")
+    assert len(rows) == 2 and set(rows["seed"]) == {0, 1}
+    assert {"trial_id", "final_test_acc", "params", "arch", "max_lr", "commit"} <= set(rows.columns)
+    assert "seed 1" in done.stdout and "epoch" in done.stdout
+
+
+def test_saved_weights_reproduce_the_recorded_accuracy(confirmed, mnist):
+    folder, _ = confirmed
+    card = json.loads((folder / "best" / "model_card.json").read_text())
+    model = load_model(folder / "best")
+    n = model.config.test_subset or 10000
+    _, acc = evaluate(model, mnist.test_x[:n], mnist.test_y[:n])
+    assert acc == pytest.approx(card["final_test_acc"][0])
+
+
+def test_unreachable_target_exits_1(confirmed):
+    folder, _ = confirmed
+    done = retrain("--results", str(folder), "--seeds", "1", "--target", "99.99")
+    assert done.returncode == 1 and "not passed" in done.stdout
+
+
+def test_bad_input_exits_2(tmp_path, confirmed):
+    folder, _ = confirmed
+    done = retrain("--results", str(tmp_path / "missing"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    empty = tmp_path / "empty"
+    shutil.copytree(folder, empty, ignore=shutil.ignore_patterns("best", "confirmed"))
+    passing = pd.read_parquet(empty / "passing.parquet")
+    passing.iloc[0:0].to_parquet(empty / "passing.parquet")
+    done = retrain("--results", str(empty))
+    assert done.returncode == 2 and "no passing trial" in done.stderr
+    (empty / "passing.parquet").write_bytes(b"not parquet")
+    done = retrain("--results", str(empty))
+    assert done.returncode == 2 and "unreadable" in done.stderr
+
+
+def test_report_builds_every_picture(confirmed):
+    folder, _ = confirmed
+    page = build(folder)
+    for name in ("pareto", "curves", "asha", "importance"):
+        path = folder / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 10_000, name
+        with Image.open(path) as image:
+            assert image.size[0] >= 600 and image.size[1] >= 150
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 4 and "Passing configurations" in text
+
+
+@pytest.fixture(scope="module")
+def digit_model(tmp_path_factory, mnist):
+    config = TrainConfig(epochs=2, train_subset=10000, test_subset=1000, device="cpu")
+    result = train(config, mnist)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(path, result.model, config)
+    return path
+
+
+def test_predict_labels_real_test_digits(tmp_path, mnist, digit_model, capsys):
+    paths = []
+    for i in range(8):
+        pixels = mnist.test_x[i].numpy()
+        image = Image.fromarray(pixels)
+        if i % 3 == 1:
+            image = Image.fromarray(255 - pixels)  # dark on light, as a scan would be
+        if i % 3 == 2:
+            image = image.resize((56, 56))  # larger than 28x28
+        paths.append(str(tmp_path / f"digit{i}.png"))
+        image.save(paths[-1])
+    assert predict_main(["--model", str(digit_model), *paths]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    predicted = [int(line.split(": ")[1].split()[0]) for line in lines]
+    truth = mnist.test_y[:8].tolist()
+    assert sum(p == t for p, t in zip(predicted, truth, strict=True)) >= 7, (predicted, truth)
+
+
+def test_predict_bad_image_exits_2(tmp_path, digit_model):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert predict_main(["--model", str(digit_model), str(bad)]) == 2
+
+
+def test_model_files_never_unpickle_objects(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "model.pt"
+    torch.save({"state_dict": {}, "config": {}, "extra": Payload()}, evil)
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
+        read_model_file(evil)

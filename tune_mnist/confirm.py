@@ -1,0 +1,174 @@
+"""Confirm a search's winners: retrain each over several seeds, from its parquet row alone.
+
+A search's best trial is one seed chosen on the test set; this module retrains it with fresh
+seeds, writes the weights and a model card to results/<name>/best/, and appends one row per
+seed to results/<name>/confirmations.parquet, so later analyses see who held up.
+"""
+
+from __future__ import annotations
+
+import shlex
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tune_mnist.config import TrainConfig
+from tune_mnist.data import MNIST
+from tune_mnist.train import print_epoch, train
+
+
+class InputError(ValueError):
+    """No results, no passing trial, unreadable parquet...: exit status 2, one line."""
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    status: str
+    final_test_acc: float
+    params: int
+    seconds: float
+    state_dict: dict[str, Any]
+    device: str
+
+
+def newest_experiment(results_root: Path) -> Path:
+    found = [p.parent for p in results_root.glob("*/trials.parquet") if p.parent.name[0] != "."]
+    if not found:
+        raise InputError(f"no experiment under {results_root}: run scripts/search.py first")
+    return max(found, key=lambda p: (p / "trials.parquet").stat().st_mtime)
+
+
+def pick(passing: pd.DataFrame, rank: str, top: int) -> pd.DataFrame:
+    """`accuracy`: highest final accuracy, ties to fewer params; `params`: smallest first."""
+    if rank == "accuracy":
+        order = passing.sort_values(["final_test_acc", "params"], ascending=[False, True])
+    else:
+        order = passing.sort_values(["params", "final_test_acc"], ascending=[True, False])
+    return order.head(top).reset_index(drop=True)
+
+
+def config_of(row: pd.Series | dict, **changes: Any) -> TrainConfig:
+    """Rebuild the TrainConfig from a results row (its config columns are the fields)."""
+    values = {name: row[name] for name in TrainConfig.field_names()}
+    return TrainConfig.from_dict({**values, **changes})
+
+
+def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> SeedRun:
+    label = f"[{config.arch} seed {config.seed}] "
+
+    def show(metrics, state):
+        if verbose:
+            print(label, end="")
+            print_epoch(metrics, config.epochs)
+
+    result = train(config, data, on_epoch=show)
+    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+    return SeedRun(
+        config.seed,
+        result.status,
+        float(result.final.get("test_acc", float("nan"))),
+        result.params,
+        result.seconds,
+        state,
+        config.device,
+    )
+
+
+def train_seeds(configs: list[TrainConfig], data: MNIST, parallel: dict | None) -> list[SeedRun]:
+    """One after another, or side by side as Ray tasks when `parallel` gives resources."""
+    if not parallel:
+        return [train_seed(config, data) for config in configs]
+    import ray
+
+    task = ray.remote(train_seed).options(**parallel)
+    shared = ray.put(data)
+    futures = [task.remote(config, shared) for config in configs]
+    runs = []
+    for config, future in zip(configs, futures, strict=True):
+        run = ray.get(future)
+        print(
+            f"[{config.arch} seed {config.seed}] {run.status}: "
+            f"{run.final_test_acc:.2f}% in {run.seconds:.0f}s",
+            flush=True,
+        )
+        runs.append(run)
+    return runs
+
+
+def summarise(runs: list[SeedRun], target: float, max_params: int) -> dict[str, Any]:
+    accs = [r.final_test_acc for r in runs]
+    return {
+        "target_acc": target,
+        "max_params": max_params,
+        "seeds": [r.seed for r in runs],
+        "final_test_acc": accs,
+        "mean_test_acc": statistics.fmean(accs),
+        "std_test_acc": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "min_test_acc": min(accs),
+        "all_seeds_passed": all(a >= target for a in accs)
+        and all(r.status == "completed" for r in runs)
+        and runs[0].params <= max_params,
+        "train_seconds": [r.seconds for r in runs],
+    }
+
+
+def confirmation_rows(row, rank, runs, summary, config, prov) -> list[dict[str, Any]]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    out = []
+    for run in runs:
+        values = {**config.to_dict(), "seed": run.seed, "device": run.device}
+        out.append(
+            {
+                "trial_id": row["trial_id"],
+                "rank": rank,
+                **values,
+                "params": run.params,
+                "status": run.status,
+                "final_test_acc": run.final_test_acc,
+                "passed": bool(run.final_test_acc >= summary["target_acc"]),
+                "all_seeds_passed": summary["all_seeds_passed"],
+                "search_test_acc": float(row["final_test_acc"]),
+                "train_s": run.seconds,
+                "confirmed_at": stamp,
+                **prov,
+            }
+        )
+    return out
+
+
+def reproduce_command(folder: Path, args) -> str:
+    parts = [
+        "python",
+        "scripts/retrain_best.py",
+        "--results",
+        str(folder),
+        "--rank",
+        args.rank,
+        "--top",
+        str(args.top),
+        "--seeds",
+        str(args.seeds),
+    ]
+    if args.epochs:
+        parts += ["--epochs", str(args.epochs)]
+    return shlex.join(parts)
+
+
+def train_command(config: TrainConfig) -> str:
+    """`python -m tune_mnist.train ...` with every field that differs from the defaults."""
+    default = TrainConfig()
+    parts = ["python", "-m", "tune_mnist.train"]
+    for name, value in config.to_dict().items():
+        if name in ("device", "threads") or value == getattr(default, name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)

@@ -1,0 +1,209 @@
+"""`scripts/retrain_best.py`: confirm the best trials of a search over several seeds.
+
+Exit status: 0 when a confirmed model passed (every seed >= target, params within budget),
+1 when the runs finished but none passed, 2 on bad input (one line, nothing trained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tune_mnist.confirm import (
+    InputError,
+    config_of,
+    confirmation_rows,
+    newest_experiment,
+    pick,
+    reproduce_command,
+    summarise,
+    train_command,
+    train_seeds,
+)
+from tune_mnist.search import RESULTS
+from tune_mnist.store import atomic_write_text, provenance, save_model, write_json
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="scripts/retrain_best.py", description="Retrain a search's best configs over seeds."
+    )
+    parser.add_argument("--results", help="experiment folder (default: newest under results/)")
+    parser.add_argument(
+        "--rank",
+        choices=["accuracy", "params"],
+        default="accuracy",
+        help="accuracy: best final accuracy; params: smallest passing model",
+    )
+    parser.add_argument("--top", type=int, default=1, help="confirm the K best trials")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per config")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the search's)")
+    parser.add_argument("--target", type=float, help="pass mark %% (default: the search's)")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs: seeds side by side via Ray")
+    parser.add_argument("--cpus", type=int, default=1, help="CPUs: >1 runs seeds via Ray")
+    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--smoke-test", action="store_true", help="1 seed, 1 epoch, subset")
+    args = parser.parse_args(argv)
+    if args.top < 1 or args.seeds < 1 or args.gpus < 0 or args.cpus < 1:
+        raise InputError("--top, --seeds and --cpus must be >= 1 and --gpus >= 0")
+    if args.epochs is not None and args.epochs < 1:
+        raise InputError(f"--epochs {args.epochs}: must be >= 1")
+    return args
+
+
+def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
+    folder = Path(args.results) if args.results else newest_experiment(RESULTS)
+    if not folder.is_dir():
+        raise InputError(f"--results {folder}: no such folder; pass results/<name>")
+    try:
+        passing = pd.read_parquet(folder / "passing.parquet")
+        meta = json.loads((folder / "search.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"{folder}: unreadable results ({type(exc).__name__}); rerun the search"
+        ) from None
+    if passing.empty:
+        raise InputError(f"{folder}: no passing trial to confirm (see trials.parquet)")
+    return folder, pick(passing, args.rank, args.top), meta["settings"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tune_mnist.config import ConfigError
+    from tune_mnist.data import DataError, load_mnist
+
+    try:
+        args = parse_args(argv)
+        folder, candidates, settings = load_candidates(args)
+        data = load_mnist(args.data_dir)
+    except (InputError, DataError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    target = args.target if args.target is not None else settings["target_acc"]
+    parallel = None
+    if args.gpus or args.cpus > 1:
+        import ray
+
+        ray.init(num_cpus=args.cpus, num_gpus=args.gpus, include_dashboard=False)
+        parallel = {"num_cpus": 1, "num_gpus": 0.25 if args.gpus else 0}  # 4 seeds per GPU
+    device = "cuda" if args.gpus else "cpu"
+    prov = provenance(device)
+    any_passed = False
+    for rank, row in candidates.iterrows():
+        epochs = args.epochs or int(row["epochs"])
+        seeds = [0] if args.smoke_test else list(range(args.seeds))
+        changes = (
+            {"epochs": 1, "train_subset": 2000, "test_subset": 1000} if args.smoke_test else {}
+        )
+        configs = [
+            config_of(
+                row, seed=s, epochs=epochs, device=device, threads=1 if parallel else 0, **changes
+            )
+            for s in seeds
+        ]
+        print(
+            f"confirming rank {rank + 1}: trial {row['trial_id']} {row['arch']} "
+            f"{int(row['params']):,} params, search acc {row['final_test_acc']:.2f}%, "
+            f"seeds {seeds}",
+            flush=True,
+        )
+        runs = train_seeds(configs, data, parallel)
+        summary = summarise(runs, target, settings["max_params"])
+        passed = summary["all_seeds_passed"]
+        out = folder / "confirmed" / str(row["trial_id"])
+        write_card(out, row, configs[0], runs, summary, prov, reproduce_command(folder, args))
+        append_confirmations(
+            folder, confirmation_rows(row, rank + 1, runs, summary, configs[0], prov)
+        )
+        if passed and not any_passed:
+            write_card(
+                folder / "best",
+                row,
+                configs[0],
+                runs,
+                summary,
+                prov,
+                reproduce_command(folder, args),
+            )
+        any_passed = any_passed or passed
+        print(
+            f"  mean {summary['mean_test_acc']:.2f}% ± {summary['std_test_acc']:.2f}, "
+            f"min {summary['min_test_acc']:.2f}%: {'PASSED' if passed else 'not passed'} "
+            f"(target {target}%); card in {out}",
+            flush=True,
+        )
+    if parallel:
+        import ray
+
+        ray.shutdown()
+    return 0 if any_passed else 1
+
+
+def write_card(out: Path, row, config, runs, summary, prov, command: str) -> None:
+    """Weights of every seed (model.pt = seed 0, not the luckiest) and the model card."""
+    from tune_mnist.models import build_from_config
+
+    for index, run in enumerate(runs):
+        model = build_from_config(config.replace(seed=run.seed))
+        model.load_state_dict(run.state_dict)
+        seed_config = config.replace(seed=run.seed, device="cpu", threads=0)
+        extra = {"final_test_acc": run.final_test_acc, "params": run.params, **prov}
+        save_model(out / f"seed{run.seed}.pt", model, seed_config, **extra)
+        if index == 0:
+            save_model(out / "model.pt", model, seed_config, **extra)
+    card = {
+        "trial_id": str(row["trial_id"]),
+        "arch": config.arch,
+        "params": runs[0].params,
+        "config": config.replace(device="cpu", threads=0).to_dict(),
+        **summary,
+        "search_test_acc": float(row["final_test_acc"]),
+        "device": runs[0].device,
+        **prov,
+        "reproduce": command,
+        "train_one_seed": train_command(config),
+    }
+    write_json(out / "model_card.json", card)
+    atomic_write_text(out / "model_card.md", card_markdown(card))
+
+
+def card_markdown(card: dict) -> str:
+    seeds = "\n".join(
+        f"| {s} | {a:.2f}% | {t:.0f} s |"
+        for s, a, t in zip(
+            card["seeds"], card["final_test_acc"], card["train_seconds"], strict=True
+        )
+    )
+    verdict = "passed" if card["all_seeds_passed"] else "did NOT pass"
+    return f"""# Model card: {card["arch"]} ({card["params"]:,} parameters)
+
+Every seed {verdict} the target of {card["target_acc"]}% final-epoch test accuracy
+(budget {card["max_params"]:,} parameters).
+
+| seed | final test accuracy | training time |
+| --- | --- | --- |
+{seeds}
+
+Mean {card["mean_test_acc"]:.2f}% ± {card["std_test_acc"]:.2f} (std over seeds), min
+{card["min_test_acc"]:.2f}%. The search's own run reached {card["search_test_acc"]:.2f}%.
+
+- config: `{json.dumps(card["config"])}`
+- device: {card["device"]} ({card["device_name"]}); torch {card["torch_version"]},
+  ray {card["ray_version"]}, optuna {card["optuna_version"]}; commit {card["commit"]}
+- reproduce: `{card["reproduce"]}`
+- one seed with the training CLI: `{card["train_one_seed"]}`
+- load: `tune_mnist.load_model("<this folder>")` (weights_only: no pickled objects)
+"""
+
+
+def append_confirmations(folder: Path, rows: list[dict]) -> None:
+    from tune_mnist.results import write_parquet
+
+    path = folder / "confirmations.parquet"
+    frame = pd.DataFrame(rows)
+    if path.is_file():
+        frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
+    write_parquet(path, frame)
