@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     target = args.target if args.target is not None else settings["target_acc"]
     parallel = None
     if args.gpus or args.cpus > 1:
+        from tune_mnist.search import keep_ray_local
+
+        keep_ray_local(None)
         import ray
 
         ray.init(num_cpus=args.cpus, num_gpus=args.gpus, include_dashboard=False)

@@ -131,6 +131,14 @@ def _experiment_exists(experiment: str) -> bool:
     return tune.Tuner.can_restore(experiment)
 
 
+def keep_ray_local(address: str | None) -> None:
+    """Without a cluster to join, make every Ray server listen on loopback only: Ray then
+    uses 127.0.0.1 as the node address (as it does on a laptop OS). Read when ray is first
+    imported, so this runs before that; workers inherit it."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     from tune_mnist.config import ConfigError
     from tune_mnist.data import DataError
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = parse_args(argv)
+        keep_ray_local(args.address)
         prepared = prepare(args)
     except (UsageError, SpaceError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

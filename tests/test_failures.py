@@ -1,0 +1,199 @@
+"""Nothing lost, nothing let in: failing trials, dying workers, bad input, listeners."""
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from searchutil import env, run_search, search_command, space_file
+
+from tune_mnist.data import FILES, find_file, resolve_data_dir
+from tune_mnist.results import load
+
+pytestmark = pytest.mark.slow
+
+
+def _search(tmp_path, *args, points="", samples=2, epochs=3, **extra):
+    space = space_file(
+        tmp_path, epochs=epochs, grace=epochs, samples=samples, max_params=8000, points=points
+    )
+    done = run_search(
+        tmp_path / "results", "--space", str(space), "--name", "f", "--no-report", *args, **extra
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return load(tmp_path / "results" / "f")
+
+
+def test_trial_failing_once_is_retried_from_its_checkpoint(tmp_path):
+    results = _search(tmp_path, "--max-failures", "1", TUNE_MNIST_FAIL_AT_EPOCH="2:once")
+    assert (results.trials["status"] == "completed").all()
+    for _, group in results.epochs.groupby("trial_id"):
+        assert list(group["epoch"]) == [1, 2, 3]
+        assert list(group["start_epoch"]) == [0, 1, 1]  # epochs 2-3 after a restore
+
+
+def test_trial_failing_every_time_is_recorded_as_error(tmp_path):
+    results = _search(tmp_path, "--max-failures", "1", TUNE_MNIST_FAIL_AT_EPOCH="2")
+    trials = results.trials
+    assert (trials["status"] == "error").all() and not trials["passed"].any()
+    assert trials["error"].str.contains("injected failure at epoch 2").all()
+    assert (trials["epochs_run"] == 1).all()
+
+
+def test_diverging_trial_is_not_retried_and_never_passes(tmp_path):
+    space_points = "points_to_evaluate:\n  - {arch: super_light, max_lr: 0.05}\n"
+    space = space_file(
+        tmp_path, epochs=3, grace=3, samples=1, max_params=8000, points=space_points
+    ).read_text()
+    space = space.replace("max_lr: {loguniform: [0.01, 0.05]}", "max_lr: {choice: [50000.0]}")
+    space = space.replace("max_lr: 0.05", "max_lr: 50000.0")
+    (tmp_path / "space.yaml").write_text(space)
+    done = run_search(
+        tmp_path / "results", "--space", str(tmp_path / "space.yaml"), "--name", "d", "--no-report"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = load(tmp_path / "results" / "d").trials
+    assert list(trials["status"]) == ["diverged"] and not trials["passed"].any()
+    assert list(trials["epochs_run"]) == [1]
+
+
+def _result_rows(experiment):
+    for trial_dir in experiment.glob("run_trial_*"):
+        path = trial_dir / "result.json"
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    yield trial_dir, json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
+
+def test_killed_worker_is_retried_from_checkpoint(tmp_path):
+    results = tmp_path / "results"
+    space = space_file(tmp_path, epochs=5, grace=5, samples=2, max_params=8000)
+    proc = subprocess.Popen(
+        search_command("--space", str(space), "--name", "w", "--no-report"),
+        env=env(results),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    killed = None
+    try:
+        deadline = time.time() + 300
+        while killed is None and time.time() < deadline and proc.poll() is None:
+            for _, row in _result_rows(results / ".ray" / "w"):
+                if row.get("epoch") == 2 and row.get("pid"):
+                    os.kill(row["pid"], signal.SIGKILL)
+                    killed = row["trial_id"]
+                    break
+            time.sleep(0.3)
+        assert killed, "no trial reached epoch 2 to be killed"
+        assert proc.wait(timeout=400) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    final = load(results / "w")
+    assert (final.trials["status"] == "completed").all()
+    rows = final.epochs[final.epochs["trial_id"] == killed]
+    assert list(rows["epoch"]) == [1, 2, 3, 4, 5]
+    assert rows["start_epoch"].iloc[-1] >= 2  # continued from a checkpoint, not from scratch
+
+
+@pytest.fixture(scope="module")
+def broken_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("broken")
+    for name in FILES:
+        shutil.copy(find_file(resolve_data_dir(), name), folder / f"{name}.gz")
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-10]))
+    return folder
+
+
+BAD_SPACES = {
+    "not_yaml": "settings: [unclosed\n",
+    "unknown_key": "settings: {samples: 2}\narch: {super_light: {}}\nparams: {lr: 0.1}\n",
+    "unknown_arch": "arch: {resnet: {}}\n",
+    "low_above_high": "arch: {super_light: {}}\nparams: {max_lr: {uniform: [0.1, 0.01]}}\n",
+    "negative_dropout": "arch: {super_light: {}}\nparams: {dropout: -0.1}\n",
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        *BAD_SPACES,
+        "samples_0",
+        "gpus_-1",
+        "gpus_too_many",
+        "broken_data",
+        "name_escape",
+        "resume_unknown",
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_data):
+    args = ["--smoke", "--name", "bad"]
+    if case in BAD_SPACES:
+        (tmp_path / "s.yaml").write_text(BAD_SPACES[case])
+        args += ["--space", str(tmp_path / "s.yaml")]
+    extra = {
+        "samples_0": ["--samples", "0"],
+        "gpus_-1": ["--gpus", "-1"],
+        "gpus_too_many": ["--gpus", "99"],
+        "broken_data": ["--data-dir", str(broken_data)],
+        "name_escape": ["--name", "../../etc"],
+        "resume_unknown": ["--resume"],
+    }.get(case, [])
+    done = run_search(tmp_path / "results", *args, *extra, timeout=120)
+    assert done.returncode == 2, (case, done.stderr[-2000:])
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def _listening_sockets():
+    """(address, port) of every listening TCP socket on this machine, from /proc/net."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "0A":  # LISTEN
+                address, port = parts[1].split(":")
+                found.add((address[:width], int(port, 16)))
+    return found
+
+
+# 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net writes them
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def test_search_opens_no_listener_on_a_public_interface(tmp_path):
+    before = _listening_sockets()
+    space = space_file(tmp_path, epochs=3, grace=3, samples=2, max_params=8000)
+    proc = subprocess.Popen(
+        search_command("--space", str(space), "--name", "l", "--no-report"),
+        env=env(tmp_path / "results"),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    opened = set()
+    try:
+        while proc.poll() is None:
+            opened |= _listening_sockets() - before
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0
+    assert opened, "saw no listener at all: the check would not catch one"
+    public = {(a, p) for a, p in opened if a not in LOOPBACK}
+    assert not public, f"listening beyond loopback: {public}"
