@@ -37,17 +37,17 @@ def test_retrain_writes_model_cards_and_confirmations(confirmed):
     folder, done = confirmed
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     best = folder / "best"
-    for name in ("model.pt", "seed0.pt", "seed1.pt", "model_card.json", "model_card.md"):
+    for name in ("model.pt", "seed1.pt", "seed2.pt", "model_card.json", "model_card.md"):
         assert (best / name).is_file(), name
     card = json.loads((best / "model_card.json").read_text())
-    assert card["seeds"] == [0, 1] and len(card["final_test_acc"]) == 2
+    assert card["seeds"] == [1, 2] and len(card["final_test_acc"]) == 2  # not the search's 0
     assert card["all_seeds_passed"] and card["min_test_acc"] >= 50.0
     assert card["mean_test_acc"] == pytest.approx(sum(card["final_test_acc"]) / 2)
     assert "scripts/retrain_best.py" in card["reproduce"] and card["commit"]
     rows = pd.read_parquet(folder / "confirmations.parquet")
-    assert len(rows) == 2 and set(rows["seed"]) == {0, 1}
+    assert len(rows) == 2 and set(rows["seed"]) == {1, 2}
     assert {"trial_id", "final_test_acc", "params", "arch", "max_lr", "commit"} <= set(rows.columns)
-    assert "seed 1" in done.stdout and "epoch" in done.stdout
+    assert "seed 2" in done.stdout and "epoch" in done.stdout
 
 
 def test_saved_weights_reproduce_the_recorded_accuracy(confirmed, mnist):

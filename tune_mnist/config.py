@@ -29,17 +29,17 @@ class TrainConfig:
     depth2: int = 2  # 3x3 convs in stage 2 (arch=tiny only), 1..4
     depth3: int = 1  # 3x3 convs in stage 3 (arch=tiny only), 0..4; 0 = two stages
     squeeze: bool = True  # 1x1 conv halving channels after each pool (arch=tiny only)
-    dropout: float = 0.02  # probability after each conv block, [0, 0.5]
+    dropout: float = 0.0  # probability after each conv block, [0, 0.5]
     # --- optimiser: AdamW + OneCycleLR stepped per batch ---
-    max_lr: float = 0.02  # peak learning rate of the one-cycle schedule, (0, 1e9]
+    max_lr: float = 0.04  # peak learning rate of the one-cycle schedule, (0, 1e9]
     weight_decay: float = 1e-4  # AdamW decoupled weight decay, [0, 1]
     pct_start: float = 0.25  # fraction of steps spent warming up, (0, 1)
     label_smoothing: float = 0.0  # cross-entropy label smoothing, [0, 0.5]
     batch_size: int = 128  # images per step, 1..60000
     epochs: int = 15  # passes over the training set, 1..100
     # --- augmentation (applied per sample on the training device; 0 = off) ---
-    rotate_deg: float = 10.0  # max |rotation| in degrees, [0, 180]
-    translate_frac: float = 0.1  # max |shift| as a fraction of the side, [0, 0.5]
+    rotate_deg: float = 7.5  # max |rotation| in degrees, [0, 180]
+    translate_frac: float = 0.08  # max |shift| as a fraction of the side, [0, 0.5]
     scale_min: float = 0.9  # smallest zoom factor, (0, scale_max]
     scale_max: float = 1.1  # largest zoom factor, [scale_min, 4]
     shear_deg: float = 0.0  # max |x-shear| in degrees, [0, 60]

@@ -40,7 +40,9 @@ def parse_args(argv):
         help="accuracy: best final accuracy; params: smallest passing model",
     )
     parser.add_argument("--top", type=int, default=1, help="confirm the K best trials")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per config")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="fresh seeds per config (the search's seed + 1..N)"
+    )
     parser.add_argument("--epochs", type=int, help="epochs (default: the search's)")
     parser.add_argument("--target", type=float, help="pass mark %% (default: the search's)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs: seeds side by side via Ray")
@@ -97,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     any_passed = False
     for rank, row in candidates.iterrows():
         epochs = args.epochs or int(row["epochs"])
-        seeds = [0] if args.smoke_test else list(range(args.seeds))
+        # fresh seeds: the search's own run (seed row.seed) is the lucky one being checked
+        first = int(row["seed"]) + 1
+        seeds = [first] if args.smoke_test else list(range(first, first + args.seeds))
         changes = (
             {"epochs": 1, "train_subset": 2000, "test_subset": 1000} if args.smoke_test else {}
         )
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_card(out: Path, row, config, runs, summary, prov, command: str) -> None:
-    """Weights of every seed (model.pt = seed 0, not the luckiest) and the model card."""
+    """Weights of every seed (model.pt = the first seed, not the luckiest) and the card."""
     from tune_mnist.models import build_from_config
 
     for index, run in enumerate(runs):

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -25,15 +26,20 @@ class ResultsWriter(tune.Callback):
     def __init__(self, folder: Path, space, cpus: int, prov: dict[str, str]):
         self.folder, self.space, self.cpus, self.prov = folder, space, cpus, prov
 
-    def write(self, trials) -> list[Path]:
+    def write(self, trials, ended=None, status: str = "") -> list[Path]:
+        """`ended` is the trial this event is about: Ray still lists it as RUNNING here."""
         views = [TrialView.of_trial(t) for t in trials]
+        if ended is not None:
+            views = [
+                replace(v, status=status) if v.trial_id == ended.trial_id else v for v in views
+            ]
         return write_tables(self.folder, *build_tables(views, self.space, self.cpus, self.prov))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.write(trials)
+        self.write(trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.write(trials)
+        self.write(trials, trial, "ERROR")
 
     def on_experiment_end(self, trials, **info):
         self.write(trials)
@@ -169,4 +175,8 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan) -> int:
             "statuses": json.loads(trials_df["status"].value_counts().to_json()),
         },
     )
+    if not args.no_report:
+        from tune_mnist.report import build
+
+        print(f"  report: {build(folder)}", flush=True)
     return 0
