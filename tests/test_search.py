@@ -128,6 +128,8 @@ def test_killed_search_resumes_without_retraining(tmp_path):
             if 6 in logged and any(2 <= n < 5 for n in logged):
                 break
             assert proc.poll() is None, "the search ended before it could be killed"
+            for table in (results / "r1").glob("*.parquet"):  # readable at every moment
+                pd.read_parquet(table)
             time.sleep(0.5)
         else:
             pytest.fail("no trial finished in time")

@@ -27,9 +27,8 @@ class AugmentSpec:
 
     @property
     def affine_on(self) -> bool:
-        return bool(
-            self.rotate_deg or self.translate_frac or self.shear_deg or self.scale_min != 1.0
-        ) or (self.scale_max != 1.0)
+        zoom = self.scale_min != 1.0 or self.scale_max != 1.0
+        return bool(self.rotate_deg or self.translate_frac or self.shear_deg or zoom)
 
     @property
     def perspective_on(self) -> bool:

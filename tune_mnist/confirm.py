@@ -162,9 +162,9 @@ def reproduce_command(folder: Path, args) -> str:
 def train_command(config: TrainConfig) -> str:
     """`python -m tune_mnist.train ...` with every field that differs from the defaults."""
     default = TrainConfig()
-    parts = ["python", "-m", "tune_mnist.train"]
+    parts = ["python", "-m", "tune_mnist.train", "--arch", config.arch]
     for name, value in config.to_dict().items():
-        if name in ("device", "threads") or value == getattr(default, name):
+        if name in ("arch", "device", "threads") or value == getattr(default, name):
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):

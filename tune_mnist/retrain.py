@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         from tune_mnist.search import keep_ray_local
 
         keep_ray_local(None)
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every seed's epoch lines, not one
         import ray
 
         ray.init(num_cpus=args.cpus, num_gpus=args.gpus, include_dashboard=False)
