@@ -44,22 +44,28 @@ class Results:
     path: Path
 
 
-def read_epochs(trial_dir: str | Path | None) -> list[dict[str, Any]]:
-    """Per-epoch rows of one trial from Ray's result.json; a resumed trial may have logged an
-    epoch twice (reported, then killed before Ray saved its state): the last one wins."""
-    if not trial_dir:
+def read_result_json(trial_dir: str | Path | None) -> list[dict[str, Any]]:
+    """Every result Ray logged for a trial, from its local result.json."""
+    path = Path(trial_dir) / "result.json" if trial_dir else None
+    if path is None or not path.is_file():
         return []
-    path = Path(trial_dir) / "result.json"
-    if not path.is_file():
-        return []
-    by_epoch: dict[int, dict[str, Any]] = {}
+    rows = []
     for line in path.read_text().splitlines():
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
-        if row.get("epoch", 0) >= 1:
-            by_epoch[int(row["epoch"])] = {k: row.get(k) for k in EPOCH_COLUMNS[1:]}
+    return rows
+
+
+def epoch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per epoch; a resumed trial may have logged an epoch twice (reported, then
+    killed before Ray saved its state): the last one wins."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for row in results:
+        epoch = row.get("epoch")
+        if epoch is not None and epoch == epoch and epoch >= 1:  # epoch == epoch: not NaN
+            by_epoch[int(epoch)] = {k: row.get(k) for k in EPOCH_COLUMNS[1:]}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -85,7 +91,7 @@ class TrialView:
     status: str  # Ray's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
     config: dict[str, Any]
     last_result: dict[str, Any]
-    path: str | None
+    results: list[dict[str, Any]]  # everything the trial reported, in order
     error: str = ""
 
     @classmethod
@@ -101,7 +107,7 @@ class TrialView:
             trial.status,
             trial.config,
             trial.last_result or {},
-            trial.local_path,
+            read_result_json(trial.local_path),
             error,
         )
 
@@ -111,7 +117,10 @@ class TrialView:
         status = "ERROR" if result.error else "TERMINATED"
         trial_id = metrics.get("trial_id") or Path(result.path).name
         error = _last_line(str(result.error)) if result.error else ""
-        return cls(trial_id, status, result.config, metrics, result.path, error)
+        # metrics_dataframe reads through Ray's storage layer: works for s3:// storage too
+        frame = result.metrics_dataframe
+        rows = frame.to_dict("records") if frame is not None else []
+        return cls(trial_id, status, result.config, metrics, rows, error)
 
 
 def _last_line(text: str) -> str:
@@ -121,7 +130,7 @@ def _last_line(text: str) -> str:
 
 def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dict, list[dict]]:
     settings = space.settings
-    epochs = read_epochs(trial.path)
+    epochs = epoch_rows(trial.results)
     last = trial.last_result or {}
     status = trial_status(trial.status, last, epochs, settings["epochs"])
     device = last.get("device") or "cpu"
