@@ -75,6 +75,7 @@ def test_bad_input_exits_2(tmp_path, confirmed):
     passing.iloc[0:0].to_parquet(empty / "passing.parquet")
     done = retrain("--results", str(empty))
     assert done.returncode == 2 and "no passing trial" in done.stderr
+    assert not (empty / "confirmations.parquet").exists() and not (empty / "best").exists()
     (empty / "passing.parquet").write_bytes(b"not parquet")
     done = retrain("--results", str(empty))
     assert done.returncode == 2 and "unreadable" in done.stderr
