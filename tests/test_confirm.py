@@ -73,9 +73,11 @@ def test_bad_input_exits_2(tmp_path, confirmed):
     shutil.copytree(folder, empty, ignore=shutil.ignore_patterns("best", "confirmed"))
     passing = pd.read_parquet(empty / "passing.parquet")
     passing.iloc[0:0].to_parquet(empty / "passing.parquet")
+    before = (empty / "confirmations.parquet").read_bytes()  # from the confirmed fixture
     done = retrain("--results", str(empty))
     assert done.returncode == 2 and "no passing trial" in done.stderr
-    assert not (empty / "confirmations.parquet").exists() and not (empty / "best").exists()
+    assert (empty / "confirmations.parquet").read_bytes() == before  # nothing changed
+    assert not (empty / "best").exists()
     (empty / "passing.parquet").write_bytes(b"not parquet")
     done = retrain("--results", str(empty))
     assert done.returncode == 2 and "unreadable" in done.stderr
