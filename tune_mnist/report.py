@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tune_mnist.results import Results, load  # noqa: E402
+from tune_mnist.search import epochs_summary  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
 
 COLORS = {
@@ -129,8 +130,7 @@ def asha(results: Results, settings: dict, path: Path) -> None:
     left.set_xlabel("epochs trained before the trial ended")
     left.set_ylabel("trials")
     left.set_title("Where ASHA stopped the trials")
-    used = int(trained["epochs_run"].sum())
-    full = len(trained) * settings["epochs"]
+    used, full = epochs_summary(results.trials, settings["epochs"])
     over = int((results.trials["status"] == "over_budget").sum())
     right.bar(["trained", "every trial in full"], [used, full], color=["tab:green", "tab:gray"])
     right.set_ylabel("epochs")

@@ -6,6 +6,7 @@ loads with `torch.load(weights_only=True)`: nothing in it is ever unpickled as a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -48,10 +49,9 @@ def save_model(path: str | Path, model: nn.Module, config: TrainConfig, **extra:
         path = path / MODEL_FILE
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"state_dict": state, "config": config.to_dict(), "extra": extra}
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
