@@ -31,7 +31,6 @@ EPOCH_COLUMNS = [
     "diverged",
     "start_epoch",
 ]
-STATUSES = ["completed", "asha_stopped", "over_budget", "diverged", "error", "running", "pending"]
 _DTYPES = {"bool": "bool", "int": "int64", "float": "float64", "str": "string"}
 
 
@@ -70,6 +69,8 @@ def epoch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def trial_status(ray_status: str, last: dict[str, Any], epochs: list[dict], max_epochs: int):
+    """completed, asha_stopped, over_budget, diverged, error (or running / pending while the
+    search runs): only `completed` is a full run that may pass."""
     if ray_status == "ERROR":
         return "error"
     if ray_status in ("PENDING", "PAUSED"):
