@@ -76,12 +76,12 @@ def make_plan(args) -> Plan:
     )
 
 
-def make_tuner(args, space, name, storage, experiment, data, plan, writer, resume):
+def make_tuner(args, space, name, storage, experiment, data, plan, writer):
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=data, space=space, cpus=args.cpus_per_trial),
         plan.per_trial,
     )
-    if resume:
+    if args.resume:
         return tune.Tuner.restore(
             experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -152,7 +152,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             flush=True,
         )
         writer = ResultsWriter(folder, space, args.cpus_per_trial, prov)
-        tuner = make_tuner(args, space, name, storage, experiment, data, plan, writer, args.resume)
+        tuner = make_tuner(args, space, name, storage, experiment, data, plan, writer)
         grid = tuner.fit()
         wall_s = time.perf_counter() - started
         views = [TrialView.of_result(result) for result in grid]
