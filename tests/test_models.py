@@ -63,6 +63,23 @@ def test_tiny_reaches_1500_to_8000():
     assert 7000 < count_params(big) < 8000
 
 
+def test_slim_is_cheaper_than_full_convs_and_sees_the_whole_digit():
+    slim = build_model("slim", width1=8, width2=16, width3=16, depth2=3)
+    # stem 72 + 1,152 weights, 3 separable blocks of 144 + 256, head 160, BatchNorm 2/channel
+    assert count_params(slim) == 72 + 1152 + 3 * (144 + 256) + 160 + 2 * (8 + 16 + 3 * 16)
+    assert receptive_field(slim) >= 28
+    depthwise = [m for m in slim.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 3 and all(m.groups == m.in_channels for m in depthwise)
+
+
+@pytest.mark.parametrize("depth2", [1, 2, 3, 4])
+def test_slim_sweep_runs_under_budget(depth2):
+    for w1, w2, w3 in itertools.product([4, 12], [8, 24], [8, 32]):
+        model = build_model("slim", width1=w1, width2=w2, width3=w3, depth2=depth2)
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        assert count_params(model) < 9000
+
+
 def test_tiny_dropout_value_is_used():
     model = build_model("tiny", dropout=0.2)
     assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.2}

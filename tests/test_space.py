@@ -22,7 +22,7 @@ def write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("name", ["default", "tiny", "smoke"])
+@pytest.mark.parametrize("name", ["default", "tiny", "slim", "smoke"])
 def test_shipped_spaces_load(name):
     space = load_space(f"search_spaces/{name}.yaml")
     assert space.settings["metric"] == "test_acc" and space.settings["samples"] >= 6

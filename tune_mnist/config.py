@@ -22,11 +22,11 @@ class ConfigError(ValueError):
 class TrainConfig:
     # --- model ---
     arch: str = "super_light"  # name in tune_mnist.models.MODELS
-    width1: int = 8  # channels of stage 1 (arch=tiny only), 2..64
-    width2: int = 12  # channels of stage 2 (arch=tiny only), 2..64
-    width3: int = 16  # channels of stage 3 (arch=tiny only), 2..64
+    width1: int = 8  # channels of stage 1 (tiny) / first stem conv (slim), 2..64
+    width2: int = 12  # channels of stage 2 (tiny) / second stem conv (slim), 2..64
+    width3: int = 16  # channels of stage 3 (tiny) / separable blocks (slim), 2..64
     depth1: int = 2  # 3x3 convs in stage 1 (arch=tiny only), 1..4
-    depth2: int = 2  # 3x3 convs in stage 2 (arch=tiny only), 1..4
+    depth2: int = 2  # 3x3 convs in stage 2 (tiny) / separable blocks (slim), 1..4
     depth3: int = 1  # 3x3 convs in stage 3 (arch=tiny only), 0..4; 0 = two stages
     squeeze: bool = True  # 1x1 conv halving channels after each pool (arch=tiny only)
     dropout: float = 0.0  # probability after each conv block, [0, 0.5]
