@@ -83,6 +83,38 @@ def test_bad_input_exits_2(tmp_path, confirmed):
     assert done.returncode == 2 and "unreadable" in done.stderr
 
 
+def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed):
+    folder, _ = confirmed
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("best", "confirmed"))
+    (copy / "confirmations.parquet").unlink()
+    trials = pd.read_parquet(copy / "trials.parquet")
+    done_ids = trials.loc[trials["status"] == "completed", "trial_id"].tolist()
+    worst = trials.loc[trials["status"] == "completed"].sort_values("final_test_acc")
+    names = [worst["trial_id"].iloc[0], worst["trial_id"].iloc[-1]]  # a near miss too
+    done = retrain(
+        "--results",
+        str(copy),
+        "--trials",
+        ",".join(names),
+        "--seeds",
+        "2",
+        "--cpus",
+        "2",
+        "--target",
+        "0",
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = pd.read_parquet(copy / "confirmations.parquet")
+    assert rows["trial_id"].tolist() == [names[0]] * 2 + [names[1]] * 2
+    assert rows["seed"].tolist() == [1, 2, 1, 2] and (rows["threads"] == 1).all()
+    for name in names:
+        assert (copy / "confirmed" / name / "model_card.md").is_file()
+    bad = retrain("--results", str(copy), "--trials", "nope")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "nope" in bad.stderr and done_ids[0] in bad.stderr
+
+
 def test_report_builds_every_picture(confirmed):
     folder, _ = confirmed
     page = build(folder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,25 +80,31 @@ def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> SeedRu
     )
 
 
-def train_seeds(configs: list[TrainConfig], data: MNIST, parallel: dict | None) -> list[SeedRun]:
-    """One after another, or side by side as Ray tasks when `parallel` gives resources."""
+def train_groups(
+    groups: list[list[TrainConfig]], data: MNIST, parallel: dict | None
+) -> Iterator[list[SeedRun]]:
+    """Yield each group's runs in order. Without `parallel`, one after another here; with it,
+    every config is submitted as a Ray task up front and each group is yielded when done."""
     if not parallel:
-        return [train_seed(config, data) for config in configs]
+        for configs in groups:
+            yield [train_seed(config, data) for config in configs]
+        return
     import ray
 
     task = ray.remote(train_seed).options(**parallel)
     shared = ray.put(data)
-    futures = [task.remote(config, shared) for config in configs]
-    runs = []
-    for config, future in zip(configs, futures, strict=True):
-        run = ray.get(future)
-        print(
-            f"[{config.arch} seed {config.seed}] {run.status}: "
-            f"{run.final_test_acc:.2f}% in {run.seconds:.0f}s",
-            flush=True,
-        )
-        runs.append(run)
-    return runs
+    futures = [[task.remote(config, shared) for config in configs] for configs in groups]
+    for configs, group in zip(groups, futures, strict=True):
+        runs = []
+        for config, future in zip(configs, group, strict=True):
+            run = ray.get(future)
+            print(
+                f"[{config.arch} seed {config.seed}] {run.status}: "
+                f"{run.final_test_acc:.2f}% in {run.seconds:.0f}s",
+                flush=True,
+            )
+            runs.append(run)
+        yield runs
 
 
 def summarise(runs: list[SeedRun], target: float, max_params: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from tune_mnist.confirm import (
     reproduce_command,
     summarise,
     train_command,
-    train_seeds,
+    train_groups,
 )
 from tune_mnist.search import RESULTS
 from tune_mnist.store import atomic_write_text, provenance, save_model, write_json
@@ -41,6 +41,11 @@ def parse_args(argv):
         help="accuracy: best final accuracy; params: smallest passing model",
     )
     parser.add_argument("--top", type=int, default=1, help="confirm the K best trials")
+    parser.add_argument(
+        "--trials",
+        help="comma-separated trial ids to confirm instead (any completed trial, passing or "
+        "not: a near miss still gives a Pareto point)",
+    )
     parser.add_argument(
         "--seeds", type=int, default=3, help="fresh seeds per config (the search's seed + 1..N)"
     )
@@ -69,9 +74,25 @@ def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
         raise InputError(
             f"{folder}: unreadable results ({type(exc).__name__}); rerun the search"
         ) from None
+    if args.trials:
+        return folder, named_trials(folder, args.trials), meta["settings"]
     if passing.empty:
         raise InputError(f"{folder}: no passing trial to confirm (see trials.parquet)")
     return folder, pick(passing, args.rank, args.top), meta["settings"]
+
+
+def named_trials(folder: Path, names: str) -> pd.DataFrame:
+    """The rows of `--trials a,b,c`, in that order; each must have run all its epochs."""
+    trials = pd.read_parquet(folder / "trials.parquet").set_index("trial_id", drop=False)
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    completed = trials[trials["status"] == "completed"]
+    missing = [name for name in wanted if name not in completed.index]
+    if missing or not wanted:
+        raise InputError(
+            f"--trials: {', '.join(missing) or 'empty'} not a completed trial of {folder}; "
+            f"completed: {', '.join(completed.index) or 'none'}"
+        )
+    return completed.loc[wanted].reset_index(drop=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         parallel = {"num_cpus": 1, "num_gpus": 0.25 if args.gpus else 0}  # 4 seeds per GPU
     device = "cuda" if args.gpus else "cpu"
     prov = provenance(device)
-    any_passed = False
-    for rank, row in candidates.iterrows():
+    groups = []
+    for _, row in candidates.iterrows():
         epochs = args.epochs or int(row["epochs"])
         # fresh seeds: the search's own run (seed row.seed) is the lucky one being checked
         first = int(row["seed"]) + 1
@@ -107,19 +128,26 @@ def main(argv: list[str] | None = None) -> int:
         changes = (
             {"epochs": 1, "train_subset": 2000, "test_subset": 1000} if args.smoke_test else {}
         )
-        configs = [
-            config_of(
-                row, seed=s, epochs=epochs, device=device, threads=1 if parallel else 0, **changes
-            )
-            for s in seeds
-        ]
+        threads = 1 if parallel else 0
+        groups.append(
+            [
+                config_of(row, seed=s, epochs=epochs, device=device, threads=threads, **changes)
+                for s in seeds
+            ]
+        )
+    any_passed = False
+    # every seed of every candidate is queued at once (no core idles while a candidate's
+    # last seed runs); each candidate is written as soon as its own seeds are done
+    finished = train_groups(groups, data, parallel)
+    for (rank, row), configs in zip(candidates.iterrows(), groups, strict=True):
         print(
             f"confirming rank {rank + 1}: trial {row['trial_id']} {row['arch']} "
             f"{int(row['params']):,} params, search acc {row['final_test_acc']:.2f}%, "
-            f"seeds {seeds}",
+            f"seeds {[c.seed for c in configs]}",
             flush=True,
         )
-        runs = train_seeds(configs, data, parallel)
+    for (rank, row), configs in zip(candidates.iterrows(), groups, strict=True):
+        runs = next(finished)
         summary = summarise(runs, target, settings["max_params"])
         passed = summary["all_seeds_passed"]
         out = folder / "confirmed" / str(row["trial_id"])

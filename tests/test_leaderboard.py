@@ -1,0 +1,92 @@
+"""The leaderboard: grouping seed rows into models, the Pareto table, the README block."""
+
+import pandas as pd
+import pytest
+from searchutil import ROOT
+
+from tune_mnist.config import TrainConfig
+from tune_mnist.leaderboard import END, START, collect, main, pareto, update_readme
+
+
+def seed_rows(trial, params, accs, arch="slim", epochs=15, **config):
+    base = {**TrainConfig(arch=arch).to_dict(), **config, "epochs": epochs}
+    return [
+        {
+            "trial_id": trial,
+            **base,
+            "seed": seed,
+            "params": params,
+            "status": "completed",
+            "final_test_acc": acc,
+            "train_s": 100.0,
+        }
+        for seed, acc in enumerate(accs, start=1)
+    ]
+
+
+@pytest.fixture
+def root(tmp_path):
+    a = tmp_path / "search-a"
+    a.mkdir()
+    rows = (
+        seed_rows("small", 1900, [99.30, 99.35, 99.20], width1=6)
+        + seed_rows("mid", 2900, [99.45, 99.41, 99.50])
+        + seed_rows("mid", 2900, [99.45, 99.41, 99.50], epochs=10)  # another model
+        + seed_rows("two", 2500, [99.9, 99.9])  # two seeds: never published
+    )
+    pd.DataFrame(rows).to_parquet(a / "confirmations.parquet")
+    b = tmp_path / "search-b"
+    b.mkdir()
+    rows = seed_rows("big", 4800, [99.55, 99.38, 99.60], arch="super_light")
+    rows += seed_rows("big", 4800, [99.55], arch="super_light")  # seed 1 confirmed again
+    pd.DataFrame(rows).to_parquet(b / "confirmations.parquet")
+    return tmp_path
+
+
+def test_models_group_seeds_and_pass_only_when_every_seed_does(root):
+    seeds, models = collect(root)
+    assert len(seeds) == 3 + 3 + 3 + 2 + 3  # the repeated seed counts once
+    by = models.set_index(["trial_id", "epochs"])
+    assert by.loc[("mid", 15), "passed"] and by.loc[("mid", 15), "min"] == pytest.approx(99.41)
+    assert not by.loc[("small", 15), "passed"]
+    assert not by.loc[("big", 15), "passed"]  # mean 99.51 but one seed at 99.38
+    assert not by.loc[("two", 15), "passed"]  # 99.9 on two seeds only
+    assert by.loc[("mid", 15), "model"] == "slim 8-12-16 x2"  # TrainConfig defaults
+    assert "--trials mid --seeds 3" in by.loc[("mid", 15), "command"]
+    assert models["params"].is_monotonic_increasing
+
+
+def test_pareto_takes_best_mean_at_or_under_each_budget(root):
+    _, models = collect(root)
+    table = pareto(models, budgets=(1000, 2000, 3000, 5000)).set_index("budget")
+    assert pd.isna(table.loc[1000, "params"])  # nothing that small
+    assert table.loc[2000, "trial_id"] == "small"  # not passing, still the best there
+    assert table.loc[3000, "trial_id"] == "mid"  # the 2-seed 99.9 does not count
+    assert table.loc[5000, "trial_id"] == "big" and not table.loc[5000, "passed"]
+
+
+def test_readme_block_is_rewritten_between_markers_and_checked(root, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{START}\nold\n{END}\n\nafter\n")
+    assert main(["--results", str(root), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# title") and text.endswith("after\n") and "old" not in text
+    assert "| 3,000 | slim" in text and "99.45%" in text
+    assert (root / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["--results", str(root), "--readme", str(readme), "--check"]) == 0
+    block = START + text.split(START)[1].split(END)[0] + END
+    assert not update_readme(readme, block)  # already current: file untouched
+    readme.write_text(text.replace("99.45%", "99.99%"))
+    assert main(["--results", str(root), "--readme", str(readme), "--check"]) == 1
+    assert "stale" in capsys.readouterr().out
+
+
+def test_no_confirmations_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_committed_readme_matches_committed_confirmations(monkeypatch):
+    """The README's tables are generated from results/*/confirmations.parquet, never typed."""
+    monkeypatch.chdir(ROOT)
+    assert main(["--results", "results", "--readme", "README.md", "--check"]) == 0

@@ -1,0 +1,231 @@
+"""The published results: every confirmed model under results/, as `scripts/leaderboard.py`.
+
+Reads each `results/<experiment>/confirmations.parquet` (one row per retrained seed, written
+by `scripts/retrain_best.py`), groups the rows into models (experiment, trial, epochs), and
+writes the results table, the Pareto table over parameter budgets and the Pareto picture.
+Only these confirmations count: a search's own run is one test-selected seed.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tune_mnist.confirm import InputError  # noqa: E402
+
+BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
+TARGET = 99.4  # % final-epoch test accuracy every seed must reach
+MIN_SEEDS = 3  # fewer seeds than this is not a published figure
+START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+
+
+def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(seed rows, one row per model), models sorted by parameters."""
+    frames = []
+    for path in sorted(root.glob("*/confirmations.parquet")):
+        rows = pd.read_parquet(path)
+        rows.insert(0, "experiment", path.parent.name)
+        frames.append(rows)
+    if not frames:
+        raise InputError(f"no confirmations under {root}: run scripts/retrain_best.py first")
+    seeds = pd.concat(frames, ignore_index=True)
+    # a seed confirmed twice counts once (the later run: same config, same seed)
+    key = ["experiment", "trial_id", "epochs"]
+    seeds = seeds.drop_duplicates([*key, "seed"], keep="last").reset_index(drop=True)
+    models = seeds.groupby(key, sort=False).agg(
+        arch=("arch", "first"),
+        params=("params", "first"),
+        seeds=("seed", "nunique"),
+        mean=("final_test_acc", "mean"),
+        std=("final_test_acc", "std"),
+        min=("final_test_acc", "min"),
+        max=("final_test_acc", "max"),
+        train_s=("train_s", "mean"),
+        completed=("status", lambda s: bool((s == "completed").all())),
+    )
+    models = models.reset_index()
+    models["passed"] = (
+        (models["seeds"] >= MIN_SEEDS)
+        & (models["min"] >= TARGET)
+        & models["completed"]
+        & (models["params"] < 8000)
+    )
+    first = seeds.groupby(key, sort=False).head(1).set_index(key, drop=False)
+    models["model"] = [describe(first.loc[tuple(k)]) for k in models[key].itertuples(False)]
+    models["command"] = [
+        reproduce(first.loc[tuple(k)], k[0], root) for k in models[key].itertuples(False)
+    ]
+    return seeds, models.sort_values(["params", "mean"], ascending=[True, False])
+
+
+def describe(row: pd.Series) -> str:
+    """A short architecture label: `slim 8-16-16 x3` = stem widths, separable width x blocks."""
+    if row["arch"] == "slim":
+        return f"slim {row['width1']}-{row['width2']}-{row['width3']} x{row['depth2']}"
+    if row["arch"] == "tiny":
+        depths = [row["depth1"], row["depth2"], row["depth3"]]
+        widths = [row["width1"], row["width2"], row["width3"]][: 3 if depths[2] else 2]
+        stages = "-".join(f"{w}x{d}" for w, d in zip(widths, depths, strict=False))
+        return f"tiny {stages}" + (" sq" if row["squeeze"] else "")
+    return str(row["arch"])
+
+
+def reproduce(row: pd.Series, experiment: str, root: Path) -> str:
+    return shlex.join(
+        [
+            "python",
+            "scripts/retrain_best.py",
+            "--results",
+            str(root / experiment),
+            "--trials",
+            str(row["trial_id"]),
+            "--seeds",
+            str(MIN_SEEDS),
+        ]
+    )
+
+
+def pareto(models: pd.DataFrame, budgets=BUDGETS) -> pd.DataFrame:
+    """For each budget, the confirmed model (>= 3 seeds) with the best mean at or under it."""
+    rows = []
+    eligible = models[(models["seeds"] >= MIN_SEEDS) & models["completed"]]
+    for budget in budgets:
+        fits = eligible[eligible["params"] <= budget]
+        if fits.empty:
+            rows.append({"budget": budget})
+            continue
+        best = fits.sort_values(["mean", "params"], ascending=[False, True]).iloc[0]
+        rows.append({"budget": budget, **best.to_dict()})
+    return pd.DataFrame(rows)
+
+
+def results_markdown(models: pd.DataFrame) -> str:
+    lines = [
+        "| model | params | mean (3 seeds) | min | std | all >= 99.4 | epochs | s/seed | "
+        "reproduce |",
+        "| --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: | --- |",
+    ]
+    for m in models[models["seeds"] >= MIN_SEEDS].itertuples():
+        lines.append(
+            f"| {m.model} | {m.params:,} | {m.mean:.2f}% | {m.min:.2f}% | {m.std:.2f} | "
+            f"{'yes' if m.passed else 'no'} | {m.epochs} | {m.train_s:.0f} | `{m.command}` |"
+        )
+    return "\n".join(lines)
+
+
+def pareto_markdown(table: pd.DataFrame) -> str:
+    lines = [
+        "| budget (params) | best model | params | mean | min | passes |",
+        "| ---: | --- | ---: | ---: | ---: | :---: |",
+    ]
+    for row in table.itertuples():
+        if pd.isna(getattr(row, "params", float("nan"))):
+            lines.append(f"| {row.budget:,} | none confirmed | | | | |")
+            continue
+        lines.append(
+            f"| {row.budget:,} | {row.model} | {int(row.params):,} | {row.mean:.2f}% | "
+            f"{row.min:.2f}% | {'yes' if row.passed else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(models: pd.DataFrame, path: Path) -> None:
+    """Mean over seeds with the min..max range; the frontier joins the budget winners."""
+    shown = models[models["seeds"] >= MIN_SEEDS]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for passed, group in shown.groupby("passed"):
+        ax.errorbar(
+            group["params"],
+            group["mean"],
+            yerr=[group["mean"] - group["min"], group["max"] - group["mean"]],
+            fmt="o",
+            capsize=4,
+            color="tab:green" if passed else "tab:gray",
+            label=("every seed passed" if passed else "some seed below 99.4%") + f" ({len(group)})",
+        )
+    frontier = shown.sort_values("params")
+    frontier = frontier[frontier["mean"] >= frontier["mean"].cummax()]
+    ax.step(frontier["params"], frontier["mean"], where="post", color="tab:green", lw=1, alpha=0.6)
+    for m in shown.itertuples():
+        ax.annotate(
+            m.model,
+            (m.params, m.max),
+            textcoords="offset points",
+            xytext=(0, 5),
+            ha="center",
+            fontsize=7,
+        )
+    ax.axhline(TARGET, color="tab:red", ls="--", lw=1, label=f"target {TARGET}%")
+    for budget in BUDGETS:  # the Pareto table's columns
+        ax.axvline(budget, color="black", ls=":", lw=0.6, alpha=0.5)
+    ax.set_xlim(0, max(BUDGETS) * 1.03)
+    ax.set_xlabel("parameters (dotted: the Pareto table's budgets)")
+    ax.set_ylabel(f"final test accuracy (%), mean and range over {MIN_SEEDS}+ seeds")
+    ax.set_title("Confirmed models: accuracy vs size (15 epochs, fresh seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render(models: pd.DataFrame) -> str:
+    """The README block: results table then Pareto table (the picture is linked beside)."""
+    return (
+        f"{START}\n{results_markdown(models)}\n\n**Pareto table** (best confirmed mean at or "
+        f"under each budget):\n\n{pareto_markdown(pareto(models))}\n{END}"
+    )
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace the text between the markers; False when it was already current."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise InputError(f"{readme}: add the markers {START} and {END} where the table goes")
+    head, rest = text.split(START, 1)
+    new = head + block + rest.split(END, 1)[1]
+    if new == text:
+        return False
+    readme.write_text(new)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="scripts/leaderboard.py", description=__doc__)
+    parser.add_argument("--results", default="results", help="folder of experiments")
+    parser.add_argument("--readme", help="rewrite the table between the markers in this file")
+    parser.add_argument("--check", action="store_true", help="exit 1 if --readme is stale")
+    parser.add_argument("--smoke-test", action="store_true", help="print only, write nothing")
+    args = parser.parse_args(argv)
+    root = Path(args.results)
+    try:
+        seeds, models = collect(root)
+        block = render(models)
+        if args.check:
+            current = Path(args.readme).read_text() if args.readme else ""
+            if block not in current:
+                print(f"error: {args.readme} is stale: run scripts/leaderboard.py --readme")
+                return 1
+            return 0
+        print(block)
+        if args.smoke_test:
+            return 0
+        models.drop(columns=["command"]).to_csv(root / "leaderboard.csv", index=False)
+        plot(models, root / "leaderboard.png")
+        print(f"wrote {root / 'leaderboard.csv'} and {root / 'leaderboard.png'}")
+        if args.readme and update_readme(Path(args.readme), block):
+            print(f"updated {args.readme}")
+    except (InputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
