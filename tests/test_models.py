@@ -80,6 +80,16 @@ def test_slim_sweep_runs_under_budget(depth2):
         assert count_params(model) < 9000
 
 
+def test_lean_defaults_are_super_light_and_widths_change_the_count():
+    lean, ref = build_model("lean"), build_model("super_light")
+    assert count_params(lean) == count_params(ref) == 4836
+    assert receptive_field(lean) == receptive_field(ref) >= 28
+    narrow = build_model("lean", width1=6, width2=10, squeeze_width=6, width5=12)
+    # conv weights 54 + 540 + 60 + 540 + 1,080 + 1,296, head 120, BatchNorm 2 x 50 channels
+    assert count_params(narrow) == 54 + 540 + 60 + 540 + 1080 + 1296 + 120 + 100
+    assert narrow(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_tiny_dropout_value_is_used():
     model = build_model("tiny", dropout=0.2)
     assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.2}

@@ -22,7 +22,7 @@ def write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("name", ["default", "tiny", "slim", "smoke"])
+@pytest.mark.parametrize("name", ["default", "tiny", "slim", "lean", "smoke"])
 def test_shipped_spaces_load(name):
     space = load_space(f"search_spaces/{name}.yaml")
     assert space.settings["metric"] == "test_acc" and space.settings["samples"] >= 6
@@ -68,6 +68,7 @@ def test_points_use_branch_names():
         ("arch:\n  super_light: {width1: 4}", r"arch\.super_light\.width1: unknown key"),
         ("settings: {epochs: 3, grace_period: 5}", r"settings\.grace_period"),
         ("settings: {sample: 3}", r"settings\.sample: unknown key"),
+        ("settings: {asha_metric: test_accuracy}", r"settings\.asha_metric: .*test_acc_avg3"),
         ("points_to_evaluate: [{arch: tiny, width1: 99}]", r"points_to_evaluate\[0\]"),
         ("extra: 1", r"unknown top-level key"),
     ],

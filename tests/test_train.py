@@ -58,6 +58,9 @@ def test_resume_from_state_matches_an_uninterrupted_run(mnist):
     straight = train(config, mnist).history
     assert [m["epoch"] for m in resumed] == [1, 2, 3]
     assert resumed[-1]["test_acc"] == straight[-1]["test_acc"]
+    # the 3-epoch mean ASHA may use spans the resume (history travels in the checkpoint)
+    assert resumed[-1]["test_acc_avg3"] == pytest.approx(sum(m["test_acc"] for m in straight) / 3)
+    assert straight[0]["test_acc_avg3"] == straight[0]["test_acc"]
     assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-6)
 
 

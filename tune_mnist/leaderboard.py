@@ -65,9 +65,15 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def describe(row: pd.Series) -> str:
-    """A short architecture label: `slim 8-16-16 x3` = stem widths, separable width x blocks."""
+    """A short architecture label: `slim 8-16-16 x3` = stem widths, separable width x blocks;
+    `lean 8-12-(8)-10-12-16` = conv widths with the 1x1 transition's in brackets."""
     if row["arch"] == "slim":
         return f"slim {row['width1']}-{row['width2']}-{row['width3']} x{row['depth2']}"
+    if row["arch"] == "lean":  # widths in order, the 1x1 transition in brackets
+        return (
+            f"lean {row['width1']}-{row['width2']}-({row['squeeze_width']})-"
+            f"{row['width3']}-{row['width4']}-{row['width5']}"
+        )
     if row["arch"] == "tiny":
         depths = [row["depth1"], row["depth2"], row["depth3"]]
         widths = [row["width1"], row["width2"], row["width3"]][: 3 if depths[2] else 2]

@@ -82,6 +82,38 @@ class SuperLight(nn.Module):
         return self.head(x).flatten(1)
 
 
+class Lean(nn.Module):
+    """The `super_light` layout with every width searchable: two unpadded 3x3 convs
+    (28->26->24), max-pool + 1x1 transition to `squeeze_width` (24->12), three unpadded 3x3
+    convs (12->10->8->6), GAP, 1x1 to the 10 classes. The defaults give `super_light` back.
+    """
+
+    def __init__(
+        self,
+        width1: int = 8,
+        width2: int = 12,
+        squeeze_width: int = 8,
+        width3: int = 10,
+        width4: int = 12,
+        width5: int = 16,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.block1 = nn.Sequential(conv_bn(1, width1, dropout), conv_bn(width1, width2, dropout))
+        self.trans1 = nn.Sequential(nn.MaxPool2d(2), conv1x1(width2, squeeze_width))
+        self.block2 = nn.Sequential(
+            conv_bn(squeeze_width, width3, dropout),
+            conv_bn(width3, width4, dropout),
+            conv_bn(width4, width5, dropout),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv1x1(width5, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.trans1(self.block1(x))
+        x = self.block2(x)
+        return self.head(x).flatten(1)
+
+
 class Tiny(nn.Module):
     """Searchable family: 2-3 stages of `depth` same-padded 3x3 convs of `width` channels,
     each stage after the first entered through a max-pool and (if `squeeze`) a 1x1 conv that
@@ -164,6 +196,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "super_light": SuperLight,
     "tiny": Tiny,
     "slim": Slim,
+    "lean": Lean,
 }
 PUBLISHED_PARAMS = {"light": 4738, "lightest": 4274, "super_light": 4842}
 

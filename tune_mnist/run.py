@@ -16,6 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tune_mnist.results import TrialView, build_tables, write_tables
 from tune_mnist.search import Plan, format_summary, plan_resources
+from tune_mnist.space import METRICS
 from tune_mnist.store import provenance, write_json
 from tune_mnist.trainable import run_trial
 
@@ -101,17 +102,23 @@ def make_tuner(args, space, name, storage, experiment, data, plan, writer):
         sampler=sampler,
         points_to_evaluate=space.optuna_points() or None,
     )
+    # ASHA may compare another metric than the one Optuna optimises; Ray then wants the
+    # scheduler's metric set on the scheduler and none on the TuneConfig
+    asha_metric = settings.get("asha_metric") or settings["metric"]
+    own = asha_metric != settings["metric"]
     scheduler = ASHAScheduler(
         time_attr="epoch",
         max_t=settings["epochs"],
         grace_period=settings["grace_period"],
         reduction_factor=settings["reduction_factor"],
+        metric=asha_metric if own else None,
+        mode=METRICS[asha_metric] if own else None,
     )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=settings["metric"],
-            mode=settings["mode"],
+            metric=None if own else settings["metric"],
+            mode=None if own else settings["mode"],
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=settings["samples"],

@@ -36,6 +36,7 @@ class SpaceError(ValueError):
 SETTINGS_DEFAULTS: dict[str, Any] = {
     "metric": "test_acc",  # reported metric the search optimises
     "mode": "max",  # max | min
+    "asha_metric": None,  # what ASHA compares at its rungs (None = metric); see METRICS
     "epochs": 15,  # max_t: epochs of a full trial
     "grace_period": 3,  # ASHA: epochs every trial gets before it can be stopped
     "reduction_factor": 3,  # ASHA: keep 1/reduction_factor of trials at each rung
@@ -44,6 +45,16 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "samples": 24,  # trials to run
     "train_subset": 0,  # first N training images (0 = all); smoke spaces use a subset
     "test_subset": 0,  # first N test images (0 = all)
+}
+# Per-epoch metrics a trial reports, with the direction that is better. test_acc_avg3 (mean
+# test accuracy of the last 3 epochs) is steadier at ASHA's rungs: while the one-cycle rate is
+# high, test accuracy swings by a percent or two between neighbouring epochs.
+METRICS = {
+    "test_acc": "max",
+    "test_acc_avg3": "max",
+    "test_loss": "min",
+    "train_acc": "max",
+    "train_loss": "min",
 }
 TOP_KEYS = {"description", "settings", "fixed", "params", "arch", "points_to_evaluate"}
 KINDS = {"choice", "uniform", "loguniform", "int"}
@@ -224,6 +235,9 @@ def _settings(block: Any) -> dict[str, Any]:
     settings = {**SETTINGS_DEFAULTS, **block}
     if settings["mode"] not in ("max", "min"):
         raise SpaceError(f"settings.mode: {settings['mode']!r}; allowed: max, min")
+    for key in ("metric", "asha_metric"):
+        if settings[key] is not None and settings[key] not in METRICS:
+            raise SpaceError(f"settings.{key}: {settings[key]!r}; allowed: {sorted(METRICS)}")
     for key in ("epochs", "grace_period", "samples", "max_params"):
         if not isinstance(settings[key], int) or settings[key] < 1:
             raise SpaceError(f"settings.{key}: {settings[key]!r}; must be an integer >= 1")

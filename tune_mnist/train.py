@@ -178,6 +178,8 @@ def train(
             "epoch_s": time.perf_counter() - epoch_start,
             "params": params,
         }
+        recent = [m["test_acc"] for m in state.history[-2:]] + [test_acc]
+        metrics["test_acc_avg3"] = sum(recent) / len(recent)  # steadier for ASHA's rungs
         diverged = not (math.isfinite(metrics["train_loss"]) and math.isfinite(test_loss))
         diverged = diverged or metrics["train_loss"] > DIVERGED_LOSS
         metrics["diverged"] = diverged

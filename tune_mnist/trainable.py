@@ -18,7 +18,7 @@ from ray import tune
 
 from tune_mnist.data import MNIST
 from tune_mnist.models import build_from_config, count_params
-from tune_mnist.space import SearchSpace
+from tune_mnist.space import METRICS, SearchSpace
 from tune_mnist.train import train
 
 STATE_FILE = "state.pt"
@@ -55,14 +55,17 @@ def run_trial(config: dict[str, Any], data: MNIST, space: SearchSpace, cpus: int
     train_config = space.train_config(config, device=device, threads=cpus)
     params = count_params(build_from_config(train_config))  # on CPU: nothing trained yet
     if params > space.settings["max_params"]:
-        worst = 0.0 if space.settings["mode"] == "max" else float("inf")
+        # the worst value of every metric the searcher or the scheduler looks at
+        names = {space.settings["metric"]: space.settings["mode"]}
+        if space.settings.get("asha_metric"):
+            names[space.settings["asha_metric"]] = METRICS[space.settings["asha_metric"]]
         tune.report(
             {
                 "epoch": 0,
                 "params": params,
                 "over_budget": True,
                 "diverged": False,
-                space.settings["metric"]: worst,
+                **{name: 0.0 if mode == "max" else float("inf") for name, mode in names.items()},
                 "trial_s": time.perf_counter() - started,
                 "device": device,
             }
