@@ -1,6 +1,7 @@
 """retrain_best, the report and predict, on the smoke search's results (CPU, subset data)."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -90,8 +91,9 @@ def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed):
     (copy / "confirmations.parquet").unlink()
     trials = pd.read_parquet(copy / "trials.parquet")
     done_ids = trials.loc[trials["status"] == "completed", "trial_id"].tolist()
-    worst = trials.loc[trials["status"] == "completed"].sort_values("final_test_acc")
-    names = [worst["trial_id"].iloc[0], worst["trial_id"].iloc[-1]]  # a near miss too
+    stopped = trials.loc[trials["status"] == "asha_stopped", "trial_id"].tolist()
+    best = trials.loc[trials["status"] == "completed"].sort_values("final_test_acc")
+    names = [stopped[0], best["trial_id"].iloc[-1]]  # a trial ASHA stopped counts too
     done = retrain(
         "--results",
         str(copy),
@@ -110,6 +112,8 @@ def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed):
     assert rows["seed"].tolist() == [1, 2, 1, 2] and (rows["threads"] == 1).all()
     for name in names:
         assert (copy / "confirmed" / name / "model_card.md").is_file()
+    card = (copy / "confirmed" / stopped[0] / "model_card.md").read_text()
+    assert "(seed 0) reached" in card and re.search(r"after [12] of 3 epochs", card)
     bad = retrain("--results", str(copy), "--trials", "nope")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "nope" in bad.stderr and done_ids[0] in bad.stderr

@@ -43,8 +43,8 @@ def parse_args(argv):
     parser.add_argument("--top", type=int, default=1, help="confirm the K best trials")
     parser.add_argument(
         "--trials",
-        help="comma-separated trial ids to confirm instead (any completed trial, passing or "
-        "not: a near miss still gives a Pareto point)",
+        help="comma-separated trial ids to confirm instead (completed or ASHA-stopped, "
+        "passing or not: a near miss still gives a Pareto point)",
     )
     parser.add_argument(
         "--seeds", type=int, default=3, help="fresh seeds per config (the search's seed + 1..N)"
@@ -82,17 +82,18 @@ def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
 
 
 def named_trials(folder: Path, names: str) -> pd.DataFrame:
-    """The rows of `--trials a,b,c`, in that order; each must have run all its epochs."""
+    """The rows of `--trials a,b,c`, in that order. A trial ASHA stopped counts too: its
+    row holds the whole config, and confirming trains every epoch anyway."""
     trials = pd.read_parquet(folder / "trials.parquet").set_index("trial_id", drop=False)
     wanted = [name.strip() for name in names.split(",") if name.strip()]
-    completed = trials[trials["status"] == "completed"]
-    missing = [name for name in wanted if name not in completed.index]
+    trained = trials[trials["status"].isin(["completed", "asha_stopped"])]
+    missing = [name for name in wanted if name not in trained.index]
     if missing or not wanted:
         raise InputError(
-            f"--trials: {', '.join(missing) or 'empty'} not a completed trial of {folder}; "
-            f"completed: {', '.join(completed.index) or 'none'}"
+            f"--trials: {', '.join(missing) or 'empty'} not a completed or ASHA-stopped trial "
+            f"of {folder}; those are: {', '.join(trained.index) or 'none'}"
         )
-    return completed.loc[wanted].reset_index(drop=True)
+    return trained.loc[wanted].reset_index(drop=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +199,8 @@ def write_card(out: Path, row, config, runs, summary, prov, command: str) -> Non
         "config": config.replace(device="cpu", threads=0).to_dict(),
         **summary,
         "search_test_acc": float(row["final_test_acc"]),
+        "search_seed": int(row["seed"]),
+        "search_epochs": int(row.get("epochs_run", row["epochs"])),
         "device": runs[0].device,
         **prov,
         "reproduce": command,
@@ -225,7 +228,8 @@ Every seed {verdict} the target of {card["target_acc"]}% final-epoch test accura
 {seeds}
 
 Mean {card["mean_test_acc"]:.2f}% ± {card["std_test_acc"]:.2f} (std over seeds), min
-{card["min_test_acc"]:.2f}%. The search's own run reached {card["search_test_acc"]:.2f}%.
+{card["min_test_acc"]:.2f}%. The search's own run (seed {card["search_seed"]}) reached
+{card["search_test_acc"]:.2f}% after {card["search_epochs"]} of {card["config"]["epochs"]} epochs.
 
 - config: `{json.dumps(card["config"])}`
 - device: {card["device"]} ({card["device_name"]}); torch {card["torch_version"]},
