@@ -174,3 +174,23 @@ def test_model_files_never_unpickle_objects(tmp_path):
     torch.save({"state_dict": {}, "config": {}, "extra": Payload()}, evil)
     with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
         read_model_file(evil)
+
+
+def _append_many(folder, worker, n):
+    from tune_mnist.retrain import append_confirmations
+
+    for i in range(n):
+        append_confirmations(folder, [{"trial_id": f"w{worker}", "seed": i}])
+
+
+def test_side_by_side_confirmations_keep_every_row(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(tmp_path, w, 40)) for w in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    rows = pd.read_parquet(tmp_path / "confirmations.parquet")
+    assert len(rows) == 120 and rows.groupby("trial_id").size().tolist() == [40, 40, 40]

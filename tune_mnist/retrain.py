@@ -241,10 +241,16 @@ Mean {card["mean_test_acc"]:.2f}% ± {card["std_test_acc"]:.2f} (std over seeds)
 
 
 def append_confirmations(folder: Path, rows: list[dict]) -> None:
+    """Read-append-replace under an exclusive lock: two retrain_best.py runs on the same
+    experiment (say, --trials a and --trials b side by side) must not drop each other's rows."""
+    import fcntl
+
     from tune_mnist.results import write_parquet
 
     path = folder / "confirmations.parquet"
-    frame = pd.DataFrame(rows)
-    if path.is_file():
-        frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
-    write_parquet(path, frame)
+    with open(folder / ".confirmations.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        frame = pd.DataFrame(rows)
+        if path.is_file():
+            frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
+        write_parquet(path, frame)
