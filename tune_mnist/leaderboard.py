@@ -113,14 +113,13 @@ def pareto(models: pd.DataFrame, budgets=BUDGETS) -> pd.DataFrame:
 
 def results_markdown(models: pd.DataFrame) -> str:
     lines = [
-        "| model | params | mean (3 seeds) | min | std | all >= 99.4 | epochs | s/seed | "
-        "reproduce |",
-        "| --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: | --- |",
+        "| model | params | mean (3 seeds) | min | std | all >= 99.4 | epochs | reproduce |",
+        "| --- | ---: | ---: | ---: | ---: | :---: | ---: | --- |",
     ]
     for m in models[models["seeds"] >= MIN_SEEDS].itertuples():
         lines.append(
             f"| {m.model} | {m.params:,} | {m.mean:.2f}% | {m.min:.2f}% | {m.std:.2f} | "
-            f"{'yes' if m.passed else 'no'} | {m.epochs} | {m.train_s:.0f} | `{m.command}` |"
+            f"{'yes' if m.passed else 'no'} | {m.epochs} | `{m.command}` |"
         )
     return "\n".join(lines)
 
