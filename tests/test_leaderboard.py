@@ -33,25 +33,30 @@ def root(tmp_path):
         + seed_rows("mid", 2900, [99.45, 99.41, 99.50])
         + seed_rows("mid", 2900, [99.45, 99.41, 99.50], epochs=10)  # another model
         + seed_rows("two", 2500, [99.9, 99.9])  # two seeds: never published
+        + seed_rows("lean", 5000, [99.0, 99.0, 99.0], arch="lean")
     )
     pd.DataFrame(rows).to_parquet(a / "confirmations.parquet")
     b = tmp_path / "search-b"
     b.mkdir()
     rows = seed_rows("big", 4800, [99.55, 99.38, 99.60], arch="super_light")
     rows += seed_rows("big", 4800, [99.55], arch="super_light")  # seed 1 confirmed again
-    pd.DataFrame(rows).to_parquet(b / "confirmations.parquet")
+    # an older experiment, from before the lean widths existed: the concat makes them floats
+    pd.DataFrame(rows).drop(columns=["width4", "squeeze_width"]).to_parquet(
+        b / "confirmations.parquet"
+    )
     return tmp_path
 
 
 def test_models_group_seeds_and_pass_only_when_every_seed_does(root):
     seeds, models = collect(root)
-    assert len(seeds) == 3 + 3 + 3 + 2 + 3  # the repeated seed counts once
+    assert len(seeds) == 3 + 3 + 3 + 2 + 3 + 3  # the repeated seed counts once
     by = models.set_index(["trial_id", "epochs"])
     assert by.loc[("mid", 15), "passed"] and by.loc[("mid", 15), "min"] == pytest.approx(99.41)
     assert not by.loc[("small", 15), "passed"]
     assert not by.loc[("big", 15), "passed"]  # mean 99.51 but one seed at 99.38
     assert not by.loc[("two", 15), "passed"]  # 99.9 on two seeds only
     assert by.loc[("mid", 15), "model"] == "slim 8-12-16 x2"  # TrainConfig defaults
+    assert by.loc[("lean", 15), "model"] == "lean 8-12-(8)-16-12-16"  # ints, not 8.0
     assert "--trials mid --seeds 3" in by.loc[("mid", 15), "command"]
     assert models["params"].is_monotonic_increasing
 

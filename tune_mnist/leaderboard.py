@@ -22,6 +22,11 @@ from tune_mnist.confirm import InputError  # noqa: E402
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
 TARGET = 99.4  # % final-epoch test accuracy every seed must reach
 MIN_SEEDS = 3  # fewer seeds than this is not a published figure
+WIDTHS = {
+    "slim": ("width1", "width2", "width3", "depth2"),
+    "lean": ("width1", "width2", "squeeze_width", "width3", "width4", "width5"),
+    "tiny": ("width1", "width2", "width3", "depth1", "depth2", "depth3"),
+}
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
@@ -67,17 +72,19 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def describe(row: pd.Series) -> str:
     """A short architecture label: `slim 8-16-16 x3` = stem widths, separable width x blocks;
     `lean 8-12-(8)-10-12-16` = conv widths with the 1x1 transition's in brackets."""
+    # older experiments lack the newer width columns, so after the concat these are floats
+    w = {k: int(row[k]) for k in WIDTHS.get(row["arch"], ()) if pd.notna(row[k])}
     if row["arch"] == "slim":
-        return f"slim {row['width1']}-{row['width2']}-{row['width3']} x{row['depth2']}"
+        return f"slim {w['width1']}-{w['width2']}-{w['width3']} x{w['depth2']}"
     if row["arch"] == "lean":  # widths in order, the 1x1 transition in brackets
         return (
-            f"lean {row['width1']}-{row['width2']}-({row['squeeze_width']})-"
-            f"{row['width3']}-{row['width4']}-{row['width5']}"
+            f"lean {w['width1']}-{w['width2']}-({w['squeeze_width']})-"
+            f"{w['width3']}-{w['width4']}-{w['width5']}"
         )
     if row["arch"] == "tiny":
-        depths = [row["depth1"], row["depth2"], row["depth3"]]
-        widths = [row["width1"], row["width2"], row["width3"]][: 3 if depths[2] else 2]
-        stages = "-".join(f"{w}x{d}" for w, d in zip(widths, depths, strict=False))
+        depths = [w["depth1"], w["depth2"], w["depth3"]]
+        widths = [w["width1"], w["width2"], w["width3"]][: 3 if depths[2] else 2]
+        stages = "-".join(f"{a}x{d}" for a, d in zip(widths, depths, strict=False))
         return f"tiny {stages}" + (" sq" if row["squeeze"] else "")
     return str(row["arch"])
 
