@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tune_mnist.config import ConfigError, TrainConfig
@@ -52,3 +53,13 @@ def test_round_trip_through_a_row_of_numpy_scalars():
 def test_replace_validates():
     with pytest.raises(ConfigError):
         TrainConfig().replace(rotate_deg=-5)
+
+
+def test_rows_from_before_a_field_existed_rebuild_with_its_default():
+    from tune_mnist.confirm import config_of
+
+    row = TrainConfig(arch="slim", width1=6, max_lr=0.05).to_dict()
+    del row["width4"]  # written before the lean family's fields existed
+    row["squeeze_width"] = float("nan")  # another experiment's column, after a concat
+    config = config_of(pd.Series(row), seed=3)
+    assert config == TrainConfig(arch="slim", width1=6, max_lr=0.05, seed=3)

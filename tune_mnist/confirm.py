@@ -54,9 +54,18 @@ def pick(passing: pd.DataFrame, rank: str, top: int) -> pd.DataFrame:
 
 
 def config_of(row: pd.Series | dict, **changes: Any) -> TrainConfig:
-    """Rebuild the TrainConfig from a results row (its config columns are the fields)."""
-    values = {name: row[name] for name in TrainConfig.field_names()}
+    """Rebuild the TrainConfig from a results row (its config columns are the fields).
+
+    A field the row lacks was added to TrainConfig after the row was written; it keeps its
+    default, which is what that run used (a new field never changes an old model)."""
+    values = {name: row[name] for name in TrainConfig.field_names() if name in row}
+    values = {name: value for name, value in values.items() if not _missing(value)}
     return TrainConfig.from_dict({**values, **changes})
+
+
+def _missing(value: Any) -> bool:
+    """NaN / None: a column that another experiment's rows brought in, not this row's value."""
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> SeedRun:
