@@ -164,13 +164,16 @@ def plot(models: pd.DataFrame, path: Path) -> None:
     frontier = shown.sort_values("params")
     frontier = frontier[frontier["mean"] >= frontier["mean"].cummax()]
     ax.step(frontier["params"], frontier["mean"], where="post", color="tab:green", lw=1, alpha=0.6)
-    for m in shown.itertuples():
+    # label the Pareto table's winners only, to the upper left of each (the frontier rises to
+    # the right, so that corner is empty); the near-equal models between them stay unlabelled
+    winners = set(pareto(models)["params"].dropna())
+    for m in frontier[frontier["params"].isin(winners)].itertuples():
         ax.annotate(
-            m.model,
+            f"{m.model} ({m.params:,})",
             (m.params, m.max),
             textcoords="offset points",
-            xytext=(0, 5),
-            ha="center",
+            xytext=(-4, 4),
+            ha="right",
             fontsize=7,
         )
     ax.axhline(TARGET, color="tab:red", ls="--", lw=1, label=f"target {TARGET}%")
