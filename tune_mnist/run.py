@@ -128,7 +128,11 @@ def make_tuner(args, space, name, storage, experiment, data, plan, writer):
             name=name,
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # keep every epoch's checkpoint (~100 KB each for these models): Ray snapshots the
+            # experiment state every few seconds, so after a hard kill the snapshot may name a
+            # checkpoint that num_to_keep=1 has already deleted, and that trial then fails on
+            # --resume ("Could not recover from checkpoint as it does not exist on storage")
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             callbacks=[writer],
             verbose=1,
         ),
