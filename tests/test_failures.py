@@ -74,7 +74,9 @@ def _result_rows(experiment):
 
 def test_killed_worker_is_retried_from_checkpoint(tmp_path):
     results = tmp_path / "results"
-    space = space_file(tmp_path, epochs=5, grace=5, samples=2, max_params=8000)
+    # 10 epochs of ~1 s: Ray writes result.json in bursts, so a shorter trial can end before
+    # its epoch-2 row is seen (or between reading that row and the kill)
+    space = space_file(tmp_path, epochs=10, grace=10, samples=2, max_params=8000)
     proc = subprocess.Popen(
         search_command("--space", str(space), "--name", "w", "--no-report"),
         env=env(results),
@@ -86,12 +88,17 @@ def test_killed_worker_is_retried_from_checkpoint(tmp_path):
     try:
         deadline = time.time() + 300
         while killed is None and time.time() < deadline and proc.poll() is None:
-            for _, row in _result_rows(results / ".ray" / "w"):
-                if row.get("epoch") == 2 and row.get("pid"):
-                    os.kill(row["pid"], signal.SIGKILL)
+            rows = list(_result_rows(results / ".ray" / "w"))
+            done = {trial_dir for trial_dir, row in rows if row.get("epoch") == 10}
+            for trial_dir, row in rows:  # a worker past epoch 2 whose trial has not ended
+                if trial_dir not in done and row.get("epoch") == 2 and row.get("pid"):
+                    try:
+                        os.kill(row["pid"], signal.SIGKILL)
+                    except ProcessLookupError:  # that trial ended between read and kill
+                        continue
                     killed = row["trial_id"]
                     break
-            time.sleep(0.3)
+            time.sleep(0.1)
         assert killed, "no trial reached epoch 2 to be killed"
         assert proc.wait(timeout=400) == 0
     finally:
@@ -100,7 +107,7 @@ def test_killed_worker_is_retried_from_checkpoint(tmp_path):
     final = load(results / "w")
     assert (final.trials["status"] == "completed").all()
     rows = final.epochs[final.epochs["trial_id"] == killed]
-    assert list(rows["epoch"]) == [1, 2, 3, 4, 5]
+    assert list(rows["epoch"]) == list(range(1, 11))
     assert rows["start_epoch"].iloc[-1] >= 2  # continued from a checkpoint, not from scratch
 
 
