@@ -61,11 +61,10 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         & models["completed"]
         & (models["params"] < 8000)
     )
-    first = seeds.groupby(key, sort=False).head(1).set_index(key, drop=False)
-    models["model"] = [describe(first.loc[tuple(k)]) for k in models[key].itertuples(False)]
-    models["command"] = [
-        reproduce(first.loc[tuple(k)], k[0], root) for k in models[key].itertuples(False)
-    ]
+    # groupby keeps first-seen order on both sides, so these rows line up with `models`
+    first = seeds.groupby(key, sort=False).head(1)
+    models["model"] = [describe(row) for _, row in first.iterrows()]
+    models["command"] = [reproduce(row, row["experiment"], root) for _, row in first.iterrows()]
     return seeds, models.sort_values(["params", "mean"], ascending=[True, False])
 
 

@@ -64,24 +64,6 @@ class Lightest(nn.Module):
         return self.gap(x).flatten(1)
 
 
-class SuperLight(nn.Module):
-    """Reference `super_light`: the second transition is GAP followed by a 1x1 to 10 classes."""
-
-    def __init__(self, dropout: float = 0.05):
-        super().__init__()
-        self.block1 = nn.Sequential(conv_bn(1, 8, dropout), conv_bn(8, 12, dropout))
-        self.trans1 = nn.Sequential(nn.MaxPool2d(2), conv1x1(12, 8))
-        self.block2 = nn.Sequential(
-            conv_bn(8, 10, dropout), conv_bn(10, 12, dropout), conv_bn(12, 16, dropout)
-        )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv1x1(16, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.trans1(self.block1(x))
-        x = self.block2(x)
-        return self.head(x).flatten(1)
-
-
 class Lean(nn.Module):
     """The `super_light` layout with every width searchable: two unpadded 3x3 convs
     (28->26->24), max-pool + 1x1 transition to `squeeze_width` (24->12), three unpadded 3x3
@@ -112,6 +94,14 @@ class Lean(nn.Module):
         x = self.trans1(self.block1(x))
         x = self.block2(x)
         return self.head(x).flatten(1)
+
+
+class SuperLight(Lean):
+    """Reference `super_light`: two convs, max-pool + 1x1 transition, three convs, then GAP
+    and a 1x1 to 10 classes: `Lean` at its default widths 8-12-(8)-10-12-16."""
+
+    def __init__(self, dropout: float = 0.05):
+        super().__init__(dropout=dropout)
 
 
 class Tiny(nn.Module):
