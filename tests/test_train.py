@@ -45,8 +45,9 @@ def test_callback_sees_every_epoch_and_can_stop(mnist):
     assert keys <= set(result.final)
 
 
-def test_resume_from_state_matches_an_uninterrupted_run(mnist):
-    config = quick(epochs=3, rotate_deg=15.0)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.99])
+def test_resume_from_state_matches_an_uninterrupted_run(mnist, ema_decay):
+    config = quick(epochs=3, rotate_deg=15.0, ema_decay=ema_decay)
     saved = {}
 
     def stop_after_one(metrics, state):
@@ -62,6 +63,19 @@ def test_resume_from_state_matches_an_uninterrupted_run(mnist):
     assert resumed[-1]["test_acc_avg3"] == pytest.approx(sum(m["test_acc"] for m in straight) / 3)
     assert straight[0]["test_acc_avg3"] == straight[0]["test_acc"]
     assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-6)
+
+
+def test_ema_weights_are_the_ones_evaluated_and_returned(mnist):
+    plain = train(quick(seed=3), mnist)
+    averaged = train(quick(seed=3, ema_decay=0.99), mnist)
+    # same raw training (the average only watches), different weights evaluated
+    assert averaged.history[-1]["train_loss"] == plain.history[-1]["train_loss"]
+    assert averaged.final["test_acc"] != plain.final["test_acc"]
+    data = mnist.subset(0, 1000)
+    assert evaluate(averaged.model, data.test_x, data.test_y)[1] == averaged.final["test_acc"]
+    raw, avg = plain.model.state_dict(), averaged.model.state_dict()
+    assert raw.keys() == avg.keys()  # loads into a plain model: saved files stay the same kind
+    assert not torch.equal(raw["block2.2.0.weight"], avg["block2.2.0.weight"])
 
 
 def test_absurd_learning_rate_ends_as_diverged(mnist):

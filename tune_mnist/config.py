@@ -38,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # AdamW decoupled weight decay, [0, 1]
     pct_start: float = 0.25  # fraction of steps spent warming up, (0, 1)
     label_smoothing: float = 0.0  # cross-entropy label smoothing, [0, 0.5]
+    ema_decay: float = 0.0  # per-step weight + BN-stat average that is evaluated; 0 = off, [0, 1)
     batch_size: int = 128  # images per step, 1..60000
     epochs: int = 15  # passes over the training set, 1..100
     # --- augmentation (applied per sample on the training device; 0 = off) ---
@@ -124,6 +125,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_lr": (0.0, 1e9),
     "weight_decay": (0.0, 1.0),
     "label_smoothing": (0.0, 0.5),
+    "ema_decay": (0.0, 0.99999),
     "batch_size": (1, 60000),
     "epochs": (1, 100),
     "rotate_deg": (0.0, 180.0),

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tune_mnist.augment import AugmentSpec, augment
 from tune_mnist.config import TrainConfig
@@ -43,8 +44,14 @@ class RunState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.OneCycleLR
     generator: torch.Generator
+    ema: AveragedModel | None = None  # moving average of model (config.ema_decay > 0)
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated, reported and saved: the average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and plain values only: loadable with torch.load(weights_only=True)."""
@@ -54,6 +61,7 @@ class RunState:
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "epoch": self.epoch,
             "history": self.history,
         }
@@ -64,6 +72,8 @@ class RunState:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
 
@@ -100,7 +110,13 @@ def make_state(config: TrainConfig, device: torch.device, n_train: int) -> RunSt
     )
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)  # batch order and augmentation
-    return RunState(model, optimizer, scheduler, generator)
+    ema = None
+    if config.ema_decay > 0:
+        # use_buffers: BatchNorm's running statistics are averaged along with the weights,
+        # so the averaged weights are evaluated with statistics that match them
+        averager = get_ema_multi_avg_fn(config.ema_decay)
+        ema = AveragedModel(model, multi_avg_fn=averager, use_buffers=True)
+    return RunState(model, optimizer, scheduler, generator, ema)
 
 
 def train_epoch(config: TrainConfig, state: RunState, data: MNIST, spec: AugmentSpec):
@@ -119,6 +135,8 @@ def train_epoch(config: TrainConfig, state: RunState, data: MNIST, spec: Augment
         loss.backward()
         state.optimizer.step()
         state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
         total_loss += loss.detach() * len(index)
         correct += (output.argmax(1) == target).sum()
     return total_loss / n, correct * 100.0 / n
@@ -166,7 +184,7 @@ def train(
         epoch_start = time.perf_counter()
         lr = state.scheduler.get_last_lr()[0]
         train_loss, train_acc = train_epoch(config, state, data, spec)
-        test_loss, test_acc = evaluate(state.model, data.test_x, data.test_y)
+        test_loss, test_acc = evaluate(state.eval_model, data.test_x, data.test_y)
         state.epoch += 1
         metrics = {
             "epoch": state.epoch,
@@ -192,7 +210,7 @@ def train(
             status = "stopped" if state.epoch < config.epochs else "completed"
             break
     seconds = time.perf_counter() - started
-    return TrainResult(status, state.history, state.model, params, seconds)
+    return TrainResult(status, state.history, state.eval_model, params, seconds)
 
 
 def add_config_arguments(parser) -> None:
