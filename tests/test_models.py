@@ -103,3 +103,23 @@ def test_bad_name_lists_valid_names():
 def test_bad_parameter_lists_valid_ones():
     with pytest.raises(TypeError, match="width1"):
         build_model("tiny", widht1=4)
+
+
+def test_loop_reuses_one_conv_and_counts_its_weights_once():
+    calls = []
+    loop = build_model("loop", width1=8, width2=12, width3=16, depth2=4)
+    loop.shared.register_forward_hook(lambda *_: calls.append(1))
+    assert loop(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert len(calls) == 4  # one module, four uses: 12 -> 10 -> 8 -> 6 -> 4
+    # stem 72 + 864, 1x1 192, the shared conv once (2,304), a BatchNorm per use, head 160
+    assert count_params(loop) == 72 + 864 + 192 + 2304 + 2 * (8 + 12) + 4 * 2 * 16 + 160
+    shapes = [p.shape for p in loop.parameters()]
+    assert shapes.count(torch.Size([16, 16, 3, 3])) == 1
+
+
+def test_receptive_field_counts_a_reused_conv_at_every_use():
+    # without GAP the field is 6 (stem + pool) + 4 per 3x3 use at stride 2
+    for depth2 in (1, 3):
+        loop = build_model("loop", depth2=depth2)
+        loop.head = nn.Sequential(nn.Conv2d(16, 10, 1))  # drop the GAP: see the convs alone
+        assert receptive_field(loop) == 6 + 4 * depth2

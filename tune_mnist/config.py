@@ -24,12 +24,12 @@ class TrainConfig:
     arch: str = "super_light"  # name in tune_mnist.models.MODELS
     width1: int = 8  # channels of stage 1 (tiny) / of the 1st conv (slim, lean), 2..64
     width2: int = 12  # channels of stage 2 (tiny) / of the 2nd conv (slim, lean), 2..64
-    width3: int = 16  # stage 3 (tiny) / separable blocks (slim) / 3rd conv (lean), 2..64
+    width3: int = 16  # tiny: stage 3; slim: separable blocks; lean: 3rd conv; loop: shared, 2..64
     width4: int = 12  # channels of the 4th conv (arch=lean only), 2..64
     width5: int = 16  # channels of the 5th conv (arch=lean only), 2..64
     squeeze_width: int = 8  # channels of the 1x1 after the pool (arch=lean only), 2..64
     depth1: int = 2  # 3x3 convs in stage 1 (arch=tiny only), 1..4
-    depth2: int = 2  # 3x3 convs in stage 2 (tiny) / separable blocks (slim), 1..4
+    depth2: int = 2  # tiny: convs in stage 2; slim: separable blocks; loop: shared uses, 1..4
     depth3: int = 1  # 3x3 convs in stage 3 (arch=tiny only), 0..4; 0 = two stages
     squeeze: bool = True  # 1x1 conv halving channels after each pool (arch=tiny only)
     dropout: float = 0.0  # probability after each conv block, [0, 0.5]
