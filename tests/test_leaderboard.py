@@ -5,7 +5,7 @@ import pytest
 from searchutil import ROOT
 
 from tune_mnist.config import TrainConfig
-from tune_mnist.leaderboard import END, START, collect, main, pareto, update_readme
+from tune_mnist.leaderboard import END, START, collect, describe, main, pareto, update_readme
 
 
 def seed_rows(trial, params, accs, arch="slim", epochs=15, **config):
@@ -84,6 +84,21 @@ def test_readme_block_is_rewritten_between_markers_and_checked(root, tmp_path, c
     readme.write_text(text.replace("99.45%", "99.99%"))
     assert main(["--results", str(root), "--readme", str(readme), "--check"]) == 1
     assert "stale" in capsys.readouterr().out
+
+
+def test_labels_name_the_architecture_then_only_the_recipe_changes():
+    def label(**config):
+        return describe(pd.Series(seed_rows("t", 1, [99.0], **config)[0]))
+
+    assert label(arch="super_light") == "super_light"
+    assert label(arch="lean", width3=8) == "lean 8-12-(8)-8-12-16"
+    assert label(arch="loop", width3=14, depth2=4) == "loop 8-12-14 x4"
+    changed = label(arch="loop", batch_size=64, ema_decay=0.999, rotate_deg=5.0, max_lr=0.05241)
+    assert changed == "loop 8-12-16 x2 b64 lr0.0524 ema0.999 aug5/0.08/0.9-1.1"
+    # a row from before ema_decay existed (NaN after a concat) ran without EMA
+    assert describe(pd.Series({**seed_rows("t", 1, [99.0])[0], "ema_decay": float("nan")})) == (
+        "slim 8-12-16 x2"
+    )
 
 
 def test_no_confirmations_is_one_line_exit_2(tmp_path, capsys):

@@ -26,7 +26,11 @@ WIDTHS = {
     "slim": ("width1", "width2", "width3", "depth2"),
     "lean": ("width1", "width2", "squeeze_width", "width3", "width4", "width5"),
     "tiny": ("width1", "width2", "width3", "depth1", "depth2", "depth3"),
+    "loop": ("width1", "width2", "width3", "depth2"),
 }
+# super_light's recipe: a model label names only the fields where a row differs from it
+RECIPE = {"batch_size": 128, "max_lr": 0.04, "label_smoothing": 0.0, "ema_decay": 0.0}
+AUGMENT = {"rotate_deg": 7.5, "translate_frac": 0.08, "scale_min": 0.9, "scale_max": 1.1}
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
@@ -69,12 +73,39 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def describe(row: pd.Series) -> str:
-    """A short architecture label: `slim 8-16-16 x3` = stem widths, separable width x blocks;
-    `lean 8-12-(8)-10-12-16` = conv widths with the 1x1 transition's in brackets."""
+    """Architecture label, then the recipe where it is not super_light's (see `recipe`)."""
+    return " ".join(filter(None, [architecture(row), recipe(row)]))
+
+
+def recipe(row: pd.Series) -> str:
+    """`b64 ema.999 aug5/.05/.95-1.05`: batch, EMA decay, peak rate, label smoothing and
+    augmentation (degrees / shift / zoom range), each only where it differs from the default."""
+    value = {k: row.get(k) for k in [*RECIPE, *AUGMENT]}
+    # rows written before a field existed have it as NaN: that run used the default
+    value = {k: (v if pd.notna(v) else {**RECIPE, **AUGMENT}[k]) for k, v in value.items()}
+    parts = []
+    if value["batch_size"] != RECIPE["batch_size"]:
+        parts.append(f"b{int(value['batch_size'])}")
+    if value["max_lr"] != RECIPE["max_lr"]:
+        parts.append(f"lr{value['max_lr']:.3g}")
+    if value["label_smoothing"] != RECIPE["label_smoothing"]:
+        parts.append(f"ls{value['label_smoothing']:g}")
+    if value["ema_decay"] != RECIPE["ema_decay"]:
+        parts.append(f"ema{value['ema_decay']:g}")
+    if any(value[k] != v for k, v in AUGMENT.items()):
+        aug = [value[k] for k in AUGMENT]
+        parts.append("aug{:g}/{:g}/{:g}-{:g}".format(*aug))
+    return " ".join(parts)
+
+
+def architecture(row: pd.Series) -> str:
+    """`slim 8-16-16 x3` = stem widths, separable width x blocks; `lean 8-12-(8)-10-12-16` =
+    conv widths with the 1x1 transition's in brackets; `loop 8-12-16 x3` = stem widths, the
+    shared conv's width x its uses."""
     # older experiments lack the newer width columns, so after the concat these are floats
     w = {k: int(row[k]) for k in WIDTHS.get(row["arch"], ()) if pd.notna(row[k])}
-    if row["arch"] == "slim":
-        return f"slim {w['width1']}-{w['width2']}-{w['width3']} x{w['depth2']}"
+    if row["arch"] in ("slim", "loop"):
+        return f"{row['arch']} {w['width1']}-{w['width2']}-{w['width3']} x{w['depth2']}"
     if row["arch"] == "lean":  # widths in order, the 1x1 transition in brackets
         return (
             f"lean {w['width1']}-{w['width2']}-({w['squeeze_width']})-"
