@@ -78,6 +78,21 @@ def test_ema_weights_are_the_ones_evaluated_and_returned(mnist):
     assert not torch.equal(raw["block2.2.0.weight"], avg["block2.2.0.weight"])
 
 
+def test_clean_epochs_train_the_last_epochs_on_unwarped_images(mnist, monkeypatch):
+    import tune_mnist.train as core
+
+    seen = []
+    real = core.train_epoch
+    monkeypatch.setattr(
+        core, "train_epoch", lambda c, s, d, spec: seen.append(spec.on) or real(c, s, d, spec)
+    )
+    train(quick(epochs=3, clean_epochs=1, rotate_deg=15.0), mnist)
+    assert seen == [True, True, False]
+    seen.clear()
+    train(quick(epochs=2, clean_epochs=5, rotate_deg=15.0), mnist)  # more than epochs: all
+    assert seen == [False, False]
+
+
 def test_absurd_learning_rate_ends_as_diverged(mnist):
     config = quick(max_lr=1e4, weight_decay=0.0, pct_start=0.01, epochs=3, train_subset=500)
     result = train(config, mnist)

@@ -49,6 +49,7 @@ class TrainConfig:
     shear_deg: float = 0.0  # max |x-shear| in degrees, [0, 60]
     perspective: float = 0.0  # corner distortion as a fraction of half the side, [0, 1)
     perspective_p: float = 0.0  # probability a sample gets the perspective warp, [0, 1]
+    clean_epochs: int = 0  # the last N epochs train on unwarped images (all if N >= epochs), 0..100
     # --- run ---
     seed: int = 0  # seeds model init, batch order and augmentation
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
@@ -134,6 +135,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "shear_deg": (0.0, 60.0),
     "perspective": (0.0, 1.0),
     "perspective_p": (0.0, 1.0),
+    "clean_epochs": (0, 100),
     "seed": (0, 2**63 - 1),
     "train_subset": (0, 60000),
     "test_subset": (0, 10000),

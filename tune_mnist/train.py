@@ -183,7 +183,10 @@ def train(
     while state.epoch < config.epochs:
         epoch_start = time.perf_counter()
         lr = state.scheduler.get_last_lr()[0]
-        train_loss, train_acc = train_epoch(config, state, data, spec)
+        # the test images are not warped: the last clean_epochs fit the model to that
+        clean = state.epoch >= config.epochs - config.clean_epochs
+        epoch_spec = AugmentSpec() if clean else spec
+        train_loss, train_acc = train_epoch(config, state, data, epoch_spec)
         test_loss, test_acc = evaluate(state.eval_model, data.test_x, data.test_y)
         state.epoch += 1
         metrics = {
