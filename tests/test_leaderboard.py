@@ -93,8 +93,10 @@ def test_labels_name_the_architecture_then_only_the_recipe_changes():
     assert label(arch="super_light") == "super_light"
     assert label(arch="lean", width3=8) == "lean 8-12-(8)-8-12-16"
     assert label(arch="loop", width3=14, depth2=4) == "loop 8-12-14 x4"
-    changed = label(arch="loop", batch_size=64, ema_decay=0.999, rotate_deg=5.0, max_lr=0.05241)
-    assert changed == "loop 8-12-16 x2 b64 lr0.0524 ema0.999 aug5/0.08/0.9-1.1"
+    changed = label(
+        arch="loop", batch_size=64, ema_decay=0.999, rotate_deg=5.0, max_lr=0.05241, clean_epochs=3
+    )
+    assert changed == "loop 8-12-16 x2 b64 lr0.0524 ema0.999 clean3 aug5/0.08/0.9-1.1"
     # a row from before ema_decay existed (NaN after a concat) ran without EMA
     assert describe(pd.Series({**seed_rows("t", 1, [99.0])[0], "ema_decay": float("nan")})) == (
         "slim 8-12-16 x2"

@@ -29,7 +29,13 @@ WIDTHS = {
     "loop": ("width1", "width2", "width3", "depth2"),
 }
 # super_light's recipe: a model label names only the fields where a row differs from it
-RECIPE = {"batch_size": 128, "max_lr": 0.04, "label_smoothing": 0.0, "ema_decay": 0.0}
+RECIPE = {
+    "batch_size": 128,
+    "max_lr": 0.04,
+    "label_smoothing": 0.0,
+    "ema_decay": 0.0,
+    "clean_epochs": 0,
+}
 AUGMENT = {"rotate_deg": 7.5, "translate_frac": 0.08, "scale_min": 0.9, "scale_max": 1.1}
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
@@ -78,8 +84,9 @@ def describe(row: pd.Series) -> str:
 
 
 def recipe(row: pd.Series) -> str:
-    """`b64 ema.999 aug5/.05/.95-1.05`: batch, EMA decay, peak rate, label smoothing and
-    augmentation (degrees / shift / zoom range), each only where it differs from the default."""
+    """`b64 ema0.999 clean3 aug5/0.05/0.95-1.05`: batch, peak rate, label smoothing, EMA
+    decay, clean final epochs and augmentation (degrees / shift / zoom range), each only where
+    it differs from super_light's recipe."""
     value = {k: row.get(k) for k in [*RECIPE, *AUGMENT]}
     # rows written before a field existed have it as NaN: that run used the default
     value = {k: (v if pd.notna(v) else {**RECIPE, **AUGMENT}[k]) for k, v in value.items()}
@@ -92,6 +99,8 @@ def recipe(row: pd.Series) -> str:
         parts.append(f"ls{value['label_smoothing']:g}")
     if value["ema_decay"] != RECIPE["ema_decay"]:
         parts.append(f"ema{value['ema_decay']:g}")
+    if value["clean_epochs"] != RECIPE["clean_epochs"]:
+        parts.append(f"clean{int(value['clean_epochs'])}")
     if any(value[k] != v for k, v in AUGMENT.items()):
         aug = [value[k] for k in AUGMENT]
         parts.append("aug{:g}/{:g}/{:g}-{:g}".format(*aug))
