@@ -8,6 +8,7 @@ Only these confirmations count: a search's own run is one test-selected seed.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -17,6 +18,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tune_mnist.config import TrainConfig  # noqa: E402
 from tune_mnist.confirm import InputError  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
@@ -28,15 +30,17 @@ WIDTHS = {
     "tiny": ("width1", "width2", "width3", "depth1", "depth2", "depth3"),
     "loop": ("width1", "width2", "width3", "depth2"),
 }
-# super_light's recipe: a model label names only the fields where a row differs from it
+# Recipe fields a model label names, with their format, where a row differs from TrainConfig's
+# defaults (super_light's recipe); the augmentation fields are named together as one part.
 RECIPE = {
-    "batch_size": 128,
-    "max_lr": 0.04,
-    "label_smoothing": 0.0,
-    "ema_decay": 0.0,
-    "clean_epochs": 0,
+    "batch_size": "b{:.0f}",
+    "max_lr": "lr{:.3g}",
+    "label_smoothing": "ls{:g}",
+    "ema_decay": "ema{:g}",
+    "clean_epochs": "clean{:.0f}",
 }
-AUGMENT = {"rotate_deg": 7.5, "translate_frac": 0.08, "scale_min": 0.9, "scale_max": 1.1}
+AUGMENT = ("rotate_deg", "translate_frac", "scale_min", "scale_max")
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
@@ -87,23 +91,12 @@ def recipe(row: pd.Series) -> str:
     """`b64 ema0.999 clean3 aug5/0.05/0.95-1.05`: batch, peak rate, label smoothing, EMA
     decay, clean final epochs and augmentation (degrees / shift / zoom range), each only where
     it differs from super_light's recipe."""
-    value = {k: row.get(k) for k in [*RECIPE, *AUGMENT]}
     # rows written before a field existed have it as NaN: that run used the default
-    value = {k: (v if pd.notna(v) else {**RECIPE, **AUGMENT}[k]) for k, v in value.items()}
-    parts = []
-    if value["batch_size"] != RECIPE["batch_size"]:
-        parts.append(f"b{int(value['batch_size'])}")
-    if value["max_lr"] != RECIPE["max_lr"]:
-        parts.append(f"lr{value['max_lr']:.3g}")
-    if value["label_smoothing"] != RECIPE["label_smoothing"]:
-        parts.append(f"ls{value['label_smoothing']:g}")
-    if value["ema_decay"] != RECIPE["ema_decay"]:
-        parts.append(f"ema{value['ema_decay']:g}")
-    if value["clean_epochs"] != RECIPE["clean_epochs"]:
-        parts.append(f"clean{int(value['clean_epochs'])}")
-    if any(value[k] != v for k, v in AUGMENT.items()):
-        aug = [value[k] for k in AUGMENT]
-        parts.append("aug{:g}/{:g}/{:g}-{:g}".format(*aug))
+    value = {k: row.get(k) for k in [*RECIPE, *AUGMENT]}
+    value = {k: (v if pd.notna(v) else DEFAULTS[k]) for k, v in value.items()}
+    parts = [form.format(value[k]) for k, form in RECIPE.items() if value[k] != DEFAULTS[k]]
+    if any(value[k] != DEFAULTS[k] for k in AUGMENT):
+        parts.append("aug{:g}/{:g}/{:g}-{:g}".format(*(value[k] for k in AUGMENT)))
     return " ".join(parts)
 
 
