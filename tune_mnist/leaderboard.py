@@ -19,17 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tune_mnist.config import TrainConfig  # noqa: E402
-from tune_mnist.confirm import InputError  # noqa: E402
+from tune_mnist.confirm import InputError, config_of  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
 TARGET = 99.4  # % final-epoch test accuracy every seed must reach
 MIN_SEEDS = 3  # fewer seeds than this is not a published figure
-WIDTHS = {
-    "slim": ("width1", "width2", "width3", "depth2"),
-    "lean": ("width1", "width2", "squeeze_width", "width3", "width4", "width5"),
-    "tiny": ("width1", "width2", "width3", "depth1", "depth2", "depth3"),
-    "loop": ("width1", "width2", "width3", "depth2"),
-}
 # Recipe fields a model label names, with their format, where a row differs from TrainConfig's
 # defaults (super_light's recipe); the augmentation fields are named together as one part.
 RECIPE = {
@@ -84,41 +78,35 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def describe(row: pd.Series) -> str:
     """Architecture label, then the recipe where it is not super_light's (see `recipe`)."""
-    return " ".join(filter(None, [architecture(row), recipe(row)]))
+    config = config_of(row)  # a field older rows lack keeps its default, as that run did
+    return " ".join(filter(None, [architecture(config), recipe(config)]))
 
 
-def recipe(row: pd.Series) -> str:
+def recipe(config: TrainConfig) -> str:
     """`b64 ema0.999 clean3 aug5/0.05/0.95-1.05`: batch, peak rate, label smoothing, EMA
     decay, clean final epochs and augmentation (degrees / shift / zoom range), each only where
     it differs from super_light's recipe."""
-    # rows written before a field existed have it as NaN: that run used the default
-    value = {k: row.get(k) for k in [*RECIPE, *AUGMENT]}
-    value = {k: (v if pd.notna(v) else DEFAULTS[k]) for k, v in value.items()}
+    value = config.to_dict()
     parts = [form.format(value[k]) for k, form in RECIPE.items() if value[k] != DEFAULTS[k]]
     if any(value[k] != DEFAULTS[k] for k in AUGMENT):
         parts.append("aug{:g}/{:g}/{:g}-{:g}".format(*(value[k] for k in AUGMENT)))
     return " ".join(parts)
 
 
-def architecture(row: pd.Series) -> str:
+def architecture(c: TrainConfig) -> str:
     """`slim 8-16-16 x3` = stem widths, separable width x blocks; `lean 8-12-(8)-10-12-16` =
     conv widths with the 1x1 transition's in brackets; `loop 8-12-16 x3` = stem widths, the
     shared conv's width x its uses."""
-    # older experiments lack the newer width columns, so after the concat these are floats
-    w = {k: int(row[k]) for k in WIDTHS.get(row["arch"], ()) if pd.notna(row[k])}
-    if row["arch"] in ("slim", "loop"):
-        return f"{row['arch']} {w['width1']}-{w['width2']}-{w['width3']} x{w['depth2']}"
-    if row["arch"] == "lean":  # widths in order, the 1x1 transition in brackets
-        return (
-            f"lean {w['width1']}-{w['width2']}-({w['squeeze_width']})-"
-            f"{w['width3']}-{w['width4']}-{w['width5']}"
-        )
-    if row["arch"] == "tiny":
-        depths = [w["depth1"], w["depth2"], w["depth3"]]
-        widths = [w["width1"], w["width2"], w["width3"]][: 3 if depths[2] else 2]
+    if c.arch in ("slim", "loop"):
+        return f"{c.arch} {c.width1}-{c.width2}-{c.width3} x{c.depth2}"
+    if c.arch == "lean":  # widths in order, the 1x1 transition in brackets
+        return f"lean {c.width1}-{c.width2}-({c.squeeze_width})-{c.width3}-{c.width4}-{c.width5}"
+    if c.arch == "tiny":
+        depths = [c.depth1, c.depth2, c.depth3]
+        widths = [c.width1, c.width2, c.width3][: 3 if depths[2] else 2]
         stages = "-".join(f"{a}x{d}" for a, d in zip(widths, depths, strict=False))
-        return f"tiny {stages}" + (" sq" if row["squeeze"] else "")
-    return str(row["arch"])
+        return f"tiny {stages}" + (" sq" if c.squeeze else "")
+    return c.arch
 
 
 def reproduce(row: pd.Series, experiment: str, root: Path) -> str:

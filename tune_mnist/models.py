@@ -265,15 +265,14 @@ def receptive_field(model: nn.Module | str, **params) -> int:
     """
     if isinstance(model, str):
         model = build_model(model, **params)
-    calls: list[tuple[int, int, int]] = []  # (kernel, stride, input side) per call
+    calls: list[tuple[int, int]] = []  # (kernel, stride) per call, in call order
 
     def record(module, inputs, _output):
-        side = inputs[0].shape[-1]
         if isinstance(module, nn.AdaptiveAvgPool2d):
-            calls.append((side, 1, side))
+            calls.append((inputs[0].shape[-1], 1))  # averages its whole input
         else:
             pair = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
-            calls.append((pair(module.kernel_size), pair(module.stride), side))
+            calls.append((pair(module.kernel_size), pair(module.stride)))
 
     kinds = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, kinds)]
@@ -284,7 +283,7 @@ def receptive_field(model: nn.Module | str, **params) -> int:
         for hook in hooks:
             hook.remove()
     rf, jump = 1, 1
-    for kernel, stride, _side in calls:
+    for kernel, stride in calls:
         rf += (kernel - 1) * jump
         jump *= stride
     return rf
