@@ -30,6 +30,7 @@ def test_unknown_key_is_named_with_a_hint():
         ({"max_lr": 0.0}, "max_lr"),
         ({"scale_min": 1.2, "scale_max": 1.1}, "scale_min"),
         ({"arch": "vgg"}, "valid names are .*super_light"),
+        ({"activation": "gelu"}, "activation.*valid names are relu, silu"),
         ({"batch_size": 12.5}, "batch_size"),
         ({"squeeze": "yes"}, "squeeze"),
         ({"device": "tpu"}, "device"),

@@ -90,6 +90,25 @@ def test_lean_defaults_are_super_light_and_widths_change_the_count():
     assert narrow(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_lean_pool2_pools_before_the_last_conv_at_no_weight_cost():
+    widths = dict(width1=8, width2=12, squeeze_width=6, width3=8, width4=10, width5=16)
+    flat, pooled = build_model("lean", **widths), build_model("lean", pool2=True, **widths)
+    assert count_params(flat) == count_params(pooled) == 3868
+    # same weights, so checkpoints load either way and a seed initialises both alike
+    assert flat.state_dict().keys() == pooled.state_dict().keys()
+    sizes = {}
+    pooled.head.register_forward_hook(lambda m, inputs, out: sizes.update(gap=inputs[0].shape))
+    assert pooled(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sizes["gap"][-2:] == (2, 2)  # 8 -> pool 4 -> unpadded 3x3 -> 2
+
+
+def test_lean_activation_swaps_every_relu_and_nothing_else():
+    relu, silu = build_model("lean"), build_model("lean", activation="silu")
+    assert count_params(relu) == count_params(silu)
+    kinds = lambda m: [type(x) for x in m.modules() if isinstance(x, (nn.ReLU, nn.SiLU))]  # noqa: E731
+    assert kinds(relu) == [nn.ReLU] * 5 and kinds(silu) == [nn.SiLU] * 5
+
+
 def test_tiny_dropout_value_is_used():
     model = build_model("tiny", dropout=0.2)
     assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.2}

@@ -28,6 +28,8 @@ class TrainConfig:
     width4: int = 12  # channels of the 4th conv (arch=lean only), 2..64
     width5: int = 16  # channels of the 5th conv (arch=lean only), 2..64
     squeeze_width: int = 8  # channels of the 1x1 after the pool (arch=lean only), 2..64
+    pool2: bool = False  # a second max-pool before the last 3x3 conv (arch=lean only)
+    activation: str = "relu"  # nonlinearity after each BatchNorm: relu | silu (arch=lean only)
     depth1: int = 2  # 3x3 convs in stage 1 (arch=tiny only), 1..4
     depth2: int = 2  # tiny: convs in stage 2; slim: separable blocks; loop: shared uses, 1..4
     depth3: int = 1  # 3x3 convs in stage 3 (arch=tiny only), 0..4; 0 = two stages
@@ -77,7 +79,13 @@ class TrainConfig:
             self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"
         ):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        from tune_mnist.models import MODELS  # late import: models import torch
+        from tune_mnist.models import ACTIVATIONS, MODELS  # late import: models import torch
+
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"activation={self.activation!r} is not known: valid names are "
+                f"{', '.join(sorted(ACTIVATIONS))}"
+            )
 
         if self.arch not in MODELS:
             raise ConfigError(

@@ -11,13 +11,18 @@ import inspect
 import torch
 from torch import nn
 
+# Nonlinearities by config name. SiLU is smooth where ReLU has a kink: no weights either way.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 
-def conv_bn(c_in: int, c_out: int, dropout: float, padding: int = 0) -> nn.Sequential:
-    """3x3 conv -> BatchNorm -> ReLU -> Dropout: the building block of every model here."""
+
+def conv_bn(
+    c_in: int, c_out: int, dropout: float, padding: int = 0, activation: str = "relu"
+) -> nn.Sequential:
+    """3x3 conv -> BatchNorm -> ReLU (or `activation`) -> Dropout: every model's building block."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False),
         nn.BatchNorm2d(c_out),
-        nn.ReLU(),
+        ACTIVATIONS[activation](),
         nn.Dropout(dropout),
     )
 
@@ -68,6 +73,9 @@ class Lean(nn.Module):
     """The `super_light` layout with every width searchable: two unpadded 3x3 convs
     (28->26->24), max-pool + 1x1 transition to `squeeze_width` (24->12), three unpadded 3x3
     convs (12->10->8->6), GAP, 1x1 to the 10 classes. The defaults give `super_light` back.
+    `pool2` adds a second max-pool before the last conv (8->4->2): no weights, but each of that
+    conv's outputs then sees 24x24 pixels instead of 18x18. `activation` names the
+    nonlinearity after each BatchNorm (a key of ACTIVATIONS).
     """
 
     def __init__(
@@ -79,20 +87,27 @@ class Lean(nn.Module):
         width4: int = 12,
         width5: int = 16,
         dropout: float = 0.0,
+        pool2: bool = False,
+        activation: str = "relu",
     ):
         super().__init__()
-        self.block1 = nn.Sequential(conv_bn(1, width1, dropout), conv_bn(width1, width2, dropout))
+
+        def block(c_in: int, c_out: int) -> nn.Sequential:
+            return conv_bn(c_in, c_out, dropout, activation=activation)
+
+        self.block1 = nn.Sequential(block(1, width1), block(width1, width2))
         self.trans1 = nn.Sequential(nn.MaxPool2d(2), conv1x1(width2, squeeze_width))
         self.block2 = nn.Sequential(
-            conv_bn(squeeze_width, width3, dropout),
-            conv_bn(width3, width4, dropout),
-            conv_bn(width4, width5, dropout),
+            block(squeeze_width, width3), block(width3, width4), block(width4, width5)
         )
+        # outside block2 so that its state-dict keys do not depend on pool2
+        self.pool2 = nn.MaxPool2d(2) if pool2 else nn.Identity()
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv1x1(width5, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.trans1(self.block1(x))
-        x = self.block2(x)
+        x = self.block2[:2](x)
+        x = self.block2[2](self.pool2(x))
         return self.head(x).flatten(1)
 
 
