@@ -49,6 +49,13 @@ def test_retrain_writes_model_cards_and_confirmations(confirmed):
     assert len(rows) == 2 and set(rows["seed"]) == {1, 2}
     assert {"trial_id", "final_test_acc", "params", "arch", "max_lr", "commit"} <= set(rows.columns)
     assert "seed 2" in done.stdout and "epoch" in done.stdout
+    # the curve behind each final number, keyed like its confirmation row
+    curves = pd.read_parquet(folder / "confirmation_epochs.parquet")
+    assert len(curves) == 2 * int(rows["epochs"].iloc[0])
+    last = curves.sort_values("epoch").groupby("seed").last()
+    finals = rows.set_index("seed")["final_test_acc"]
+    assert last["test_acc"].to_dict() == finals.to_dict()
+    assert set(curves["confirmed_at"]) == set(rows["confirmed_at"])
 
 
 def test_saved_weights_reproduce_the_recorded_accuracy(confirmed, mnist):

@@ -109,6 +109,15 @@ def test_lean_activation_swaps_every_relu_and_nothing_else():
     assert kinds(relu) == [nn.ReLU] * 5 and kinds(silu) == [nn.SiLU] * 5
 
 
+def test_lean_separable2_costs_a_depthwise_and_a_pointwise_conv():
+    widths = dict(width1=8, width2=12, squeeze_width=6, width3=8, width4=10, width5=16)
+    full, sep = build_model("lean", **widths), build_model("lean", separable2=True, **widths)
+    # 8 -> 12: 9 x 8 x 12 = 864 weights, or 9 x 8 depthwise + 8 x 12 pointwise = 168
+    assert count_params(full) - count_params(sep) == 864 - 168
+    assert receptive_field(full) == receptive_field(sep)
+    assert sep(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_tiny_dropout_value_is_used():
     model = build_model("tiny", dropout=0.2)
     assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.2}

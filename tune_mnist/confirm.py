@@ -2,7 +2,8 @@
 
 A search's best trial is one seed chosen on the test set; this module retrains it with fresh
 seeds, writes the weights and a model card to results/<name>/best/, and appends one row per
-seed to results/<name>/confirmations.parquet, so later analyses see who held up.
+seed to results/<name>/confirmations.parquet, so later analyses see who held up, and one row
+per seed and epoch to confirmation_epochs.parquet (the curves behind each final number).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class SeedRun:
     seconds: float
     state_dict: dict[str, Any]
     device: str
+    history: list[dict[str, Any]]  # train.py's per-epoch metrics, in order
 
 
 def newest_experiment(results_root: Path) -> Path:
@@ -86,6 +88,7 @@ def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> SeedRu
         result.seconds,
         state,
         config.device,
+        result.history,
     )
 
 
@@ -154,6 +157,15 @@ def confirmation_rows(row, rank, runs, summary, config, prov) -> list[dict[str, 
                 **prov,
             }
         )
+    return out
+
+
+def epoch_rows(confirmations: list[dict[str, Any]], runs: list[SeedRun]) -> list[dict[str, Any]]:
+    """One row per seed and epoch, keyed like its confirmation row (trial, seed, time)."""
+    out = []
+    for confirmation, run in zip(confirmations, runs, strict=True):
+        key = {k: confirmation[k] for k in ("trial_id", "seed", "confirmed_at")}
+        out.extend({**key, **metrics} for metrics in run.history)
     return out
 
 

@@ -18,6 +18,7 @@ from tune_mnist.confirm import (
     InputError,
     config_of,
     confirmation_rows,
+    epoch_rows,
     newest_experiment,
     pick,
     reproduce_command,
@@ -153,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         passed = summary["all_seeds_passed"]
         out = folder / "confirmed" / str(row["trial_id"])
         write_card(out, row, configs[0], runs, summary, prov, reproduce_command(folder, args))
-        append_confirmations(
-            folder, confirmation_rows(row, rank + 1, runs, summary, configs[0], prov)
-        )
+        rows = confirmation_rows(row, rank + 1, runs, summary, configs[0], prov)
+        append_confirmations(folder, rows)
+        append_confirmations(folder, epoch_rows(rows, runs), "confirmation_epochs.parquet")
         if passed and not any_passed:
             write_card(
                 folder / "best",
@@ -240,14 +241,16 @@ Mean {card["mean_test_acc"]:.2f}% ± {card["std_test_acc"]:.2f} (std over seeds)
 """
 
 
-def append_confirmations(folder: Path, rows: list[dict]) -> None:
+def append_confirmations(
+    folder: Path, rows: list[dict], name: str = "confirmations.parquet"
+) -> None:
     """Read-append-replace under an exclusive lock: two retrain_best.py runs on the same
     experiment (say, --trials a and --trials b side by side) must not drop each other's rows."""
     import fcntl
 
     from tune_mnist.results import write_parquet
 
-    path = folder / "confirmations.parquet"
+    path = folder / name
     with open(folder / ".confirmations.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         frame = pd.DataFrame(rows)
