@@ -201,3 +201,19 @@ def test_side_by_side_confirmations_keep_every_row(tmp_path):
         worker.join(timeout=120)
     rows = pd.read_parquet(tmp_path / "confirmations.parquet")
     assert len(rows) == 120 and rows.groupby("trial_id").size().tolist() == [40, 40, 40]
+
+
+def test_bench_models_times_trials_side_by_side(smoke_search, capsys, monkeypatch):
+    folder, _ = smoke_search
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from bench_models import main as bench_main
+
+    trials = pd.read_parquet(folder / "trials.parquet")["trial_id"].tolist()[:2]
+    names = [f"{folder}:{trial}" for trial in trials]
+    assert bench_main(["--smoke-test", *names]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "2,560 images" in lines[0] and len(lines) == 1 + len(names)
+    assert "x1.00 speed" in lines[1]
+    assert all(name in line for name, line in zip(names, lines[1:], strict=True))
+    assert bench_main(["--smoke-test", f"{folder}:nope"]) == 2
+    assert "no trial 'nope'" in capsys.readouterr().err
