@@ -138,7 +138,11 @@ def pareto(models: pd.DataFrame, budgets=BUDGETS) -> pd.DataFrame:
         if fits.empty:
             rows.append({"budget": budget})
             continue
-        best = fits.sort_values(["mean", "params"], ascending=[False, True]).iloc[0]
+        # means equal to the digits printed tie (float noise must not pick): then the passing
+        # model, then the smaller
+        order = fits.assign(shown=fits["mean"].round(2))
+        order = order.sort_values(["shown", "passed", "params"], ascending=[False, False, True])
+        best = fits.loc[order.index[0]]
         rows.append({"budget": budget, **best.to_dict()})
     return pd.DataFrame(rows)
 
