@@ -108,11 +108,11 @@ class Lean(nn.Module):
     ):
         super().__init__()
 
-        def block(c_in: int, c_out: int) -> nn.Sequential:
-            return conv_bn(c_in, c_out, dropout, activation=activation)
+        def block(c_in: int, c_out: int, kind=conv_bn) -> nn.Sequential:
+            return kind(c_in, c_out, dropout, activation=activation)
 
-        second = sep_bn(width1, width2, dropout, activation) if separable2 else None
-        self.block1 = nn.Sequential(block(1, width1), second or block(width1, width2))
+        second = sep_bn if separable2 else conv_bn
+        self.block1 = nn.Sequential(block(1, width1), block(width1, width2, second))
         self.trans1 = nn.Sequential(nn.MaxPool2d(2), conv1x1(width2, squeeze_width))
         self.block2 = nn.Sequential(
             block(squeeze_width, width3), block(width3, width4), block(width4, width5)
