@@ -159,3 +159,19 @@ def test_resume_of_unknown_name_is_refused(tmp_path):
     done = run_search(tmp_path / "results", "--smoke", "--name", "never", "--resume")
     assert done.returncode == 2 and "never" in done.stderr
     assert not (tmp_path / "results" / "never").exists()
+
+
+def test_final_tables_keep_the_fuller_of_the_two_result_copies(tmp_path):
+    from tune_mnist.results import TrialView
+    from tune_mnist.run import ResultsWriter
+
+    def view(trial_id, epochs):
+        reports = [{"epoch": e, "test_acc": 99.0} for e in range(1, epochs + 1)]
+        return TrialView(trial_id, "TERMINATED", {"arch": "lean"}, reports[-1], reports)
+
+    writer = ResultsWriter(tmp_path, space=None, cpus=1, prov={})
+    writer.seen = {"a": view("a", 10), "b": view("b", 3)}
+    # the ResultGrid's copy of "a" lags (7 of 10 epochs): the driver's copy wins
+    assert [r["epoch"] for r in writer.most_complete(view("a", 7)).results] == list(range(1, 11))
+    assert len(writer.most_complete(view("b", 5)).results) == 5  # the grid's is fuller
+    assert len(writer.most_complete(view("c", 4)).results) == 4  # never seen by the callback

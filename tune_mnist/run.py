@@ -26,6 +26,7 @@ class ResultsWriter(tune.Callback):
 
     def __init__(self, folder: Path, space, cpus: int, prov: dict[str, str]):
         self.folder, self.space, self.cpus, self.prov = folder, space, cpus, prov
+        self.seen: dict[str, TrialView] = {}  # the latest view of each trial, by id
 
     def write(self, trials, ended=None, status: str = "") -> list[Path]:
         """`ended` is the trial this event is about: Ray still lists it as RUNNING here."""
@@ -34,7 +35,17 @@ class ResultsWriter(tune.Callback):
             views = [
                 replace(v, status=status) if v.trial_id == ended.trial_id else v for v in views
             ]
+        self.seen.update((v.trial_id, v) for v in views)
         return write_tables(self.folder, *build_tables(views, self.space, self.cpus, self.prov))
+
+    def most_complete(self, view: TrialView) -> TrialView:
+        """The storage copy of a trial's result.json (what the ResultGrid reads) can lag the
+        driver's own copy (what this callback reads), as Ray syncs the two in bursts: a
+        finished trial then looked cut short. Keep whichever holds more reports."""
+        seen = self.seen.get(view.trial_id)
+        if seen is not None and len(seen.results) > len(view.results):
+            return replace(view, results=seen.results)
+        return view
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.write(trials, trial, "TERMINATED")
@@ -166,7 +177,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         tuner = make_tuner(args, space, name, storage, experiment, data, plan, writer)
         grid = tuner.fit()
         wall_s = time.perf_counter() - started
-        views = [TrialView.of_result(result) for result in grid]
+        views = [writer.most_complete(TrialView.of_result(result)) for result in grid]
         tables = build_tables(views, space, args.cpus_per_trial, prov)
     finally:
         ray.shutdown()
