@@ -15,16 +15,17 @@ from torch import nn
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 
 
+def bn_act(channels: int, dropout: float, activation: str = "relu") -> list[nn.Module]:
+    """BatchNorm -> ReLU (or `activation`) -> Dropout: what follows every conv here."""
+    return [nn.BatchNorm2d(channels), ACTIVATIONS[activation](), nn.Dropout(dropout)]
+
+
 def conv_bn(
     c_in: int, c_out: int, dropout: float, padding: int = 0, activation: str = "relu"
 ) -> nn.Sequential:
     """3x3 conv -> BatchNorm -> ReLU (or `activation`) -> Dropout: every model's building block."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False),
-        nn.BatchNorm2d(c_out),
-        ACTIVATIONS[activation](),
-        nn.Dropout(dropout),
-    )
+    conv = nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False)
+    return nn.Sequential(conv, *bn_act(c_out, dropout, activation))
 
 
 def sep_bn(c_in: int, c_out: int, dropout: float, activation: str = "relu") -> nn.Sequential:
@@ -34,9 +35,7 @@ def sep_bn(c_in: int, c_out: int, dropout: float, activation: str = "relu") -> n
     return nn.Sequential(
         nn.Conv2d(c_in, c_in, 3, groups=c_in, bias=False),
         nn.Conv2d(c_in, c_out, 1, bias=False),
-        nn.BatchNorm2d(c_out),
-        ACTIVATIONS[activation](),
-        nn.Dropout(dropout),
+        *bn_act(c_out, dropout, activation),
     )
 
 
@@ -220,10 +219,7 @@ class Loop(nn.Module):
         self.trans = nn.Sequential(nn.MaxPool2d(2), conv1x1(width2, width3))
         self.shared = nn.Conv2d(width3, width3, 3, bias=False)
         # per-use normalisation: each application sees differently scaled activations
-        self.norms = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm2d(width3), nn.ReLU(), nn.Dropout(dropout))
-            for _ in range(depth2)
-        )
+        self.norms = nn.ModuleList(nn.Sequential(*bn_act(width3, dropout)) for _ in range(depth2))
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv1x1(width3, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
