@@ -115,6 +115,7 @@ def test_labels_name_the_architecture_then_only_the_recipe_changes():
         arch="loop", batch_size=64, ema_decay=0.999, rotate_deg=5.0, max_lr=0.05241, clean_epochs=3
     )
     assert changed == "loop 8-12-16 x2 b64 lr0.0524 ema0.999 clean3 aug5/0.08/0.9-1.1"
+    assert label(arch="lean", weight_decay=0.005) == "lean 8-12-(8)-16-12-16 wd0.005"
     # a row from before ema_decay existed (NaN after a concat) ran without EMA
     assert describe(pd.Series({**seed_rows("t", 1, [99.0])[0], "ema_decay": float("nan")})) == (
         "slim 8-12-16 x2"

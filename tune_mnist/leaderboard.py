@@ -29,6 +29,7 @@ MIN_SEEDS = 3  # fewer seeds than this is not a published figure
 RECIPE = {
     "batch_size": "b{:.0f}",
     "max_lr": "lr{:.3g}",
+    "weight_decay": "wd{:g}",
     "label_smoothing": "ls{:g}",
     "ema_decay": "ema{:g}",
     "clean_epochs": "clean{:.0f}",
@@ -83,9 +84,9 @@ def describe(row: pd.Series) -> str:
 
 
 def recipe(config: TrainConfig) -> str:
-    """`b64 ema0.999 clean3 aug5/0.05/0.95-1.05`: batch, peak rate, label smoothing, EMA
-    decay, clean final epochs and augmentation (degrees / shift / zoom range), each only where
-    it differs from super_light's recipe."""
+    """`b64 ema0.999 clean3 aug5/0.05/0.95-1.05`: batch, peak rate, weight decay, label
+    smoothing, EMA decay, clean final epochs and augmentation (degrees / shift / zoom
+    range), each only where it differs from super_light's recipe."""
     value = config.to_dict()
     parts = [form.format(value[k]) for k, form in RECIPE.items() if value[k] != DEFAULTS[k]]
     if any(value[k] != DEFAULTS[k] for k in AUGMENT):
