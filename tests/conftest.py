@@ -1,17 +1,28 @@
 """Shared fixtures. The real MNIST is read from $TUNE_MNIST_DATA (.ci/run points it at
-../shared/mnist); without it the loader downloads into the user cache, as for any user."""
+../shared/mnist); unset, ../shared/mnist beside the checkout is used when it exists, else the
+loader's user cache (downloading, as for any user). Where none of these holds MNIST, the
+tests that need it skip with one reason; the others run."""
 
 from __future__ import annotations
 
-import pytest
-from searchutil import run_search, space_file
+import os
 
-from tune_mnist.data import load_mnist
+import pytest
+from searchutil import ROOT, run_search, space_file
+
+from tune_mnist.data import ENV_VAR, DataError, load_mnist
+
+SHARED = ROOT.parent / "shared" / "mnist"
+if not os.environ.get(ENV_VAR) and SHARED.is_dir():
+    os.environ[ENV_VAR] = str(SHARED)  # subprocesses (search.py, retrain_best.py) read it too
 
 
 @pytest.fixture(scope="session")
 def mnist():
-    return load_mnist()
+    try:
+        return load_mnist()
+    except DataError as exc:
+        pytest.skip(f"no MNIST: set ${ENV_VAR} to a folder with the four IDX files ({exc})")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE_SETTINGS = """
 settings: {epochs: EPOCHS, grace_period: GRACE, reduction_factor: 2, samples: SAMPLES,
            train_subset: 5000, test_subset: 500, target_acc: 50.0, max_params: MAXP,
-           asha_metric: test_acc_avg3}
+           asha_metric: val_acc_avg3, val_size: 1000}
 fixed: {batch_size: 64}
 params:
   max_lr: {loguniform: [0.01, 0.05]}

@@ -36,7 +36,37 @@ def test_the_main_spaces_are_shipped():  # the glob below must not pass by findi
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_spaces_load(name):
     space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
-    assert space.settings["metric"] == "test_acc" and space.settings["samples"] >= 2
+    assert space.settings["samples"] >= 2
+    # every shipped space selects and stops on held-out training images, never on test
+    assert space.settings["metric"].startswith("val_")
+    assert (space.settings["asha_metric"] or "val_").startswith("val_")
+    assert space.settings["val_size"] >= 1000
+    config = space.train_config({"arch": sorted(space.branches)[0]})
+    assert config.val_size == space.settings["val_size"]
+
+
+@pytest.mark.parametrize("key", ["metric", "asha_metric"])
+@pytest.mark.parametrize("metric", ["test_acc", "test_acc_avg3", "test_loss"])
+def test_a_test_metric_is_refused(tmp_path, key, metric):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"settings: {{{key}: {metric}}}\narch: {{super_light: {{}}}}\n")
+    with pytest.raises(SpaceError, match="never selected on"):
+        load_space(path)
+
+
+@pytest.mark.parametrize("size", [0, 50, 30001, "5000", 2.5])
+def test_val_size_must_hold_out_images(tmp_path, size):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"settings: {{val_size: {size!r}}}\narch: {{super_light: {{}}}}\n")
+    with pytest.raises(SpaceError, match="val_size"):
+        load_space(path)
+
+
+def test_val_size_is_owned_by_the_settings(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("fixed: {val_size: 0}\narch: {super_light: {}}\n")
+    with pytest.raises(SpaceError, match="unknown key"):
+        load_space(path)
 
 
 def test_conditional_space_never_leaks_branch_params(tmp_path):
@@ -79,7 +109,7 @@ def test_points_use_branch_names():
         ("arch:\n  super_light: {width1: 4}", r"arch\.super_light\.width1: unknown key"),
         ("settings: {epochs: 3, grace_period: 5}", r"settings\.grace_period"),
         ("settings: {sample: 3}", r"settings\.sample: unknown key"),
-        ("settings: {asha_metric: test_accuracy}", r"settings\.asha_metric: .*test_acc_avg3"),
+        ("settings: {asha_metric: test_accuracy}", r"settings\.asha_metric: .*val_acc_avg3"),
         ("points_to_evaluate: [{arch: tiny, width1: 99}]", r"points_to_evaluate\[0\]"),
         ("extra: 1", r"unknown top-level key"),
     ],

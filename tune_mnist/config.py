@@ -56,7 +56,10 @@ class TrainConfig:
     # --- run ---
     seed: int = 0  # seeds model init, batch order and augmentation
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
-    train_subset: int = 0  # use only the first N training images; 0 = all 60,000
+    # the last N of the 60,000 training images, held out for validation (never trained on):
+    # searches select on them so the test set only reports; 0 = train on all 60,000, 0..30000
+    val_size: int = 0
+    train_subset: int = 0  # use only the first N training images (after val_size); 0 = all
     test_subset: int = 0  # evaluate on the first N test images; 0 = all 10,000
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
 
@@ -146,6 +149,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "perspective_p": (0.0, 1.0),
     "clean_epochs": (0, 100),
     "seed": (0, 2**63 - 1),
+    "val_size": (0, 30000),
     "train_subset": (0, 60000),
     "test_subset": (0, 10000),
     "threads": (0, 1024),

@@ -1,9 +1,11 @@
 """Confirm a search's winners: retrain each over several seeds, from its parquet row alone.
 
-A search's best trial is one seed chosen on the test set; this module retrains it with fresh
-seeds, writes the weights and a model card to results/<name>/best/, and appends one row per
-seed to results/<name>/confirmations.parquet, so later analyses see who held up, and one row
-per seed and epoch to confirmation_epochs.parquet (the curves behind each final number).
+A search's best trial is one seed chosen on the validation images (held out of the training
+set); this module retrains it on all 60,000 training images with fresh seeds, writes the
+weights and a model card to results/<name>/best/, and appends one row per seed to
+results/<name>/confirmations.parquet, so later analyses see who held up, and one row per seed
+and epoch to confirmation_epochs.parquet (the curves behind each final number). The test set
+only reports: nothing here ranks on it.
 """
 
 from __future__ import annotations
@@ -46,12 +48,26 @@ def newest_experiment(results_root: Path) -> Path:
     return max(found, key=lambda p: (p / "trials.parquet").stat().st_mtime)
 
 
+def selection_of(frame: pd.DataFrame | pd.Series) -> str:
+    """What a search's rows were chosen on: "val_acc", or "test_acc" for the searches made
+    before the validation split (no validation figures in their tables)."""
+    values = pd.Series(frame.get("final_val_acc"), dtype="float64")  # a row or a table
+    return "val_acc" if values.notna().any() else "test_acc"
+
+
 def pick(passing: pd.DataFrame, rank: str, top: int) -> pd.DataFrame:
-    """`accuracy`: highest final accuracy, ties to fewer params; `params`: smallest first."""
+    """`accuracy`: highest final validation accuracy, ties to fewer params; `params`: smallest
+    first. Never the test accuracy: a search from before the validation split has nothing to
+    rank on, so its trials are confirmed by name (--trials)."""
+    if selection_of(passing) != "val_acc":
+        raise InputError(
+            "this search has no validation accuracies (it predates the validation split and "
+            "was chosen on test): confirm named trials with --trials, or rerun the search"
+        )
     if rank == "accuracy":
-        order = passing.sort_values(["final_test_acc", "params"], ascending=[False, True])
+        order = passing.sort_values(["final_val_acc", "params"], ascending=[False, True])
     else:
-        order = passing.sort_values(["params", "final_test_acc"], ascending=[True, False])
+        order = passing.sort_values(["params", "final_val_acc"], ascending=[True, False])
     return order.head(top).reset_index(drop=True)
 
 
@@ -152,6 +168,8 @@ def confirmation_rows(row, rank, runs, summary, config, prov) -> list[dict[str, 
                 "passed": bool(run.final_test_acc >= summary["target_acc"]),
                 "all_seeds_passed": summary["all_seeds_passed"],
                 "search_test_acc": float(row["final_test_acc"]),
+                "search_val_acc": float(row.get("final_val_acc", float("nan"))),
+                "selected_on": selection_of(row),
                 "train_s": run.seconds,
                 "confirmed_at": stamp,
                 **prov,
@@ -169,21 +187,18 @@ def epoch_rows(confirmations: list[dict[str, Any]], runs: list[SeedRun]) -> list
     return out
 
 
-def reproduce_command(folder: Path, args) -> str:
-    parts = [
-        "python",
-        "scripts/retrain_best.py",
-        "--results",
-        str(folder),
-        "--rank",
-        args.rank,
-        "--top",
-        str(args.top),
-        "--seeds",
-        str(args.seeds),
-    ]
-    if args.epochs:
-        parts += ["--epochs", str(args.epochs)]
+def reproduce_command(folder: Path, trial_id: str, seeds: int, threads: int, epochs=None) -> str:
+    """The retrain_best.py call that trains these seeds again with the same numbers: the
+    thread count is part of it (1 and 2 threads give different sums, so other accuracies)."""
+    shown = folder.resolve()
+    try:
+        shown = shown.relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    parts = ["python", "scripts/retrain_best.py", "--results", str(shown), "--trials", trial_id]
+    parts += ["--seeds", str(seeds), "--threads", str(threads)]
+    if epochs:
+        parts += ["--epochs", str(epochs)]
     return shlex.join(parts)
 
 
@@ -192,7 +207,7 @@ def train_command(config: TrainConfig) -> str:
     default = TrainConfig()
     parts = ["python", "-m", "tune_mnist.train", "--arch", config.arch]
     for name, value in config.to_dict().items():
-        if name in ("arch", "device", "threads") or value == getattr(default, name):
+        if name in ("arch", "device") or value == getattr(default, name):
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):

@@ -36,12 +36,21 @@ class DataError(RuntimeError):
 
 @dataclass
 class MNIST:
-    """The data set as tensors: uint8 images (N, 28, 28) and int64 labels, on one device."""
+    """The data set as tensors: uint8 images (N, 28, 28) and int64 labels, on one device.
+    `val_x` / `val_y` hold the validation images once `holdout` has split them off (else
+    empty): they come from the training files, never from the test set."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.val_x is None:  # no split yet: an empty validation set
+            self.val_x = self.train_x[:0]
+            self.val_y = self.train_y[:0]
 
     @property
     def device(self) -> torch.device:
@@ -50,14 +59,39 @@ class MNIST:
     def to(self, device: str | torch.device) -> MNIST:
         return MNIST(*(t.to(device) for t in self.tensors()))
 
+    def holdout(self, val_size: int) -> MNIST:
+        """Move the LAST `val_size` training images to the validation set (0 = no split).
+        A fixed rule, the same for every seed and run: a model selected on these images has
+        never trained on them, and the test set stays out of every choice."""
+        if not val_size:
+            return self
+        if len(self.val_y) or val_size >= len(self.train_y):
+            raise ValueError(f"cannot hold out {val_size} of {len(self.train_y)} images")
+        cut = len(self.train_y) - val_size
+        return MNIST(
+            self.train_x[:cut],
+            self.train_y[:cut],
+            self.test_x,
+            self.test_y,
+            self.train_x[cut:],
+            self.train_y[cut:],
+        )
+
     def subset(self, train: int = 0, test: int = 0) -> MNIST:
         """The first `train` / `test` samples (0 keeps all); views, no copy."""
         tr = train or len(self.train_y)
         te = test or len(self.test_y)
-        return MNIST(self.train_x[:tr], self.train_y[:tr], self.test_x[:te], self.test_y[:te])
+        return MNIST(
+            self.train_x[:tr],
+            self.train_y[:tr],
+            self.test_x[:te],
+            self.test_y[:te],
+            self.val_x,
+            self.val_y,
+        )
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        return (self.train_x, self.train_y, self.test_x, self.test_y)
+        return (self.train_x, self.train_y, self.test_x, self.test_y, self.val_x, self.val_y)
 
 
 def default_cache_dir() -> Path:

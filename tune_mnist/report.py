@@ -2,8 +2,10 @@
 
 Writes pareto.png, curves.png, asha.png, importance.png and one self-contained report.html
 (images embedded) into the experiment folder. Parameter importance uses Optuna's fANOVA
-evaluator on each trial's test accuracy at the ASHA grace period, the one epoch every
+evaluator on each trial's validation accuracy at the ASHA grace period, the one epoch every
 trained trial reached (final accuracies of stopped and finished trials are not comparable).
+Trials are drawn by what the search selected on: validation accuracy, or test accuracy for
+the searches made before the validation split (their tables have no validation figures).
 """
 
 from __future__ import annotations
@@ -34,13 +36,23 @@ COLORS = {
 }
 
 
+def selected_on(results: Results) -> tuple[str, str]:
+    """(metric column, words): what this search chose its trials on."""
+    column = results.trials.get("final_val_acc")
+    if column is not None and column.notna().any():
+        return "val_acc", "validation accuracy"
+    return "test_acc", "test accuracy (chosen on test: a search before the validation split)"
+
+
 def pareto(results: Results, settings: dict, path: Path) -> None:
+    metric, words = selected_on(results)
+    final = f"final_{metric}"
     trials = results.trials[results.trials["epochs_run"] > 0]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for status, group in trials.groupby("status"):
         ax.scatter(
             group["params"],
-            group["final_test_acc"],
+            group[final],
             s=22,
             alpha=0.7,
             color=COLORS.get(status, "tab:purple"),
@@ -49,7 +61,7 @@ def pareto(results: Results, settings: dict, path: Path) -> None:
     passing = results.passing
     ax.scatter(
         passing["params"],
-        passing["final_test_acc"],
+        passing[final],
         s=90,
         facecolors="none",
         edgecolors="tab:green",
@@ -71,17 +83,17 @@ def pareto(results: Results, settings: dict, path: Path) -> None:
             fmt="D",
             color="tab:green",
             capsize=4,
-            label="confirmed: mean ± std over seeds",
+            label="confirmed: test acc, mean ± std over fresh seeds",
         )
     target, budget = settings["target_acc"], settings["max_params"]
     ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target {target}%")
     ax.axvline(budget, color="tab:red", ls=":", lw=1, label=f"budget {budget:,} params")
-    finals = trials["final_test_acc"].dropna()
+    finals = trials[final].dropna()
     if len(finals):  # zoom on the interesting band, not on a 10% trial
         low = max(finals.min(), min(target - 1.5, finals.quantile(0.75) - 1.0))
         ax.set_ylim(low - 0.1, max(finals.max(), target) + 0.15)
     ax.set_xlabel("parameters")
-    ax.set_ylabel("final-epoch test accuracy (%)")
+    ax.set_ylabel(f"final-epoch {words.split(' (')[0]} (%)")
     ax.set_title("Accuracy against size: every trial (trials below the axis are cut)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -91,29 +103,30 @@ def pareto(results: Results, settings: dict, path: Path) -> None:
 
 
 def curves(results: Results, settings: dict, path: Path, top: int = 5) -> None:
+    metric, words = selected_on(results)
     trials, epochs = results.trials, results.epochs
-    best = trials[trials["status"] == "completed"].nlargest(top, "final_test_acc")
+    best = trials[trials["status"] == "completed"].nlargest(top, f"final_{metric}")
     stopped = trials[trials["status"] == "asha_stopped"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for _, row in stopped.iterrows():
         e = epochs[epochs["trial_id"] == row["trial_id"]]
-        ax.plot(e["epoch"], e["test_acc"], color="tab:gray", alpha=0.4, lw=1)
+        ax.plot(e["epoch"], e[metric], color="tab:gray", alpha=0.4, lw=1)
     for _, row in best.iterrows():
         e = epochs[epochs["trial_id"] == row["trial_id"]]
         ax.plot(
             e["epoch"],
-            e["test_acc"],
+            e[metric],
             marker=".",
             lw=1.5,
-            label=f"{row['arch']} {row['params']:,}p: {row['final_test_acc']:.2f}%",
+            label=f"{row['arch']} {row['params']:,}p: {row[f'final_{metric}']:.2f}%",
         )
     ax.plot([], [], color="tab:gray", alpha=0.6, label=f"stopped by ASHA ({len(stopped)})")
     ax.axhline(settings["target_acc"], color="tab:red", ls="--", lw=1)
-    accs = epochs["test_acc"].dropna()
+    accs = epochs[metric].dropna()
     if len(accs):
         ax.set_ylim(max(accs.quantile(0.1), settings["target_acc"] - 3), accs.max() + 0.2)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{words.split(' (')[0]} (%)")
     ax.set_title(f"Learning curves: top {len(best)} finished trials and ASHA-stopped ones")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -143,14 +156,15 @@ def asha(results: Results, settings: dict, path: Path) -> None:
 
 
 def importance(results: Results, settings: dict, space_path: str, path: Path) -> str:
-    """fANOVA importance for test accuracy at the grace epoch; returns a note for the page."""
+    """fANOVA importance for the selection accuracy at the grace epoch; returns a note."""
     import optuna
 
     from tune_mnist.space import load_space
 
     space = load_space(space_path)
+    metric, words = selected_on(results)
     grace = settings["grace_period"]
-    at_grace = results.epochs[results.epochs["epoch"] == grace].set_index("trial_id")["test_acc"]
+    at_grace = results.epochs[results.epochs["epoch"] == grace].set_index("trial_id")[metric]
     dists = {n: _optuna_dist(d) for n, d in space.shared.items() if d.kind != "const"}
     if len(space.branches) > 1:
         dists["arch"] = optuna.distributions.CategoricalDistribution(sorted(space.branches))
@@ -174,12 +188,12 @@ def importance(results: Results, settings: dict, space_path: str, path: Path) ->
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(scores) + 1.2))
     names = list(scores)[::-1]
     ax.barh(names, [scores[n] for n in names], color="tab:purple")
-    ax.set_xlabel(f"fANOVA importance for test accuracy at epoch {grace}")
+    ax.set_xlabel(f"fANOVA importance for {words.split(' (')[0]} at epoch {grace}")
     ax.set_title(f"What mattered ({len(study.trials)} trials; Optuna fANOVA)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return f"Optuna's fANOVA evaluator over {len(study.trials)} trials, accuracy at epoch {grace}."
+    return f"Optuna's fANOVA evaluator over {len(study.trials)} trials, {words} at epoch {grace}."
 
 
 def _optuna_dist(dist):
@@ -210,8 +224,8 @@ def passing_table(results: Results) -> str:
         "trial_id",
         "arch",
         "params",
+        "final_val_acc",
         "final_test_acc",
-        "best_test_acc",
         "epochs_run",
         "max_lr",
         "dropout",
@@ -257,7 +271,8 @@ td,th{{padding:2px 6px;border-bottom:1px solid #ddd}}
 <p>{len(results.trials)} trials: {html.escape(json.dumps(counts))}. Space
 {html.escape(meta["space"])}; target {settings["target_acc"]}%, budget
 {settings["max_params"]:,} parameters, {settings["epochs"]} epochs.
-Importance: {html.escape(note)}</p>
+Trials were selected on {html.escape(selected_on(results)[1])}; test accuracy is reported
+only. Importance: {html.escape(note)}</p>
 {embedded}
 <h2>Passing configurations</h2>{passing_table(results)}
 </body></html>"""

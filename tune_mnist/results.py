@@ -23,6 +23,8 @@ EPOCH_COLUMNS = [
     "epoch",
     "train_loss",
     "train_acc",
+    "val_loss",
+    "val_acc",
     "test_loss",
     "test_acc",
     "lr",
@@ -136,9 +138,10 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
     status = trial_status(trial.status, last, epochs, settings["epochs"])
     device = last.get("device") or "cpu"
     config = space.train_config(trial.config, device=device, threads=cpus)
-    accs = [e["test_acc"] for e in epochs]
-    best = max(range(len(accs)), key=accs.__getitem__) if accs else None
-    final_acc = accs[-1] if accs else float("nan")
+    # selection figures come from the validation images; the test figure is only reported
+    vals = [float("nan") if e.get("val_acc") is None else e["val_acc"] for e in epochs]
+    best = max(range(len(vals)), key=lambda i: _or_low(vals[i])) if vals else None
+    final_val = vals[-1] if vals else float("nan")
     params = int(last.get("params") or (epochs[-1]["params"] if epochs else -1))
     row = {
         "trial_id": trial.trial_id,
@@ -146,12 +149,13 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
         **config.to_dict(),
         "params": params,
         "epochs_run": len(epochs),
-        "final_test_acc": final_acc,
-        "best_test_acc": accs[best] if accs else float("nan"),
-        "best_epoch": best + 1 if accs else 0,
+        "final_val_acc": final_val,
+        "best_val_acc": vals[best] if vals else float("nan"),
+        "best_epoch": best + 1 if vals else 0,  # by validation accuracy
+        "final_test_acc": epochs[-1]["test_acc"] if epochs else float("nan"),
         "passed": bool(
             status == "completed"
-            and final_acc >= settings["target_acc"]
+            and final_val >= settings["target_acc"]
             and params <= settings["max_params"]
         ),
         "train_s": float(sum(e["epoch_s"] or 0 for e in epochs)),
@@ -161,6 +165,11 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
         **provenance,
     }
     return row, [{"trial_id": trial.trial_id, **e} for e in epochs]
+
+
+def _or_low(value: float) -> float:
+    """A NaN accuracy (no validation images) ranks below every real one."""
+    return value if value == value else float("-inf")
 
 
 def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
@@ -180,7 +189,7 @@ def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
         }
     )
     passing = trials_df[trials_df["passed"]].sort_values(
-        ["params", "final_test_acc"], ascending=[True, False]
+        ["params", "final_val_acc"], ascending=[True, False]
     )
     return trials_df, epochs_df, passing.reset_index(drop=True)
 

@@ -186,11 +186,13 @@ def format_summary(trials_df, passing, settings, wall_s: float, slots: int, path
     )
     target = settings["target_acc"]
     lines.append(
-        f"  passing (< {settings['max_params']:,} params, final acc >= {target}%): {len(passing)}"
+        f"  passing (<= {settings['max_params']:,} params, final validation acc >= {target}% "
+        f"on {settings['val_size']:,} held-out images): {len(passing)}"
     )
     for _, row in passing.iterrows():
         lines.append(
-            f"    {row['params']:>6,} params  {row['final_test_acc']:.2f}%  {row['arch']:<11} "
+            f"    {row['params']:>6,} params  val {row['final_val_acc']:.2f}%  "
+            f"(test {row['final_test_acc']:.2f}%, reported only)  {row['arch']:<11} "
             f"trial {row['trial_id']}"
         )
     lines.append("  written: " + ", ".join(str(p) for p in paths))

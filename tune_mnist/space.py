@@ -2,8 +2,8 @@
 
 Format (see search_spaces/README.md)::
 
-    settings: {metric: test_acc, mode: max, epochs: 15, grace_period: 3, reduction_factor: 3,
-               max_params: 8000, target_acc: 99.4, samples: 24}
+    settings: {metric: val_acc, mode: max, epochs: 15, grace_period: 3, reduction_factor: 3,
+               max_params: 8000, target_acc: 99.4, samples: 24, val_size: 5000}
     fixed:  {batch_size: 128}                 # TrainConfig fields set for every trial
     params: {max_lr: {loguniform: [0.005, 0.05]}, dropout: 0.0}   # shared by every arch
     arch:                                     # conditional branches, one per architecture
@@ -34,32 +34,37 @@ class SpaceError(ValueError):
 
 
 SETTINGS_DEFAULTS: dict[str, Any] = {
-    "metric": "test_acc",  # reported metric the search optimises
+    "metric": "val_acc",  # reported metric the search optimises (never a test_* one)
     "mode": "max",  # max | min
     "asha_metric": None,  # what ASHA compares at its rungs (None = metric); see METRICS
     "epochs": 15,  # max_t: epochs of a full trial
     "grace_period": 3,  # ASHA: epochs every trial gets before it can be stopped
     "reduction_factor": 3,  # ASHA: keep 1/reduction_factor of trials at each rung
     "max_params": 8000,  # configs above this are recorded as over_budget, never trained
-    "target_acc": 99.4,  # final test accuracy (%) a full run must reach to pass
+    "target_acc": 99.4,  # final validation accuracy (%) a full run must reach to pass
     "samples": 24,  # trials to run
+    "val_size": 5000,  # last N training images held out: what the search selects on
     "train_subset": 0,  # first N training images (0 = all); smoke spaces use a subset
     "test_subset": 0,  # first N test images (0 = all)
 }
-# Per-epoch metrics a trial reports, with the direction that is better. test_acc_avg3 (mean
-# test accuracy of the last 3 epochs) is steadier at ASHA's rungs: while the one-cycle rate is
-# high, test accuracy swings by a percent or two between neighbouring epochs.
+# Per-epoch metrics a search may select on (Optuna) or stop on (ASHA), with the direction that
+# is better. The *_avg3 means of the last 3 epochs are steadier at ASHA's rungs: while the
+# one-cycle rate is high, accuracy swings by a percent or two between neighbouring epochs.
 METRICS = {
-    "test_acc": "max",
-    "test_acc_avg3": "max",
-    "test_loss": "min",
+    "val_acc": "max",
+    "val_acc_avg3": "max",
+    "val_loss": "min",
     "train_acc": "max",
     "train_loss": "min",
 }
+# Reported every epoch, never chosen on: a model picked on the test set is judged by the
+# same images that picked it, and its figure is biased upward.
+REPORT_ONLY = ("test_acc", "test_acc_avg3", "test_loss")
+MIN_VAL_SIZE = 100  # fewer held-out images cannot rank models that differ by 0.1%
 TOP_KEYS = {"description", "settings", "fixed", "params", "arch", "points_to_evaluate"}
 KINDS = {"choice", "uniform", "loguniform", "int"}
 # Fields owned by the search itself: the settings and the driver set them, never the space.
-RESERVED = {"epochs", "train_subset", "test_subset", "device", "threads", "arch"}
+RESERVED = {"epochs", "val_size", "train_subset", "test_subset", "device", "threads", "arch"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class SearchSpace:
         run settings (epochs, subsets) and `run` overrides (device, threads)."""
         values = {key.split(":", 1)[-1]: v for key, v in trial_config.items()}
         values["epochs"] = self.settings["epochs"]
+        values["val_size"] = self.settings["val_size"]
         values["train_subset"] = self.settings["train_subset"]
         values["test_subset"] = self.settings["test_subset"]
         return TrainConfig.from_dict({**values, **run})
@@ -236,8 +242,18 @@ def _settings(block: Any) -> dict[str, Any]:
     if settings["mode"] not in ("max", "min"):
         raise SpaceError(f"settings.mode: {settings['mode']!r}; allowed: max, min")
     for key in ("metric", "asha_metric"):
+        if settings[key] in REPORT_ONLY:
+            raise SpaceError(
+                f"settings.{key}: {settings[key]!r} is reported, never selected on (the test "
+                "set only reports); use val_acc or val_acc_avg3"
+            )
         if settings[key] is not None and settings[key] not in METRICS:
             raise SpaceError(f"settings.{key}: {settings[key]!r}; allowed: {sorted(METRICS)}")
+    if not (isinstance(settings["val_size"], int) and settings["val_size"] >= MIN_VAL_SIZE):
+        raise SpaceError(
+            f"settings.val_size: {settings['val_size']!r}; the search selects on held-out "
+            f"training images: an integer >= {MIN_VAL_SIZE} (5000 is the default)"
+        )
     for key in ("epochs", "grace_period", "samples", "max_params"):
         if not isinstance(settings[key], int) or settings[key] < 1:
             raise SpaceError(f"settings.{key}: {settings[key]!r}; must be an integer >= 1")
@@ -247,7 +263,11 @@ def _settings(block: Any) -> dict[str, Any]:
         raise SpaceError("settings.reduction_factor: must be > 1")
     if not (isinstance(settings["target_acc"], (int, float)) and 0 < settings["target_acc"] <= 100):
         raise SpaceError("settings.target_acc: a percentage in (0, 100]")
-    TrainConfig.from_dict({k: settings[k] for k in ("epochs", "train_subset", "test_subset")})
+    run_keys = ("epochs", "val_size", "train_subset", "test_subset")
+    try:
+        TrainConfig.from_dict({k: settings[k] for k in run_keys})
+    except ConfigError as exc:
+        raise SpaceError(f"settings: {exc}") from None
     return settings
 
 

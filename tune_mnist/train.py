@@ -119,16 +119,22 @@ def make_state(config: TrainConfig, device: torch.device, n_train: int) -> RunSt
     return RunState(model, optimizer, scheduler, generator, ema)
 
 
+def training_batches(config: TrainConfig, data: MNIST, generator: torch.Generator, spec):
+    """One epoch's (index, augmented [0, 1] images, labels), in the order `generator` draws:
+    the batch order first (one randperm), then each batch's warp. The pinned-reproduction
+    tests read the same stream, so a change here shows up there."""
+    for index in batches(len(data.train_y), config.batch_size, generator, data.device):
+        images = data.train_x[index].unsqueeze(1).float() / 255.0
+        yield index, augment(images, spec, generator), data.train_y[index]
+
+
 def train_epoch(config: TrainConfig, state: RunState, data: MNIST, spec: AugmentSpec):
     """One pass over the training set; returns (mean loss, accuracy %) as tensors (no sync)."""
     state.model.train()
     total_loss = torch.zeros((), device=data.device)
     correct = torch.zeros((), device=data.device, dtype=torch.long)
     n = len(data.train_y)
-    for index in batches(n, config.batch_size, state.generator, data.device):
-        images = data.train_x[index].unsqueeze(1).float() / 255.0
-        images = augment(images, spec, state.generator)
-        target = data.train_y[index]
+    for index, images, target in training_batches(config, data, state.generator, spec):
         output = state.model(normalize(images))
         loss = F.cross_entropy(output, target, label_smoothing=config.label_smoothing)
         state.optimizer.zero_grad(set_to_none=True)
@@ -170,7 +176,7 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    data = data.subset(config.train_subset, config.test_subset)
+    data = data.holdout(config.val_size).subset(config.train_subset, config.test_subset)
     if data.device != device:
         data = data.to(device)
     spec = AugmentSpec.from_config(config)
@@ -193,14 +199,21 @@ def train(
             "epoch": state.epoch,
             "train_loss": train_loss.item(),
             "train_acc": train_acc.item(),
-            "test_loss": test_loss,
+            "test_loss": test_loss,  # reported, never selected on
             "test_acc": test_acc,
             "lr": lr,  # learning rate at the start of the epoch
             "epoch_s": time.perf_counter() - epoch_start,
             "params": params,
         }
-        recent = [m["test_acc"] for m in state.history[-2:]] + [test_acc]
-        metrics["test_acc_avg3"] = sum(recent) / len(recent)  # steadier for ASHA's rungs
+        averaged = ["test_acc"]
+        if len(data.val_y):  # what a search selects on (absent with val_size 0)
+            val_loss, val_acc = evaluate(state.eval_model, data.val_x, data.val_y)
+            metrics |= {"val_loss": val_loss, "val_acc": val_acc}
+            averaged.append("val_acc")
+        # means of the last 3 epochs: steadier for ASHA's rungs
+        for name in averaged:
+            recent = [m[name] for m in state.history[-2:]] + [metrics[name]]
+            metrics[f"{name}_avg3"] = sum(recent) / len(recent)
         diverged = not (math.isfinite(metrics["train_loss"]) and math.isfinite(test_loss))
         diverged = diverged or metrics["train_loss"] > DIVERGED_LOSS
         metrics["diverged"] = diverged
@@ -237,10 +250,12 @@ def config_from_args(args) -> TrainConfig:
 
 
 def print_epoch(metrics: dict[str, Any], total: int) -> None:
+    val = metrics.get("val_acc", math.nan)
     print(
         f"epoch {metrics['epoch']:2d}/{total}  lr {metrics['lr']:.4f}  "
         f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:6.2f}%  "
-        f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:6.2f}%  "
+        + (f"val acc {val:6.2f}%  " if math.isfinite(val) else "")
+        + f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:6.2f}%  "
         f"{metrics['epoch_s']:5.1f}s",
         flush=True,
     )
