@@ -22,6 +22,9 @@ from tune_mnist.train import evaluate, train
 pytestmark = pytest.mark.slow
 
 
+RUN = {"capture_output": True, "text": True, "timeout": 600, "cwd": ROOT}
+
+
 def retrain(*args):
     command = [sys.executable, str(ROOT / "scripts" / "retrain_best.py"), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -56,6 +59,62 @@ def test_retrain_writes_model_cards_and_confirmations(confirmed):
     finals = rows.set_index("seed")["final_test_acc"]
     assert last["test_acc"].to_dict() == finals.to_dict()
     assert set(curves["confirmed_at"]) == set(rows["confirmed_at"])
+
+
+def test_confirmations_were_chosen_on_validation_and_trained_on_all_images(confirmed):
+    folder, _ = confirmed
+    card = json.loads((folder / "best" / "model_card.json").read_text())
+    trials = pd.read_parquet(folder / "trials.parquet")
+    best = trials[trials["passed"]].sort_values("final_val_acc").iloc[-1]
+    assert card["trial_id"] == best["trial_id"]  # the validation ranking's winner
+    assert card["selected_on"] == "val_acc" and card["search_val_acc"] == best["final_val_acc"]
+    assert best["val_size"] == 1000 and card["config"]["val_size"] == 0  # all 60,000 now
+    assert card["config"]["threads"] >= 1  # written down, not "torch's default"
+    assert f"--threads {card['config']['threads']}" in card["reproduce"]
+    assert f"--threads {card['config']['threads']}" in card["train_one_seed"]
+    text = (folder / "best" / "model_card.md").read_text()
+    assert "chosen on the validation accuracy" in text
+    rows = pd.read_parquet(folder / "confirmations.parquet")
+    assert (rows["selected_on"] == "val_acc").all() and (rows["val_size"] == 0).all()
+
+
+def test_reproduce_matches_a_confirmation_bit_for_bit_and_catches_a_change(confirmed, tmp_path):
+    folder, _ = confirmed
+    trial = json.loads((folder / "best" / "model_card.json").read_text())["trial_id"]
+    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py")]
+    target = str(folder / "confirmed" / trial)
+    same = subprocess.run([*command, target, "--seed", "2", "--epochs", "1"], **RUN)
+    assert same.returncode == 0 and "bit for bit identical" in same.stdout, same.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    curves = pd.read_parquet(copy / "confirmation_epochs.parquet")
+    curves.loc[curves["seed"] == 2, "train_loss"] += 1e-7  # one ulp-sized change
+    curves.to_parquet(copy / "confirmation_epochs.parquet")
+    changed = subprocess.run(
+        [*command, str(copy / "confirmed" / trial), "--seed", "2", "--epochs", "1"], **RUN
+    )
+    assert changed.returncode == 1 and "DIFFERS epoch 1 train_loss" in changed.stdout
+    bad = subprocess.run([*command, target, "--seed", "99"], **RUN)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "[1, 2]" in bad.stderr
+
+
+def test_smoke_test_of_retrain_best_runs(smoke_search, tmp_path):
+    folder, _ = smoke_search
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    done = retrain("--results", str(copy), "--smoke-test")
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and (copy / "confirmations.parquet").is_file()
+
+
+def test_a_search_from_before_the_split_is_not_ranked_on_test(confirmed, tmp_path):
+    folder, _ = confirmed
+    old = tmp_path / "old"
+    shutil.copytree(folder, old, ignore=shutil.ignore_patterns("best", "confirmed"))
+    passing = pd.read_parquet(old / "passing.parquet")
+    passing.drop(columns=["final_val_acc"]).to_parquet(old / "passing.parquet")
+    done = retrain("--results", str(old))
+    assert done.returncode == 2 and "--trials" in done.stderr and "test" in done.stderr
 
 
 def test_saved_weights_reproduce_the_recorded_accuracy(confirmed, mnist):
@@ -120,7 +179,7 @@ def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed):
     for name in names:
         assert (copy / "confirmed" / name / "model_card.md").is_file()
     card = (copy / "confirmed" / stopped[0] / "model_card.md").read_text()
-    assert "(seed 0) reached" in card and re.search(r"after [12] of 3 epochs", card)
+    assert re.search(r"the search's own run \(seed 0, [12] epochs\)", card)
     bad = retrain("--results", str(copy), "--trials", "nope")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "nope" in bad.stderr and done_ids[0] in bad.stderr
@@ -179,8 +238,27 @@ def test_model_files_never_unpickle_objects(tmp_path):
 
     evil = tmp_path / "model.pt"
     torch.save({"state_dict": {}, "config": {}, "extra": Payload()}, evil)
-    with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
+    with pytest.raises(ValueError, match="refused") as info:
         read_model_file(evil)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 100, b"\x89PNG\r\n\x1a\n" + bytes(64)])
+def test_a_bad_model_file_is_one_line_exit_2(tmp_path, content, capsys):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(content)
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(image)
+    assert predict_main(["--model", str(bad), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a tune_mnist model file" in err
+
+
+def test_a_decompression_bomb_is_one_line_exit_2(tmp_path, digit_model, capsys):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 Mpx: PIL refuses to decode it
+    assert predict_main(["--model", str(digit_model), str(bomb)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def _append_many(folder, worker, n):

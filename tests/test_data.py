@@ -89,11 +89,20 @@ def test_offline_without_files_says_where_and_what_to_set(tmp_path, monkeypatch)
         raise OSError("network is unreachable")
 
     monkeypatch.setattr("torchvision.datasets.MNIST.download", no_network)
+    monkeypatch.delenv("TUNE_MNIST_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataError) as info:
-        load_mnist(tmp_path / "empty")
+        load_mnist()  # the user cache: a download is tried, and fails
     message = str(info.value)
-    assert str(tmp_path / "empty") in message and "TUNE_MNIST_DATA" in message
-    assert "\n" not in message
+    assert str(tmp_path / "cache") in message and "TUNE_MNIST_DATA" in message
+    assert "network is unreachable" in message and "\n" not in message
+    assert not (tmp_path / "cache").exists()  # the failed download left no empty folders
+
+
+def test_a_missing_data_dir_is_refused_not_created(tmp_path):
+    with pytest.raises(DataError, match="does not exist") as info:
+        load_mnist(tmp_path / "nope" / "mnist")
+    assert "\n" not in str(info.value) and not (tmp_path / "nope").exists()
 
 
 def test_data_dir_precedence(monkeypatch, tmp_path):

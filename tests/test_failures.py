@@ -127,6 +127,7 @@ BAD_SPACES = {
     "unknown_arch": "arch: {resnet: {}}\n",
     "low_above_high": "arch: {super_light: {}}\nparams: {max_lr: {uniform: [0.1, 0.01]}}\n",
     "negative_dropout": "arch: {super_light: {}}\nparams: {dropout: -0.1}\n",
+    "metric_on_test": "settings: {metric: test_acc}\narch: {super_light: {}}\n",
 }
 
 
@@ -139,6 +140,10 @@ BAD_SPACES = {
         "gpus_too_many",
         "broken_data",
         "name_escape",
+        "name_empty",
+        "seed_negative",
+        "max_failures_negative",
+        "data_dir_missing",
         "resume_unknown",
     ],
 )
@@ -153,13 +158,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_
         "gpus_too_many": ["--gpus", "99"],
         "broken_data": ["--data-dir", str(broken_data)],
         "name_escape": ["--name", "../../etc"],
+        "name_empty": ["--name", ""],
+        "seed_negative": ["--seed", "-1"],
+        "max_failures_negative": ["--max-failures", "-1"],
+        "data_dir_missing": ["--data-dir", str(tmp_path / "no" / "mnist")],
         "resume_unknown": ["--resume"],
     }.get(case, [])
     done = run_search(tmp_path / "results", *args, *extra, timeout=120)
     assert done.returncode == 2, (case, done.stderr[-2000:])
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert "Traceback" not in done.stderr
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "results").exists() and not (tmp_path / "no").exists()
 
 
 def _listening_sockets():

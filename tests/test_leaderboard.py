@@ -61,6 +61,25 @@ def test_models_group_seeds_and_pass_only_when_every_seed_does(root):
     assert models["params"].is_monotonic_increasing
 
 
+def test_reproduce_commands_name_threads_and_epochs_and_the_selection_is_shown(tmp_path):
+    (tmp_path / "e").mkdir()
+    rows = [
+        *seed_rows("one", 3000, [99.5] * 3, threads=1, selected_on="val_acc"),
+        *seed_rows("two", 3100, [99.5] * 3, threads=2, epochs=10),
+        *seed_rows("old", 3200, [99.5] * 3, threads=0),  # torch's default, before the split
+    ]
+    pd.DataFrame(rows).to_parquet(tmp_path / "e" / "confirmations.parquet")
+    _, models = collect(tmp_path)
+    by = models.set_index("trial_id")
+    assert by.loc["one", "command"].endswith("--trials one --seeds 3 --threads 1")
+    assert by.loc["two", "command"].endswith("--threads 2 --epochs 10")
+    assert by.loc["old", "command"].endswith("--threads 0")
+    assert by["chosen_on"].to_dict() == {"one": "val", "two": "test", "old": "test"}
+    from tune_mnist.leaderboard import results_markdown
+
+    assert "| 15 | val | `python" in results_markdown(models)
+
+
 def test_pareto_takes_best_mean_at_or_under_each_budget(root):
     _, models = collect(root)
     table = pareto(models, budgets=(1000, 2000, 3000, 5000)).set_index("budget")

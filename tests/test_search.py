@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -34,9 +35,11 @@ def test_three_tables_with_documented_columns_and_types(smoke):
         "max_lr",
         "params",
         "epochs_run",
+        "final_val_acc",
+        "best_val_acc",
         "final_test_acc",
-        "best_test_acc",
         "best_epoch",
+        "val_size",
         "passed",
         "wall_s",
         "seed",
@@ -50,6 +53,9 @@ def test_three_tables_with_documented_columns_and_types(smoke):
     assert trials["width1"].dtype == "int64" and trials["squeeze"].dtype == bool
     assert trials["max_lr"].dtype == "float64" and trials["passed"].dtype == bool
     assert list(results.epochs.columns) == EPOCH_COLUMNS
+    assert "best_test_acc" not in trials.columns  # a test figure picked on test: not kept
+    trained = results.epochs[results.epochs["trial_id"].isin(trials["trial_id"])]
+    assert trained["val_acc"].notna().all() and (trials["val_size"] == 1000).all()
     assert set(results.passing["trial_id"]) == set(trials.loc[trials["passed"], "trial_id"])
     assert results.passing["params"].is_monotonic_increasing
 
@@ -64,13 +70,17 @@ def test_asha_stopped_some_and_epochs_match(smoke):
         epochs = results.epochs[results.epochs["trial_id"] == row["trial_id"]]["epoch"]
         assert list(epochs) == list(range(1, row["epochs_run"] + 1))
     assert "search summary" in stdout and "% saved" in stdout and "slot time" in stdout
+    assert "progress: 7 of 7 trials ended, 0 running" in stdout  # and an estimate before it
+    assert re.search(r"progress: [1-6] of 7 trials ended, \d running, .* min left", stdout)
 
 
 def test_passed_means_a_full_run_at_target(smoke):
     trials = smoke[0].trials
     passed = trials[trials["passed"]]
     assert (passed["status"] == "completed").all()
-    assert (passed["final_test_acc"] >= 50.0).all() and (passed["epochs_run"] == 3).all()
+    assert (passed["final_val_acc"] >= 50.0).all() and (passed["epochs_run"] == 3).all()
+    failed = trials[(trials["status"] == "completed") & ~trials["passed"]]
+    assert (failed["final_val_acc"] < 50.0).all()  # passing reads validation, not test
     assert not trials.loc[trials["status"] == "asha_stopped", "passed"].any()
 
 

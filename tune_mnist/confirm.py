@@ -187,15 +187,10 @@ def epoch_rows(confirmations: list[dict[str, Any]], runs: list[SeedRun]) -> list
     return out
 
 
-def reproduce_command(folder: Path, trial_id: str, seeds: int, threads: int, epochs=None) -> str:
+def reproduce_command(results: str, trial_id: str, seeds: int, threads: int, epochs=None) -> str:
     """The retrain_best.py call that trains these seeds again with the same numbers: the
     thread count is part of it (1 and 2 threads give different sums, so other accuracies)."""
-    shown = folder.resolve()
-    try:
-        shown = shown.relative_to(Path.cwd().resolve())
-    except ValueError:
-        pass
-    parts = ["python", "scripts/retrain_best.py", "--results", str(shown), "--trials", trial_id]
+    parts = ["python", "scripts/retrain_best.py", "--results", results, "--trials", trial_id]
     parts += ["--seeds", str(seeds), "--threads", str(threads)]
     if epochs:
         parts += ["--epochs", str(epochs)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,18 +141,24 @@ def read_idx(path: Path, name: str) -> torch.Tensor:
 
 
 def download(folder: Path) -> None:
-    """Fetch MNIST with torchvision into `folder/MNIST/raw` (torchvision checks the md5s)."""
+    """Fetch MNIST with torchvision into `folder/MNIST/raw` (torchvision checks the md5s).
+    A failed download removes the folders it made: no empty cache is left behind."""
+    made = next((p for p in [*reversed(folder.parents), folder] if not p.exists()), None)
+    made = made or folder / "MNIST"
+    existed = made.exists()
     try:
         from torchvision.datasets import MNIST as TorchvisionMNIST
 
         TorchvisionMNIST(root=str(folder), train=True, download=True)
         TorchvisionMNIST(root=str(folder), train=False, download=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means "offline or blocked"
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not existed:
+            shutil.rmtree(made, ignore_errors=True)
+        reason = (str(exc).splitlines() or [""])[0].rstrip(": ") or type(exc).__name__
         raise DataError(
             f"MNIST not found in {folder} (nor {folder / 'MNIST' / 'raw'}) and the download "
-            f"failed ({reason}); put the four IDX files there, or point --data-dir or "
-            f"${ENV_VAR} at a folder that holds them"
+            f"failed ({reason}: offline, or the mirrors are blocked); put the four IDX files "
+            f"there, or point --data-dir or ${ENV_VAR} at a folder that holds them"
         ) from exc
 
 
@@ -162,6 +169,11 @@ def load_mnist(
 ) -> MNIST:
     """Read (or download, then read) the full data set and move it to `device`."""
     folder = resolve_data_dir(data_dir)
+    if (data_dir or os.environ.get(ENV_VAR)) and not folder.is_dir():
+        raise DataError(
+            f"data folder {folder} does not exist: point --data-dir or ${ENV_VAR} at the "
+            "folder with the four MNIST IDX files (create it first to download into it)"
+        )
     paths = {name: find_file(folder, name) for name in FILES}
     if any(p is None for p in paths.values()):
         missing = ", ".join(name for name, p in paths.items() if p is None)

@@ -9,7 +9,6 @@ Only these confirmations count: a search's own run is one test-selected seed.
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tune_mnist.config import TrainConfig  # noqa: E402
-from tune_mnist.confirm import InputError, config_of  # noqa: E402
+from tune_mnist.confirm import InputError, config_of, reproduce_command  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
 TARGET = 99.4  # % final-epoch test accuracy every seed must reach
@@ -74,6 +73,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     first = seeds.groupby(key, sort=False).head(1)
     models["model"] = [describe(row) for _, row in first.iterrows()]
     models["command"] = [reproduce(row, row["experiment"], root) for _, row in first.iterrows()]
+    models["chosen_on"] = [chosen_on(row) for _, row in first.iterrows()]
     return seeds, models.sort_values(["params", "mean"], ascending=[True, False])
 
 
@@ -115,18 +115,18 @@ def architecture(c: TrainConfig) -> str:
 
 
 def reproduce(row: pd.Series, experiment: str, root: Path) -> str:
-    return shlex.join(
-        [
-            "python",
-            "scripts/retrain_best.py",
-            "--results",
-            str(root / experiment),
-            "--trials",
-            str(row["trial_id"]),
-            "--seeds",
-            str(MIN_SEEDS),
-        ]
+    """retrain_best.py for this model's trial with the thread count its seeds were trained
+    with (a row of 0 used torch's default, which --threads 0 asks for again)."""
+    epochs = int(row["epochs"]) if int(row["epochs"]) != 15 else None
+    threads = int(row["threads"]) if "threads" in row and row["threads"] == row["threads"] else 0
+    return reproduce_command(
+        str(root / experiment), str(row["trial_id"]), MIN_SEEDS, threads, epochs
     )
+
+
+def chosen_on(row: pd.Series) -> str:
+    """`val`: picked on held-out training images; `test`: a search from before the split."""
+    return "val" if str(row.get("selected_on")) == "val_acc" else "test"
 
 
 def pareto(models: pd.DataFrame, budgets=BUDGETS) -> pd.DataFrame:
@@ -149,13 +149,14 @@ def pareto(models: pd.DataFrame, budgets=BUDGETS) -> pd.DataFrame:
 
 def results_markdown(models: pd.DataFrame) -> str:
     lines = [
-        "| model | params | mean (3 seeds) | min | std | all >= 99.4 | epochs | reproduce |",
-        "| --- | ---: | ---: | ---: | ---: | :---: | ---: | --- |",
+        "| model | params | mean (3 seeds) | min | std | all >= 99.4 | epochs | chosen on "
+        "| reproduce |",
+        "| --- | ---: | ---: | ---: | ---: | :---: | ---: | :---: | --- |",
     ]
     for m in models[models["seeds"] >= MIN_SEEDS].itertuples():
         lines.append(
             f"| {m.model} | {m.params:,} | {m.mean:.2f}% | {m.min:.2f}% | {m.std:.2f} | "
-            f"{'yes' if m.passed else 'no'} | {m.epochs} | `{m.command}` |"
+            f"{'yes' if m.passed else 'no'} | {m.epochs} | {m.chosen_on} | `{m.command}` |"
         )
     return "\n".join(lines)
 

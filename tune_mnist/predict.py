@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,12 +24,13 @@ def read_image(path: str | Path) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(path).convert("L")
-    except (OSError, UnidentifiedImageError) as exc:
+        with Image.open(path) as opened:
+            image = opened.convert("L")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
     if image.size != (28, 28):
         image = image.resize((28, 28), Image.Resampling.BILINEAR)
-    pixels = torch.tensor(list(image.getdata()), dtype=torch.uint8).view(28, 28)
+    pixels = torch.tensor(np.asarray(image), dtype=torch.uint8).view(28, 28)
     if pixels.float().mean() > 127:  # dark digit on a light background
         pixels = 255 - pixels
     return pixels

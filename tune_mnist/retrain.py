@@ -107,6 +107,14 @@ def named_trials(folder: Path, names: str) -> pd.DataFrame:
     return trained.loc[wanted].reset_index(drop=True)
 
 
+def shown(folder: Path) -> str:
+    """The folder as a command should name it: relative to here when it is below here."""
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
+
+
 def seed_configs(row, args, device: str, parallel: bool) -> list:
     """The configs of one candidate's fresh seeds: trained on all 60,000 training images
     (val_size 0: the held-out images did their job in the search), with the thread count
@@ -169,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         passed = summary["all_seeds_passed"]
         out = folder / "confirmed" / str(row["trial_id"])
         command = reproduce_command(
-            folder, str(row["trial_id"]), len(runs), configs[0].threads, args.epochs
+            shown(folder), str(row["trial_id"]), len(runs), configs[0].threads, args.epochs
         )
         write_card(out, row, configs[0], runs, summary, prov, command)
         rows = confirmation_rows(row, rank + 1, runs, summary, configs[0], prov)

@@ -26,6 +26,7 @@ class ResultsWriter(tune.Callback):
 
     def __init__(self, folder: Path, space, cpus: int, prov: dict[str, str]):
         self.folder, self.space, self.cpus, self.prov = folder, space, cpus, prov
+        self.started = time.time()  # wall clock: a resumed search unpickles this writer
         self.seen: dict[str, TrialView] = {}  # the latest view of each trial, by id
 
     def write(self, trials, ended=None, status: str = "") -> list[Path]:
@@ -49,9 +50,25 @@ class ResultsWriter(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.write(trials, trial, "TERMINATED")
+        self.progress(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.write(trials, trial, "ERROR")
+        self.progress(trials)
+
+    def progress(self, trials) -> None:
+        """`progress: 5 of 24 trials ended, 2 running, 6.1 min so far, about 23 min left`: the
+        estimate assumes the rest take as long on average as the ended ones did."""
+        total = self.space.settings["samples"]
+        ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # + this one
+        running = sum(t.status == "RUNNING" for t in trials) - 1
+        elapsed = time.time() - self.started
+        left = elapsed / ended * (total - ended) if ended < total else 0.0
+        print(
+            f"progress: {min(ended, total)} of {total} trials ended, {max(running, 0)} running, "
+            f"{elapsed / 60:.1f} min so far, about {left / 60:.0f} min left",
+            flush=True,
+        )
 
     def on_experiment_end(self, trials, **info):
         self.write(trials)

@@ -85,6 +85,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--smoke-test", dest="smoke", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-report", action="store_true", help="skip the plots at the end")
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed {args.seed}: must be 0..{2**32 - 1} (the Optuna sampler's seed)")
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures {args.max_failures}: must be >= 0")
     if args.samples is not None and args.samples < 1:
         raise UsageError(f"--samples {args.samples}: must be >= 1")
     if args.gpus is not None and args.gpus < 0:
@@ -103,7 +107,8 @@ def prepare(args):
     space = load_space(args.space or ROOT / "search_spaces" / default)
     if args.samples:
         space.settings["samples"] = args.samples
-    name = check_name(args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamped = f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = check_name(stamped if args.name is None else args.name)  # '' is refused, not replaced
     folder = RESULTS / name
     storage = args.storage or str((RESULTS / RAY_DIR).resolve())
     experiment = f"{storage.rstrip('/')}/{name}"

@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import platform
 import subprocess
 import tempfile
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -61,16 +63,40 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         path = path / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}: pass a .pt file or its folder")
+    if not zipfile.is_zipfile(path):  # torch.save's format; anything else is not ours
+        raise ValueError(
+            f"{path}: not a tune_mnist model file (not a torch.save archive); pass a .pt "
+            "written by tune_mnist.train or scripts/retrain_best.py, or its folder"
+        )
     # weights_only=True refuses any pickled object that is not a tensor or plain container.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path}: refused: it holds objects other than tensors and plain values (nothing "
+            "was unpickled); pass a model file written by tune_mnist"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise ValueError(
+            f"{path}: not a tune_mnist model file ({reason}); pass a .pt written by "
+            "tune_mnist.train or scripts/retrain_best.py, or its folder"
+        ) from None
+    if not isinstance(payload, dict) or not {"state_dict", "config"} <= set(payload):
+        raise ValueError(f"{path}: a torch file, but not a tune_mnist model (no state_dict/config)")
+    return payload
 
 
 def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
     """The trained model saved at `path`, in eval mode, with `.config` set to its TrainConfig."""
     payload = read_model_file(path)
-    config = TrainConfig.from_dict(payload["config"])
+    config = TrainConfig.from_dict(payload["config"])  # ConfigError is a ValueError
     model = build_from_config(config)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:160]
+        raise ValueError(f"{path}: weights do not fit its config ({first})") from None
     model.config = config
     return model.to(device).eval()
 
@@ -111,6 +137,7 @@ def provenance(device: str) -> dict[str, str]:
         **{f"{k}_version": v for k, v in versions().items()},
         "commit": git_commit(),
         "device_name": device_name(device),
+        "cpu": cpu_name(),  # float sums, so the last bits, depend on the kind of CPU
         "host": platform.node(),
     }
 
@@ -118,7 +145,28 @@ def provenance(device: str) -> dict[str, str]:
 def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
+
+
+# Instruction-set levels that pick different BLAS / conv kernels, so other float sums: the
+# same code, seed and threads give bit-identical numbers only on the same kind of CPU.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+@lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """`AMD EPYC (family 25 model 17; avx2 avx512f ...)`: the CPU kind a number was made on."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    isa = " ".join(f for f in ISA_FLAGS if f in flags)
+    model = info.get("model name") or platform.machine()
+    return f"{model} (family {info.get('cpu family', '?')} model {info.get('model', '?')}; {isa})"
 
 
 def write_json(path: Path, obj: Any) -> None:

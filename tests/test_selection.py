@@ -1,0 +1,74 @@
+"""Select on validation, report on test: the split, and that no test figure reaches a choice."""
+
+import pandas as pd
+import pytest
+import torch
+
+from tune_mnist.config import ConfigError, TrainConfig
+from tune_mnist.confirm import InputError, pick, selection_of
+from tune_mnist.results import TrialView, build_tables
+from tune_mnist.space import load_space
+from tune_mnist.train import train
+
+
+def test_holdout_takes_the_last_training_images(mnist):
+    split = mnist.holdout(5000)
+    assert len(split.train_y) == 55000 and len(split.val_y) == 5000
+    assert torch.equal(split.train_x, mnist.train_x[:55000])
+    assert torch.equal(split.val_x, mnist.train_x[55000:])
+    assert torch.equal(split.test_x, mnist.test_x)  # the test set is never touched
+    assert torch.bincount(split.val_y).min() > 400  # every class is there
+    assert mnist.holdout(0) is mnist and len(mnist.val_y) == 0
+    sub = split.subset(2000, 1000)  # subsets cut the training part, keep validation whole
+    assert len(sub.train_y) == 2000 and len(sub.val_y) == 5000 and len(sub.test_y) == 1000
+
+
+@pytest.mark.parametrize("size", [-1, 30001])
+def test_val_size_range(size):
+    with pytest.raises(ConfigError, match="val_size"):
+        TrainConfig(val_size=size)
+
+
+def test_training_reports_validation_beside_test(mnist):
+    config = TrainConfig(epochs=1, train_subset=1000, test_subset=500, val_size=500)
+    config = config.replace(device="cpu")
+    metrics = train(config, mnist).history[0]
+    assert 0 <= metrics["val_acc"] <= 100 and metrics["val_loss"] > 0
+    assert metrics["val_acc_avg3"] == metrics["val_acc"] and "test_acc" in metrics
+    plain = train(config.replace(val_size=0), mnist).history[0]
+    assert "val_acc" not in plain  # no validation images: no validation figure
+
+
+def view(trial_id, val, test, epochs=3):
+    rows = [
+        {
+            **{"epoch": e, "val_acc": val - (epochs - e), "test_acc": test, "params": 1000},
+            **{"diverged": False, "start_epoch": 0, "epoch_s": 1.0},
+        }
+        for e in range(1, epochs + 1)
+    ]
+    config = {"arch": "super_light", "max_lr": 0.02}
+    return TrialView(trial_id, "TERMINATED", config, rows[-1], rows)
+
+
+def test_passing_and_ranking_read_validation_never_test(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "settings: {epochs: 3, target_acc: 99.0, max_params: 8000}\narch: {super_light: {}}\n"
+    )
+    space = load_space(path)
+    # test accuracy ranks these in the opposite order of validation accuracy
+    views = [view("a", 99.5, 98.0), view("b", 99.2, 99.9), view("c", 98.0, 100.0)]
+    trials, _, passing = build_tables(views, space, 1, {})
+    assert set(passing["trial_id"]) == {"a", "b"}  # c would pass on test, not on validation
+    assert trials.set_index("trial_id").loc["a", "best_epoch"] == 3
+    assert pick(passing, "accuracy", 1)["trial_id"].tolist() == ["a"]
+    assert pick(passing, "accuracy", 2)["trial_id"].tolist() == ["a", "b"]
+    assert selection_of(passing) == "val_acc" and selection_of(passing.iloc[0]) == "val_acc"
+
+
+def test_without_validation_figures_nothing_is_ranked():
+    old = pd.DataFrame({"trial_id": ["x"], "params": [10], "final_test_acc": [99.9]})
+    assert selection_of(old) == "test_acc"
+    with pytest.raises(InputError, match="--trials"):
+        pick(old, "accuracy", 1)

@@ -1,0 +1,157 @@
+"""`scripts/reproduce.py`: retrain the first epochs of a recorded confirmation, compare bit for bit.
+
+    python scripts/reproduce.py results/separable/confirmed/fef671aa --seed 1 --epochs 2
+
+Reads the confirmation's row (config, seed, threads, versions) from the experiment's
+confirmations.parquet and its per-epoch curve from confirmation_epochs.parquet, trains the same
+config with the same seed and thread count for the first N epochs (of the recorded schedule:
+the one-cycle rate depends on the total), and compares train/test loss and accuracy per epoch
+for exact equality. Exit 0: identical; 1: a figure differs; 2: bad input (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tune_mnist.confirm import InputError, config_of
+
+COMPARED = ("lr", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def recorded(folder: Path, seed: int | None) -> tuple[pd.Series, pd.DataFrame]:
+    """(confirmation row, its per-epoch curve) of trial `folder.name`: the newest run of that
+    seed, the one the leaderboard publishes."""
+    experiment, trial = folder.parent.parent, folder.name
+    try:
+        rows = pd.read_parquet(experiment / "confirmations.parquet")
+        curves = pd.read_parquet(experiment / "confirmation_epochs.parquet")
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"{folder}: not a confirmed model under results/<search>/confirmed/<trial> "
+            f"({type(exc).__name__}); run scripts/retrain_best.py first"
+        ) from None
+    rows = rows[rows["trial_id"] == trial]
+    if rows.empty:
+        raise InputError(f"{folder}: trial {trial} has no confirmation in {experiment}")
+    seeds = sorted(int(s) for s in rows["seed"].unique())
+    seed = seeds[0] if seed is None else seed
+    rows = rows[rows["seed"] == seed]
+    if rows.empty:
+        raise InputError(f"--seed {seed}: not confirmed for {trial}; confirmed seeds: {seeds}")
+    row = rows.sort_values("confirmed_at").iloc[-1]
+    key = (curves["trial_id"] == trial) & (curves["seed"] == seed)
+    curve = curves[key & (curves["confirmed_at"] == row["confirmed_at"])].sort_values("epoch")
+    if curve.empty:
+        raise InputError(f"{trial} seed {seed}: no per-epoch curve recorded, nothing to compare")
+    return row, curve.reset_index(drop=True)
+
+
+def differences(found: list[dict], curve: pd.DataFrame) -> list[str]:
+    """One line per figure that is not bit-identical to the recorded one."""
+    out = []
+    for metrics, (_, want) in zip(found, curve.iterrows(), strict=False):
+        for name in COMPARED:
+            if name in want and metrics[name] != want[name]:
+                out.append(
+                    f"epoch {metrics['epoch']} {name}: {metrics[name]!r} now, "
+                    f"{want[name]!r} recorded"
+                )
+    return out
+
+
+def environment_notes(row: pd.Series) -> list[str]:
+    """What differs from the recorded run's environment (a likely cause of a mismatch)."""
+    from tune_mnist.store import cpu_name, versions
+
+    notes = []
+    torch_now = versions()["torch"]
+    if str(row.get("torch_version")) != torch_now:
+        notes.append(f"torch {torch_now} here, {row.get('torch_version')} recorded")
+    recorded_cpu = row.get("cpu")
+    if not isinstance(recorded_cpu, str):
+        notes.append(
+            "the recorded run did not name its kind of CPU (made before the cpu column); "
+            f"this is {cpu_name()}"
+        )
+    elif recorded_cpu != cpu_name():
+        notes.append(f"CPU {cpu_name()} here, {recorded_cpu} recorded")
+    return notes
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="scripts/reproduce.py", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("confirmed", nargs="?", help="results/<search>/confirmed/<trial>")
+    parser.add_argument("--seed", type=int, help="confirmed seed to rerun (default: the first)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs to rerun and compare")
+    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--smoke-test", action="store_true", help="1 epoch of the smallest model")
+    args = parser.parse_args(argv)
+    if args.smoke_test:
+        args.epochs = 1
+        args.confirmed = args.confirmed or str(smallest_confirmed())
+    if not args.confirmed:
+        raise InputError(
+            "name a confirmed model: scripts/reproduce.py results/<search>/confirmed/<trial>"
+        )
+    if args.epochs < 1:
+        raise InputError(f"--epochs {args.epochs}: must be >= 1")
+    return args
+
+
+def smallest_confirmed() -> Path:
+    from tune_mnist.search import RESULTS
+
+    found = []
+    for path in RESULTS.glob("*/confirmations.parquet"):
+        rows = pd.read_parquet(path, columns=["trial_id", "params"])
+        found += [
+            (int(r.params), path.parent / "confirmed" / r.trial_id) for r in rows.itertuples()
+        ]
+    if not found:
+        raise InputError(f"no confirmation under {RESULTS}: run scripts/retrain_best.py first")
+    return min(found)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tune_mnist.config import ConfigError
+    from tune_mnist.data import DataError, load_mnist
+    from tune_mnist.train import print_epoch, train
+
+    try:
+        args = parse_args(argv)
+        row, curve = recorded(Path(args.confirmed), args.seed)
+        if args.epochs > len(curve):
+            raise InputError(f"--epochs {args.epochs}: only {len(curve)} epochs recorded")
+        config = config_of(row, device="cpu")
+        data = load_mnist(args.data_dir)
+    except (InputError, ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    threads = config.threads or "torch's default"
+    print(
+        f"reproducing {row['trial_id']} seed {config.seed}: first {args.epochs} of "
+        f"{config.epochs} epochs, {threads} thread(s), recorded {row['confirmed_at']} at "
+        f"commit {row.get('commit', '?')}",
+        flush=True,
+    )
+    for note in environment_notes(row):
+        print(f"  note: {note}; the numbers may differ for that reason alone", flush=True)
+
+    def show(metrics, state):
+        print_epoch(metrics, config.epochs)
+        return metrics["epoch"] >= args.epochs
+
+    result = train(config, data, on_epoch=show)
+    diffs = differences(result.history, curve)
+    for line in diffs:
+        print(f"  DIFFERS {line}")
+    figures = len(COMPARED) * args.epochs
+    verdict = "bit for bit identical" if not diffs else f"{len(diffs)} of {figures} figures differ"
+    print(f"{verdict} to the recorded curve ({', '.join(COMPARED)} per epoch)")
+    return 0 if not diffs else 1
