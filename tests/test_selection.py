@@ -72,3 +72,35 @@ def test_without_validation_figures_nothing_is_ranked():
     assert selection_of(old) == "test_acc"
     with pytest.raises(InputError, match="--trials"):
         pick(old, "accuracy", 1)
+
+
+@pytest.mark.parametrize("name", ["default", "lean", "smoke", "separable_8k_b"])
+def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
+    """What make_tuner hands Optuna, ASHA and Tune for a shipped space: never a test metric."""
+    from argparse import Namespace
+
+    from searchutil import ROOT
+
+    import tune_mnist.run as run
+    from tune_mnist.search import Plan
+
+    seen = {}
+
+    def capture(kind):
+        def build(*args, **kwargs):
+            seen[kind] = kwargs
+            return kind
+
+        return build
+
+    for kind in ("OptunaSearch", "ASHAScheduler"):
+        monkeypatch.setattr(run, kind, capture(kind))
+    for kind in ("with_parameters", "with_resources", "TuneConfig", "RunConfig", "Tuner"):
+        monkeypatch.setattr(run.tune, kind, capture(kind))
+    space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
+    args = Namespace(resume=False, seed=0, max_failures=0, cpus_per_trial=1)
+    run.make_tuner(args, space, "n", "/tmp/x", "e", None, Plan({"cpu": 1}, 1), None)
+    metrics = [seen["OptunaSearch"]["metric"], seen["TuneConfig"]["metric"]]
+    metrics.append(seen["ASHAScheduler"]["metric"])
+    chosen = [m for m in metrics if m is not None]
+    assert chosen and all(m.startswith("val_") for m in chosen), metrics
