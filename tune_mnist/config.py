@@ -55,6 +55,9 @@ class TrainConfig:
     clean_epochs: int = 0  # the last N epochs train on unwarped images (all if N >= epochs), 0..100
     # --- run ---
     seed: int = 0  # seeds model init, batch order and augmentation
+    # seeds trained at once as one fused network: seed, seed + 1, ..., seed + cohort - 1;
+    # each member starts and trains on its seed's own weights, batches and warps, 1..256
+    cohort: int = 1
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     # the last N of the 60,000 training images, held out for validation (never trained on):
     # searches select on them so the test set only reports; 0 = train on all 60,000, 0..30000
@@ -149,6 +152,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "perspective_p": (0.0, 1.0),
     "clean_epochs": (0, 100),
     "seed": (0, 2**63 - 1),
+    "cohort": (1, 256),
     "val_size": (0, 30000),
     "train_subset": (0, 60000),
     "test_subset": (0, 10000),

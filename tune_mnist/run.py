@@ -22,31 +22,40 @@ from tune_mnist.trainable import run_trial
 
 
 class ResultsWriter(tune.Callback):
-    """Rewrites the parquet tables whenever a trial ends, so a crash loses nothing."""
+    """Rewrites the parquet tables whenever a trial ends, so a crash loses nothing.
+
+    A trial's epochs are the union of what its result.json files hold (the history of earlier
+    driver processes, after a resume) and every report this driver received (`on_trial_result`):
+    Ray writes result.json in bursts, so under load a file read at a trial's end can miss its
+    last epochs, and the trial would be recorded as cut short."""
 
     def __init__(self, folder: Path, space, cpus: int, prov: dict[str, str]):
         self.folder, self.space, self.cpus, self.prov = folder, space, cpus, prov
         self.started = time.time()  # wall clock: a resumed search unpickles this writer
-        self.seen: dict[str, TrialView] = {}  # the latest view of each trial, by id
+        self.reported: dict[str, list[dict]] = {}  # every report received, by trial id
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.reported.setdefault(trial.trial_id, []).append(dict(result))
+
+    def with_reports(self, view: TrialView) -> TrialView:
+        """The view with this driver's reports appended (an epoch seen twice: the later wins,
+        and both copies are the same report)."""
+        extra = self.reported.get(view.trial_id, [])
+        return replace(view, results=[*view.results, *extra]) if extra else view
 
     def write(self, trials, ended=None, status: str = "") -> list[Path]:
         """`ended` is the trial this event is about: Ray still lists it as RUNNING here."""
-        views = [TrialView.of_trial(t) for t in trials]
+        views = [self.with_reports(TrialView.of_trial(t)) for t in trials]
         if ended is not None:
             views = [
                 replace(v, status=status) if v.trial_id == ended.trial_id else v for v in views
             ]
-        self.seen.update((v.trial_id, v) for v in views)
         return write_tables(self.folder, *build_tables(views, self.space, self.cpus, self.prov))
 
     def most_complete(self, view: TrialView) -> TrialView:
-        """The storage copy of a trial's result.json (what the ResultGrid reads) can lag the
-        driver's own copy (what this callback reads), as Ray syncs the two in bursts: a
-        finished trial then looked cut short. Keep whichever holds more reports."""
-        seen = self.seen.get(view.trial_id)
-        if seen is not None and len(seen.results) > len(view.results):
-            return replace(view, results=seen.results)
-        return view
+        """A finished trial from the ResultGrid (whose storage copy can lag too), completed
+        with this driver's reports."""
+        return self.with_reports(view)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.write(trials, trial, "TERMINATED")

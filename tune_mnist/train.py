@@ -43,8 +43,8 @@ class RunState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.OneCycleLR
-    generator: torch.Generator
     ema: AveragedModel | None = None  # moving average of model (config.ema_decay > 0)
+    generator: torch.Generator | None = None
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -98,6 +98,13 @@ def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
 def make_state(config: TrainConfig, device: torch.device, n_train: int) -> RunState:
     torch.manual_seed(config.seed)  # model init and dropout masks
     model = build_from_config(config).to(device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)  # batch order and augmentation
+    return RunState(model, *optimisation(config, model, n_train), generator=generator)
+
+
+def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
+    """(AdamW, its one-cycle schedule stepped per batch, the weight average or None)."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay
     )
@@ -108,15 +115,13 @@ def make_state(config: TrainConfig, device: torch.device, n_train: int) -> RunSt
         steps_per_epoch=steps_per_epoch(config, n_train),
         pct_start=config.pct_start,
     )
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)  # batch order and augmentation
     ema = None
     if config.ema_decay > 0:
         # use_buffers: BatchNorm's running statistics are averaged along with the weights,
         # so the averaged weights are evaluated with statistics that match them
         averager = get_ema_multi_avg_fn(config.ema_decay)
         ema = AveragedModel(model, multi_avg_fn=averager, use_buffers=True)
-    return RunState(model, optimizer, scheduler, generator, ema)
+    return optimizer, scheduler, ema
 
 
 def training_batches(config: TrainConfig, data: MNIST, generator: torch.Generator, spec):
@@ -173,6 +178,8 @@ def train(
     resume: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `config` on `data` (moved to the config's device); see the module docstring."""
+    if config.cohort > 1:
+        raise ValueError("a cohort config trains with tune_mnist.cohort.train_cohort")
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -261,23 +268,43 @@ def print_epoch(metrics: dict[str, Any], total: int) -> None:
     )
 
 
+def parse_seeds(text: str) -> tuple[int, int]:
+    """`--seeds 1,2,3` -> (seed 1, cohort 3): a cohort is consecutive seeds."""
+    from tune_mnist.config import ConfigError
+
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: comma-separated integers, e.g. 1,2,3") from None
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ConfigError(f"--seeds {text!r}: a cohort is consecutive seeds, e.g. 4,5,6")
+    return seeds[0], len(seeds)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
-    from pathlib import Path
 
     from tune_mnist.config import ConfigError
     from tune_mnist.data import DataError, load_mnist
-    from tune_mnist.store import provenance, save_model
 
     parser = argparse.ArgumentParser(
-        prog="python -m tune_mnist.train", description="Train one tiny MNIST CNN."
+        prog="python -m tune_mnist.train", description="Train one tiny MNIST CNN (or a cohort)."
     )
     add_config_arguments(parser)
+    parser.add_argument(
+        "--seeds", help="train these consecutive seeds at once as one fused network: 1,2,3"
+    )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
-    parser.add_argument("--out", help="model file to write (default runs/<arch>-seed<N>.pt)")
+    parser.add_argument(
+        "--out", help="model file (a folder of seed<N>.pt for a cohort); default runs/"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.seeds is not None:
+            if args.seed is not None or args.cohort is not None:
+                raise ConfigError("--seeds replaces --seed and --cohort: give one of them")
+            args.seed, args.cohort = parse_seeds(args.seeds)
         config = config_from_args(args)
         data = load_mnist(args.data_dir, device=resolve_device(config.device))
     except (ConfigError, DataError) as exc:
@@ -285,24 +312,51 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model_params = count_params(build_from_config(config))
     print(f"{config.arch}: {model_params:,} parameters, device {resolve_device(config.device)}")
+    if config.cohort > 1:
+        return _main_cohort(config, data, args.out)
     result = train(config, data, on_epoch=lambda m, s: print_epoch(m, config.epochs))
-    out = Path(args.out or f"runs/{config.arch}-seed{config.seed}.pt")
-    final = result.final
+    out = args.out or f"runs/{config.arch}-seed{config.seed}.pt"
+    _save(result, config, out)
+    print(
+        f"{result.status}: final test acc {result.final.get('test_acc', math.nan):.2f}% "
+        f"in {result.seconds:.1f}s; saved {out}"
+    )
+    return 0 if result.status == "completed" else 1
+
+
+def _main_cohort(config: TrainConfig, data: MNIST, out: str | None) -> int:
+    from tune_mnist.cohort import cohort_seeds, train_cohort
+
+    def show(metrics, state):
+        print_epoch(metrics, config.epochs)
+        print(f"          test acc: min {metrics['test_acc_min']:.2f}% over seeds", flush=True)
+
+    results = train_cohort(config, data, on_epoch=show)
+    for seed, result in zip(cohort_seeds(config), results, strict=True):
+        path = f"{out}/seed{seed}.pt" if out else f"runs/{config.arch}-seed{seed}.pt"
+        _save(result, config.replace(seed=seed, cohort=1), path)
+        print(
+            f"seed {seed}: {result.status}, final test acc {result.final['test_acc']:.2f}%; {path}"
+        )
+    seconds = results[0].seconds
+    print(f"{len(results)} seeds in {seconds:.1f}s ({seconds / len(results):.1f}s a seed)")
+    return 0 if all(r.status == "completed" for r in results) else 1
+
+
+def _save(result: TrainResult, config: TrainConfig, out: str) -> None:
+    """A model file in the single-run format (load_model and predict read it unchanged)."""
+    from tune_mnist.store import provenance, save_model
+
     save_model(
         out,
         result.model,
         config,
         status=result.status,
-        final_test_acc=final.get("test_acc"),
+        final_test_acc=result.final.get("test_acc"),
         params=result.params,
         seconds=result.seconds,
         **provenance(str(resolve_device(config.device))),
     )
-    print(
-        f"{result.status}: final test acc {final.get('test_acc', float('nan')):.2f}% "
-        f"in {result.seconds:.1f}s; saved {out}"
-    )
-    return 0 if result.status == "completed" else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,208 @@
+"""Cohort training: the seeds `seed .. seed + cohort - 1` of one config, trained as one network.
+
+Member k starts from exactly the weights a single run with its seed starts from, and sees the
+same batches and the same augmented images (its own generator, drawn in the same order): the
+cohort only changes how the arithmetic is laid out. The K models are fused (`fuse.py`) into
+one network trained with one AdamW over one loss, the sum of the members' mean losses, so each
+member's gradient and AdamW step are its own. Dropout masks come from one generator for all
+members: independent, not equal to a single run's.
+
+On a GPU a K-seed cohort costs about one run (the card idles on one small model); on a CPU it
+costs about K runs, but every trial then reads K seeds instead of one lucky one.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tune_mnist.augment import AugmentSpec
+from tune_mnist.config import TrainConfig
+from tune_mnist.data import MNIST, normalize
+from tune_mnist.fuse import Fused, fuse, unfuse
+from tune_mnist.models import count_params
+from tune_mnist.train import (
+    DIVERGED_LOSS,
+    EVAL_BATCH,
+    RunState,
+    TrainResult,
+    make_state,
+    optimisation,
+    resolve_device,
+    training_batches,
+)
+
+# per-member figures of an epoch; the cohort's metrics are their mean, min and std
+MEMBER_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+
+
+def cohort_seeds(config: TrainConfig) -> list[int]:
+    return list(range(config.seed, config.seed + config.cohort))
+
+
+@dataclass
+class CohortState(RunState):
+    """A RunState whose model is the fused cohort, with one generator per member."""
+
+    generators: list[torch.Generator] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for generator, saved in zip(self.generators, state["generators"], strict=True):
+            generator.set_state(saved)
+
+
+def make_cohort_state(config: TrainConfig, device: torch.device, n_train: int) -> CohortState:
+    singles = [
+        make_state(config.replace(seed=seed, cohort=1), device, n_train)
+        for seed in cohort_seeds(config)
+    ]
+    fused = fuse([single.model for single in singles]).to(device)
+    generators = [single.generator for single in singles]
+    optimizer, scheduler, ema = optimisation(config, fused, n_train)
+    return CohortState(fused, optimizer, scheduler, ema, generators[0], generators=generators)
+
+
+def cohort_epoch(config: TrainConfig, state: CohortState, data: MNIST, spec: AugmentSpec):
+    """One pass; per-member (mean loss, accuracy %) as (K,) tensors (no sync)."""
+    state.model.train()
+    k = len(state.generators)
+    total_loss = torch.zeros(k, device=data.device)
+    correct = torch.zeros(k, device=data.device, dtype=torch.long)
+    streams = [training_batches(config, data, g, spec) for g in state.generators]
+    for parts in zip(*streams, strict=True):
+        images = torch.cat([images for _, images, _ in parts], dim=1)  # (B, K, 28, 28)
+        target = torch.stack([labels for _, _, labels in parts], dim=1)  # (B, K)
+        output = state.model(normalize(images))  # (B, K, 10)
+        losses = F.cross_entropy(
+            output.flatten(0, 1),
+            target.flatten(),
+            label_smoothing=config.label_smoothing,
+            reduction="none",
+        ).view_as(target)
+        loss = losses.mean(dim=0).sum()  # the sum of the members' mean losses
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
+        total_loss += losses.detach().sum(dim=0)
+        correct += (output.argmax(2) == target).sum(dim=0)
+    n = len(data.train_y)
+    return total_loss / n, correct * 100.0 / n
+
+
+def evaluate_cohort(model: Fused, images: torch.Tensor, labels: torch.Tensor):
+    """Per-member (mean cross-entropy, accuracy %) as lists, every member on the same images."""
+    model.eval()
+    total = torch.zeros(model.k, device=images.device)
+    correct = torch.zeros(model.k, device=images.device, dtype=torch.long)
+    with torch.inference_mode():
+        for start in range(0, len(labels), EVAL_BATCH):
+            x = normalize(images[start : start + EVAL_BATCH])
+            y = labels[start : start + EVAL_BATCH]
+            output = model(x.expand(-1, model.k, -1, -1))
+            target = y[:, None].expand(-1, model.k)
+            losses = F.cross_entropy(output.flatten(0, 1), target.flatten(), reduction="none")
+            total += losses.view_as(target).sum(dim=0)
+            correct += (output.argmax(2) == target).sum(dim=0)
+    n = len(labels)
+    return (total / n).tolist(), (correct * 100.0 / n).tolist()
+
+
+def summarise_members(per_member: dict[str, list[float]]) -> dict[str, Any]:
+    """The cohort's metrics: each figure's mean over members (what a search reads), and the
+    accuracies' min and std; the per-seed lists are kept under `<name>_seeds`."""
+    out: dict[str, Any] = {}
+    for name, values in per_member.items():
+        out[name] = statistics.fmean(values)
+        out[f"{name}_seeds"] = list(values)
+        if name.endswith("_acc"):
+            out[f"{name}_min"] = min(values)
+            out[f"{name}_std"] = statistics.pstdev(values)
+    return out
+
+
+def member_history(history: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """Member k's epochs in a single run's format (what confirm, the leaderboard and the
+    tables read), taken from the cohort's per-seed lists."""
+    out: list[dict[str, Any]] = []
+    for metrics in history:
+        row = {"epoch": metrics["epoch"]}
+        row |= {n: metrics[f"{n}_seeds"][k] for n in MEMBER_METRICS if f"{n}_seeds" in metrics}
+        row |= {n: metrics[n] for n in ("lr", "epoch_s", "params")}
+        for name in ("val_acc", "test_acc"):
+            if name in row:
+                recent = [m[name] for m in out[-2:]] + [row[name]]
+                row[f"{name}_avg3"] = sum(recent) / len(recent)
+        row["diverged"] = not math.isfinite(row["train_loss"]) or row["train_loss"] > DIVERGED_LOSS
+        out.append(row)
+    return out
+
+
+def train_cohort(
+    config: TrainConfig, data: MNIST, on_epoch=None, resume: dict[str, Any] | None = None
+) -> list[TrainResult]:
+    """Train the cohort of `config` (see the module docstring); one TrainResult per seed.
+    `on_epoch(metrics, state)` sees the cohort's metrics (means, mins, per-seed lists)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    data = data.holdout(config.val_size).subset(config.train_subset, config.test_subset)
+    if data.device != device:
+        data = data.to(device)
+    spec = AugmentSpec.from_config(config)
+    state = make_cohort_state(config, device, len(data.train_y))
+    if resume is not None:
+        state.load_state_dict(resume)
+    params = count_params(state.model) // config.cohort
+    started = time.perf_counter()
+    status = "completed"
+    while state.epoch < config.epochs:
+        epoch_start = time.perf_counter()
+        lr = state.scheduler.get_last_lr()[0]
+        clean = state.epoch >= config.epochs - config.clean_epochs
+        train_loss, train_acc = cohort_epoch(config, state, data, AugmentSpec() if clean else spec)
+        per = {"train_loss": train_loss.tolist(), "train_acc": train_acc.tolist()}
+        if len(data.val_y):
+            per["val_loss"], per["val_acc"] = evaluate_cohort(
+                state.eval_model, data.val_x, data.val_y
+            )
+        per["test_loss"], per["test_acc"] = evaluate_cohort(
+            state.eval_model, data.test_x, data.test_y
+        )
+        state.epoch += 1
+        metrics = {"epoch": state.epoch, **summarise_members(per), "lr": lr, "params": params}
+        metrics["epoch_s"] = time.perf_counter() - epoch_start
+        metrics["seeds"] = cohort_seeds(config)
+        for name in ("val_acc", "test_acc"):
+            if name in metrics:  # steadier for ASHA's rungs, as in a single run
+                recent = [m[name] for m in state.history[-2:]] + [metrics[name]]
+                metrics[f"{name}_avg3"] = sum(recent) / len(recent)
+        losses = per["train_loss"] + per["test_loss"]
+        diverged = not all(math.isfinite(v) for v in losses)
+        metrics["diverged"] = diverged or max(per["train_loss"]) > DIVERGED_LOSS
+        state.history.append(metrics)
+        stop = on_epoch(metrics, state) if on_epoch is not None else False
+        if metrics["diverged"]:
+            status = "diverged"
+            break
+        if stop:
+            status = "stopped" if state.epoch < config.epochs else "completed"
+            break
+    seconds = time.perf_counter() - started
+    members = unfuse(state.eval_model)
+    return [
+        TrainResult(status, member_history(state.history, k), model, params, seconds)
+        for k, model in enumerate(members)
+    ]
