@@ -103,3 +103,16 @@ def test_cli_trains_a_cohort_and_saves_one_model_per_seed(tmp_path, mnist, capsy
     for bad in (["--seeds", "1,3"], ["--seeds", "a"], ["--seeds", "1,2", "--seed", "1"]):
         assert main([*args, *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_bench_fused_prints_rates_as_ratios(monkeypatch, capsys, mnist):
+    from searchutil import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from bench_fused import main as bench_main
+
+    assert bench_main(["--smoke-test", "--threads", "1", "--sizes", "1,2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "2,560 images" in lines[0] and len(lines) == 3
+    assert "K=1" in lines[1] and "x1.00 the K=1 rate" in lines[1] and "K=2" in lines[2]
+    assert bench_main(["--sizes", "0"]) == 2 and bench_main(["--sizes", "x"]) == 2
