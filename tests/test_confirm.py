@@ -295,3 +295,25 @@ def test_bench_models_times_trials_side_by_side(smoke_search, capsys, monkeypatc
     assert all(name in line for name, line in zip(names, lines[1:], strict=True))
     assert bench_main(["--smoke-test", f"{folder}:nope"]) == 2
     assert "no trial 'nope'" in capsys.readouterr().err
+
+
+def test_a_cohort_confirmation_is_one_run_and_reproduces(smoke_search, tmp_path):
+    folder, _ = smoke_search
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("best", "confirmed"))
+    for name in ("confirmations.parquet", "confirmation_epochs.parquet"):
+        (copy / name).unlink(missing_ok=True)
+    done = retrain("--results", str(copy), "--seeds", "2", "--cohort", "--target", "0")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "seed 1+1]" in done.stdout  # both seeds in one run
+    rows = pd.read_parquet(copy / "confirmations.parquet")
+    assert rows["seed"].tolist() == [1, 2] and (rows["cohort"] == 2).all()
+    assert (rows["cohort_first"] == 1).all()
+    trial = rows["trial_id"].iloc[0]
+    for seed in (1, 2):  # each seed's own weights and card, as for seeds trained alone
+        assert (copy / "confirmed" / trial / f"seed{seed}.pt").is_file()
+    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py")]
+    again = subprocess.run(
+        [*command, str(copy / "confirmed" / trial), "--seed", "2", "--epochs", "1"], **RUN
+    )
+    assert again.returncode == 0 and "bit for bit identical" in again.stdout, again.stdout

@@ -171,17 +171,47 @@ def test_resume_of_unknown_name_is_refused(tmp_path):
     assert not (tmp_path / "results" / "never").exists()
 
 
-def test_final_tables_keep_the_fuller_of_the_two_result_copies(tmp_path):
-    from tune_mnist.results import TrialView
+def test_final_tables_keep_every_epoch_the_driver_received(tmp_path):
+    from tune_mnist.results import TrialView, epoch_rows
     from tune_mnist.run import ResultsWriter
 
+    def reports(epochs):
+        return [{"epoch": e, "test_acc": 99.0} for e in range(1, epochs + 1)]
+
     def view(trial_id, epochs):
-        reports = [{"epoch": e, "test_acc": 99.0} for e in range(1, epochs + 1)]
-        return TrialView(trial_id, "TERMINATED", {"arch": "lean"}, reports[-1], reports)
+        return TrialView(trial_id, "TERMINATED", {"arch": "lean"}, {}, reports(epochs))
+
+    def epochs_of(view):
+        return [row["epoch"] for row in epoch_rows(view.results)]
 
     writer = ResultsWriter(tmp_path, space=None, cpus=1, prov={})
-    writer.seen = {"a": view("a", 10), "b": view("b", 3)}
-    # the ResultGrid's copy of "a" lags (7 of 10 epochs): the driver's copy wins
-    assert [r["epoch"] for r in writer.most_complete(view("a", 7)).results] == list(range(1, 11))
-    assert len(writer.most_complete(view("b", 5)).results) == 5  # the grid's is fuller
-    assert len(writer.most_complete(view("c", 4)).results) == 4  # never seen by the callback
+    for trial_id, n in (("a", 10), ("b", 3)):
+        for report in reports(n):
+            writer.on_trial_result(0, [], TrialView(trial_id, "RUNNING", {}, {}, []), report)
+    # result.json of "a" lags (7 of 10 epochs): the reports the driver received fill it in
+    assert epochs_of(writer.most_complete(view("a", 7))) == list(range(1, 11))
+    assert epochs_of(writer.most_complete(view("b", 5))) == [1, 2, 3, 4, 5]  # earlier history
+    assert epochs_of(writer.most_complete(view("c", 4))) == [1, 2, 3, 4]  # no report here
+
+
+def test_a_cohort_search_records_every_seed_and_passes_only_all_seed_passes(tmp_path):
+    space = space_file(tmp_path, epochs=2, grace=2, samples=2, max_params=8000)
+    space.write_text(
+        space.read_text().replace(
+            "val_size: 1000}", "val_size: 1000,\n" + ("           seeds_per_trial: 2}")
+        )
+    )
+    done = run_search(tmp_path / "results", "--space", str(space), "--name", "c", "--no-report")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = load(tmp_path / "results" / "c")
+    trials, epochs = results.trials, results.epochs
+    assert (trials["cohort"] == 2).all() and (trials["status"] == "completed").all()
+    assert epochs["val_acc_seeds"].map(len).eq(2).all()
+    for _, e in epochs.iterrows():
+        assert e["val_acc"] == pytest.approx(sum(e["val_acc_seeds"]) / 2)
+        assert e["val_acc_min"] == min(e["val_acc_seeds"])
+    assert trials["final_test_acc_seeds"].map(len).eq(2).all()
+    row = trials.iloc[0]  # passing reads the worst seed (test_selection.py: mean above, min below)
+    last = epochs[epochs["trial_id"] == row["trial_id"]].iloc[-1]
+    assert row["final_val_acc_min"] == min(last["val_acc_seeds"])
+    assert row["passed"] == (row["final_val_acc_min"] >= 50.0)

@@ -67,6 +67,21 @@ def test_passing_and_ranking_read_validation_never_test(tmp_path):
     assert selection_of(passing) == "val_acc" and selection_of(passing.iloc[0]) == "val_acc"
 
 
+def test_a_cohort_passes_only_when_its_worst_seed_does(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "settings: {epochs: 3, target_acc: 99.0, seeds_per_trial: 2}\narch: {super_light: {}}\n"
+    )
+    space = load_space(path)
+    assert space.train_config({"arch": "super_light"}).cohort == 2
+    both, one = view("both", 99.5, 98.0), view("one", 99.5, 98.0)
+    for trial, seeds in ((both, [99.4, 99.6]), (one, [98.9, 100.1])):  # the same mean
+        trial.results[-1] |= {"val_acc_seeds": seeds, "val_acc_min": min(seeds)}
+    trials, _, passing = build_tables([both, one], space, 1, {})
+    assert list(passing["trial_id"]) == ["both"]
+    assert trials.set_index("trial_id").loc["one", "final_val_acc_min"] == 98.9
+
+
 def test_without_validation_figures_nothing_is_ranked():
     old = pd.DataFrame({"trial_id": ["x"], "params": [10], "final_test_acc": [99.9]})
     assert selection_of(old) == "test_acc"

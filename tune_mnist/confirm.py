@@ -39,6 +39,8 @@ class SeedRun:
     state_dict: dict[str, Any]
     device: str
     history: list[dict[str, Any]]  # train.py's per-epoch metrics, in order
+    cohort: int = 1  # seeds trained together with this one (fused), 1 = alone
+    cohort_first: int = 0  # the cohort's first seed (the config's seed that rebuilds it)
 
 
 def newest_experiment(results_root: Path) -> Path:
@@ -86,52 +88,69 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> SeedRun:
-    label = f"[{config.arch} seed {config.seed}] "
+def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> list[SeedRun]:
+    """Train one seed, or a cohort of seeds as one fused network (config.cohort > 1): one
+    SeedRun per seed either way."""
+    label = f"[{config.arch} seed {config.seed}" + (f"+{config.cohort - 1}" * (config.cohort > 1))
 
     def show(metrics, state):
         if verbose:
-            print(label, end="")
+            print(label + "] ", end="")
             print_epoch(metrics, config.epochs)
 
-    result = train(config, data, on_epoch=show)
-    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-    return SeedRun(
-        config.seed,
-        result.status,
-        float(result.final.get("test_acc", float("nan"))),
-        result.params,
-        result.seconds,
-        state,
-        config.device,
-        result.history,
-    )
+    if config.cohort > 1:
+        from tune_mnist.cohort import cohort_seeds, train_cohort
+
+        seeds, results = cohort_seeds(config), train_cohort(config, data, on_epoch=show)
+    else:
+        seeds, results = [config.seed], [train(config, data, on_epoch=show)]
+    return [
+        SeedRun(
+            seed,
+            result.status,
+            float(result.final.get("test_acc", float("nan"))),
+            result.params,
+            result.seconds,
+            {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+            config.device,
+            result.history,
+            cohort=config.cohort,
+            cohort_first=config.seed,
+        )
+        for seed, result in zip(seeds, results, strict=True)
+    ]
+
+
+def units(configs: list[TrainConfig], cohort: bool) -> list[TrainConfig]:
+    """What one process trains: each seed alone, or all of a candidate's seeds as a cohort
+    (consecutive seeds, as retrain_best.py draws them)."""
+    if not cohort or len(configs) == 1:
+        return configs
+    return [configs[0].replace(cohort=len(configs))]
 
 
 def train_groups(
-    groups: list[list[TrainConfig]], data: MNIST, parallel: dict | None
+    groups: list[list[TrainConfig]], data: MNIST, parallel: dict | None, cohort: bool = False
 ) -> Iterator[list[SeedRun]]:
     """Yield each group's runs in order. Without `parallel`, one after another here; with it,
-    every config is submitted as a Ray task up front and each group is yielded when done."""
+    every unit (a seed, or a cohort) is a Ray task submitted up front, and each group is
+    yielded when done."""
     if not parallel:
         for configs in groups:
-            yield [train_seed(config, data) for config in configs]
+            yield [run for unit in units(configs, cohort) for run in train_seed(unit, data)]
         return
     import ray
 
     task = ray.remote(train_seed).options(**parallel)
     shared = ray.put(data)
-    futures = [[task.remote(config, shared) for config in configs] for configs in groups]
-    for configs, group in zip(groups, futures, strict=True):
-        runs = []
-        for config, future in zip(configs, group, strict=True):
-            run = ray.get(future)
+    futures = [[task.remote(u, shared) for u in units(configs, cohort)] for configs in groups]
+    for group in futures:
+        runs = [run for future in group for run in ray.get(future)]
+        for run in runs:
             print(
-                f"[{config.arch} seed {config.seed}] {run.status}: "
-                f"{run.final_test_acc:.2f}% in {run.seconds:.0f}s",
+                f"[seed {run.seed}] {run.status}: {run.final_test_acc:.2f}% in {run.seconds:.0f}s",
                 flush=True,
             )
-            runs.append(run)
         yield runs
 
 
@@ -156,7 +175,9 @@ def confirmation_rows(row, rank, runs, summary, config, prov) -> list[dict[str, 
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     out = []
     for run in runs:
+        # cohort + cohort_first rebuild how it was trained: alone, or fused with its cohort
         values = {**config.to_dict(), "seed": run.seed, "device": run.device}
+        values |= {"cohort": run.cohort, "cohort_first": run.cohort_first}
         out.append(
             {
                 "trial_id": row["trial_id"],

@@ -147,8 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         print_epoch(metrics, config.epochs)
         return metrics["epoch"] >= args.epochs
 
-    result = train(config, data, on_epoch=show)
-    diffs = differences(result.history, curve)
+    if config.cohort > 1:  # trained fused with its cohort: rebuild the cohort, read its member
+        from tune_mnist.cohort import train_cohort
+
+        first = int(row["cohort_first"])
+        results = train_cohort(config.replace(seed=first), data, on_epoch=show)
+        history = results[config.seed - first].history
+    else:
+        history = train(config, data, on_epoch=show).history
+    diffs = differences(history, curve)
     for line in diffs:
         print(f"  DIFFERS {line}")
     figures = len(COMPARED) * args.epochs

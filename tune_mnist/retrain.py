@@ -62,6 +62,12 @@ def parse_args(argv):
         help="torch threads per seed (default: 1 with Ray, else torch's default); recorded, "
         "since the thread count changes the numbers",
     )
+    parser.add_argument(
+        "--cohort",
+        action=argparse.BooleanOptionalAction,
+        help="train a candidate's seeds at once as one fused network (default: with --gpus; "
+        "on a CPU it gains nothing, and a fused seed's last bits differ from a lone run's)",
+    )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--smoke-test", action="store_true", help="1 seed, 1 epoch, subset")
     args = parser.parse_args(argv)
@@ -126,7 +132,7 @@ def seed_configs(row, args, device: str, parallel: bool) -> list:
     first = int(row["seed"]) + 1
     seeds = [first] if args.smoke_test else list(range(first, first + args.seeds))
     threads = args.threads if args.threads is not None else 1 if parallel else 0
-    run = {"epochs": epochs, "device": device, "val_size": 0}
+    run = {"epochs": epochs, "device": device, "val_size": 0, "cohort": 1}
     run["threads"] = threads or torch.get_num_threads()
     if args.smoke_test:
         run |= {"epochs": 1, "train_subset": 2000, "test_subset": 1000}
@@ -162,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     any_passed = False
     # every seed of every candidate is queued at once (no core idles while a candidate's
     # last seed runs); each candidate is written as soon as its own seeds are done
-    finished = train_groups(groups, data, parallel)
+    cohort = bool(args.gpus) if args.cohort is None else args.cohort
+    finished = train_groups(groups, data, parallel, cohort)
     for (rank, row), configs in zip(candidates.iterrows(), groups, strict=True):
         print(
             f"confirming rank {rank + 1}: trial {row['trial_id']} {row['arch']} "

@@ -44,6 +44,7 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "target_acc": 99.4,  # final validation accuracy (%) a full run must reach to pass
     "samples": 24,  # trials to run
     "val_size": 5000,  # last N training images held out: what the search selects on
+    "seeds_per_trial": 1,  # seeds each trial trains as one fused cohort; metrics = their mean
     "train_subset": 0,  # first N training images (0 = all); smoke spaces use a subset
     "test_subset": 0,  # first N test images (0 = all)
 }
@@ -64,7 +65,10 @@ MIN_VAL_SIZE = 100  # fewer held-out images cannot rank models that differ by 0.
 TOP_KEYS = {"description", "settings", "fixed", "params", "arch", "points_to_evaluate"}
 KINDS = {"choice", "uniform", "loguniform", "int"}
 # Fields owned by the search itself: the settings and the driver set them, never the space.
-RESERVED = {"epochs", "val_size", "train_subset", "test_subset", "device", "threads", "arch"}
+RESERVED = {
+    *("epochs", "val_size", "train_subset", "test_subset", "device", "threads", "arch"),
+    *("seed", "cohort"),  # a trial's seeds: 0 .. seeds_per_trial - 1
+}
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class SearchSpace:
         values = {key.split(":", 1)[-1]: v for key, v in trial_config.items()}
         values["epochs"] = self.settings["epochs"]
         values["val_size"] = self.settings["val_size"]
+        values["cohort"] = self.settings["seeds_per_trial"]
         values["train_subset"] = self.settings["train_subset"]
         values["test_subset"] = self.settings["test_subset"]
         return TrainConfig.from_dict({**values, **run})
@@ -254,7 +259,7 @@ def _settings(block: Any) -> dict[str, Any]:
             f"settings.val_size: {settings['val_size']!r}; the search selects on held-out "
             f"training images: an integer >= {MIN_VAL_SIZE} (5000 is the default)"
         )
-    for key in ("epochs", "grace_period", "samples", "max_params"):
+    for key in ("epochs", "grace_period", "samples", "max_params", "seeds_per_trial"):
         if not isinstance(settings[key], int) or settings[key] < 1:
             raise SpaceError(f"settings.{key}: {settings[key]!r}; must be an integer >= 1")
     if settings["grace_period"] > settings["epochs"]:
@@ -266,6 +271,7 @@ def _settings(block: Any) -> dict[str, Any]:
     run_keys = ("epochs", "val_size", "train_subset", "test_subset")
     try:
         TrainConfig.from_dict({k: settings[k] for k in run_keys})
+        TrainConfig(cohort=settings["seeds_per_trial"])
     except ConfigError as exc:
         raise SpaceError(f"settings: {exc}") from None
     return settings

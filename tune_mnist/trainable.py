@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from tune_mnist.cohort import train_cohort
 from tune_mnist.data import MNIST
 from tune_mnist.models import build_from_config, count_params
 from tune_mnist.space import METRICS, SearchSpace
@@ -73,7 +74,9 @@ def run_trial(config: dict[str, Any], data: MNIST, space: SearchSpace, cpus: int
         return
     resume = restored_state()
     start_epoch = int(resume["epoch"]) if resume else 0  # > 0: continued from a checkpoint
-    train(
+    # a cohort (settings.seeds_per_trial > 1) reports its members' mean, min, std and lists
+    run = train_cohort if train_config.cohort > 1 else train
+    run(
         train_config,
         data,
         on_epoch=lambda metrics, state: report_epoch(metrics, state, device, start_epoch),
