@@ -141,6 +141,15 @@ def test_labels_name_the_architecture_then_only_the_recipe_changes():
     )
 
 
+def test_smoke_confirmations_are_never_published(root):
+    smoke = root / "smoke-x"
+    smoke.mkdir()
+    rows = seed_rows("tiny", 900, [99.9] * 3, train_subset=2000, test_subset=1000)
+    pd.DataFrame(rows).to_parquet(smoke / "confirmations.parquet")
+    seeds, models = collect(root)
+    assert "tiny" not in set(models["trial_id"]) and "smoke-x" not in set(seeds["experiment"])
+
+
 def test_no_confirmations_is_one_line_exit_2(tmp_path, capsys):
     assert main(["--results", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1

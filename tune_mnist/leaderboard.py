@@ -48,6 +48,13 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not frames:
         raise InputError(f"no confirmations under {root}: run scripts/retrain_best.py first")
     seeds = pd.concat(frames, ignore_index=True)
+    # only full-data runs are published: a smoke confirmation (a subset of the training or
+    # test images, retrain_best.py --smoke-test) is a plumbing check, not a figure
+    for column in ("train_subset", "test_subset"):
+        if column in seeds:
+            seeds = seeds[seeds[column].fillna(0) == 0]
+    if seeds.empty:
+        raise InputError(f"no full-data confirmation under {root}: only smoke runs")
     # a seed confirmed twice counts once (the later run: same config, same seed)
     key = ["experiment", "trial_id", "epochs"]
     seeds = seeds.drop_duplicates([*key, "seed"], keep="last").reset_index(drop=True)
