@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 FUSED_KINDS = (nn.Conv2d, nn.BatchNorm2d)
@@ -40,9 +41,34 @@ class Fused(nn.Module):
         return self.body(x).reshape(x.shape[0], self.k, -1)
 
 
+class BlockConv2d(nn.Conv2d):
+    """A grouped conv over `members` channel blocks. On a GPU it runs as one grouped kernel;
+    on a CPU as one conv per block on views of the same weight, because PyTorch's CPU grouped
+    conv is slower than the separate convs (super_light, K=3, forward + backward: 169 ms
+    grouped against 144 ms separate, 1 thread). The weights and gradients are the same."""
+
+    members: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or self.members == 1:
+            return super().forward(x)
+        groups = self.groups // self.members
+        blocks = zip(x.chunk(self.members, 1), self.weight.chunk(self.members, 0), strict=True)
+        bias = self.bias.chunk(self.members) if self.bias is not None else [None] * self.members
+        return torch.cat(
+            [
+                F.conv2d(xk, wk, bk, self.stride, self.padding, self.dilation, groups)
+                for (xk, wk), bk in zip(blocks, bias, strict=True)
+            ],
+            dim=1,
+        )
+
+
 def _fused_conv(convs: list[nn.Conv2d]) -> nn.Conv2d:
     first, k = convs[0], len(convs)
-    fused = nn.Conv2d(
+    if first.padding_mode != "zeros":
+        raise ValueError("fuse() supports zero-padded convs only")
+    fused = BlockConv2d(
         first.in_channels * k,
         first.out_channels * k,
         first.kernel_size,
@@ -51,8 +77,8 @@ def _fused_conv(convs: list[nn.Conv2d]) -> nn.Conv2d:
         dilation=first.dilation,
         groups=first.groups * k,  # block k of the output reads block k of the input only
         bias=first.bias is not None,
-        padding_mode=first.padding_mode,
     )
+    fused.members = k
     with torch.no_grad():
         fused.weight.copy_(torch.cat([c.weight for c in convs]))
         if first.bias is not None:
