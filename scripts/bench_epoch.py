@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tune_mnist.augment import AugmentSpec
 from tune_mnist.config import TrainConfig
 from tune_mnist.data import FILES, MEAN, STD, find_file, load_mnist, resolve_data_dir
-from tune_mnist.train import make_state, resolve_device, train_epoch
+from tune_mnist.engine import make_state, resolve_device, train_epoch
 
 AUG = dict(
     rotate_deg=10.0,

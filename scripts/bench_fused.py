@@ -22,7 +22,7 @@ from tune_mnist.augment import AugmentSpec
 from tune_mnist.cohort import cohort_epoch, make_cohort_state
 from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.data import DataError, load_mnist
-from tune_mnist.train import make_state, resolve_device, train_epoch
+from tune_mnist.engine import make_state, resolve_device, train_epoch
 
 
 def time_epoch(config: TrainConfig, data, device: torch.device) -> float:

@@ -6,8 +6,8 @@ from test_pinned import ARCHS
 
 from tune_mnist.cohort import cohort_seeds, make_cohort_state, train_cohort
 from tune_mnist.config import ConfigError, TrainConfig
+from tune_mnist.engine import make_state, train
 from tune_mnist.fuse import unfuse
-from tune_mnist.train import make_state, train
 
 QUICK = {"epochs": 1, "train_subset": 2000, "test_subset": 1000, "device": "cpu", "threads": 1}
 
@@ -86,8 +86,9 @@ def test_cohort_range_and_single_train_refuses_a_cohort(mnist):
 
 def test_cli_trains_a_cohort_and_saves_one_model_per_seed(tmp_path, mnist, capsys):
     from tune_mnist import load_model
+    from tune_mnist.engine import evaluate
     from tune_mnist.store import read_model_file
-    from tune_mnist.train import evaluate, main
+    from tune_mnist.train import main
 
     args = ["--arch", "super_light", "--epochs", "1", "--train-subset", "1000"]
     args += ["--test-subset", "500", "--device", "cpu", "--threads", "1"]

@@ -14,10 +14,10 @@ from searchutil import ROOT
 
 from tune_mnist import load_model
 from tune_mnist.config import TrainConfig
+from tune_mnist.engine import evaluate, train
 from tune_mnist.predict import main as predict_main
 from tune_mnist.report import build
 from tune_mnist.store import read_model_file, save_model
-from tune_mnist.train import evaluate, train
 
 pytestmark = pytest.mark.slow
 

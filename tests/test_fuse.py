@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from test_pinned import ARCHS
 
 from tune_mnist.config import TrainConfig
+from tune_mnist.engine import make_state
 from tune_mnist.fuse import fuse, member_state, unfuse
 from tune_mnist.models import count_params
-from tune_mnist.train import make_state
 
 SEEDS = (3, 4, 5)
 

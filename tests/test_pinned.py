@@ -25,7 +25,7 @@ import torch
 
 from tune_mnist.augment import AugmentSpec
 from tune_mnist.config import TrainConfig
-from tune_mnist.train import make_state, training_batches
+from tune_mnist.engine import make_state, training_batches
 
 PINS = Path(__file__).with_name("pinned.json")
 SEEDS = (0, 1, 7)

@@ -6,9 +6,9 @@ import torch
 
 from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.confirm import InputError, pick, selection_of
+from tune_mnist.engine import train
 from tune_mnist.results import TrialView, build_tables
 from tune_mnist.space import load_space
-from tune_mnist.train import train
 
 
 def test_holdout_takes_the_last_training_images(mnist):
@@ -97,7 +97,7 @@ def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
     from searchutil import ROOT
 
     import tune_mnist.run as run
-    from tune_mnist.search import Plan
+    from tune_mnist.plan import Plan
 
     seen = {}
 

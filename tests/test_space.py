@@ -3,7 +3,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tune_mnist.search import UsageError, check_name, plan_resources
+from tune_mnist.plan import UsageError, plan_resources
+from tune_mnist.search import check_name
 from tune_mnist.space import SpaceError, load_space
 
 ROOT = Path(__file__).resolve().parents[1]

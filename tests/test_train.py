@@ -6,7 +6,7 @@ import torch
 
 from tune_mnist import load_model
 from tune_mnist.config import TrainConfig
-from tune_mnist.train import evaluate, train
+from tune_mnist.engine import evaluate, train
 
 QUICK = dict(arch="super_light", train_subset=2000, test_subset=1000, device="cpu")
 
@@ -79,7 +79,7 @@ def test_ema_weights_are_the_ones_evaluated_and_returned(mnist):
 
 
 def test_clean_epochs_train_the_last_epochs_on_unwarped_images(mnist, monkeypatch):
-    import tune_mnist.train as core
+    import tune_mnist.engine as core
 
     seen = []
     real = core.train_epoch
@@ -106,7 +106,7 @@ def test_nan_loss_ends_as_diverged(mnist, monkeypatch):
     def poisoned(*args, **kwargs):
         return real(*args, **kwargs) * float("nan")
 
-    monkeypatch.setattr("tune_mnist.train.F.cross_entropy", poisoned)
+    monkeypatch.setattr("tune_mnist.engine.F.cross_entropy", poisoned)
     result = train(quick(train_subset=300, test_subset=100), mnist)
     assert result.status == "diverged" and len(result.history) == 1
 

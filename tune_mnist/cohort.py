@@ -25,9 +25,7 @@ import torch.nn.functional as F
 from tune_mnist.augment import AugmentSpec
 from tune_mnist.config import TrainConfig
 from tune_mnist.data import MNIST, normalize
-from tune_mnist.fuse import Fused, fuse, unfuse
-from tune_mnist.models import count_params
-from tune_mnist.train import (
+from tune_mnist.engine import (
     DIVERGED_LOSS,
     EVAL_BATCH,
     RunState,
@@ -37,6 +35,8 @@ from tune_mnist.train import (
     resolve_device,
     training_batches,
 )
+from tune_mnist.fuse import Fused, fuse, unfuse
+from tune_mnist.models import count_params
 
 # per-member figures of an epoch; the cohort's metrics are their mean, min and std
 MEMBER_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")

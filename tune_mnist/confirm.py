@@ -22,7 +22,7 @@ import pandas as pd
 
 from tune_mnist.config import TrainConfig
 from tune_mnist.data import MNIST
-from tune_mnist.train import print_epoch, train
+from tune_mnist.engine import print_epoch, train
 
 
 class InputError(ValueError):

@@ -23,8 +23,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tune_mnist.results import Results, load  # noqa: E402
-from tune_mnist.search import epochs_summary  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
+from tune_mnist.summary import epochs_summary  # noqa: E402
 
 COLORS = {
     "completed": "tab:blue",

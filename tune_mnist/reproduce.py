@@ -121,7 +121,7 @@ def smallest_confirmed() -> Path:
 def main(argv: list[str] | None = None) -> int:
     from tune_mnist.config import ConfigError
     from tune_mnist.data import DataError, load_mnist
-    from tune_mnist.train import print_epoch, train
+    from tune_mnist.engine import print_epoch, train
 
     try:
         args = parse_args(argv)

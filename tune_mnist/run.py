@@ -14,10 +14,11 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_mnist.plan import Plan, plan_resources
 from tune_mnist.results import TrialView, build_tables, write_tables
-from tune_mnist.search import Plan, format_summary, plan_resources
 from tune_mnist.space import METRICS
 from tune_mnist.store import provenance, write_json
+from tune_mnist.summary import format_summary
 from tune_mnist.trainable import run_trial
 
 

@@ -7,53 +7,17 @@ parquet tables as trials finish and prints a summary at the end.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from tune_mnist.plan import UsageError, plan_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("TUNE_MNIST_RESULTS", ROOT / "results"))
 RAY_DIR = ".ray"  # Ray's own experiment files, under the storage root
-
-
-class UsageError(ValueError):
-    """Bad command-line input: printed as one line, exit status 2, nothing written."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    per_trial: dict[str, float]  # Ray resources of one trial
-    concurrency: int  # trials at once
-
-
-def plan_resources(
-    gpus: int, trials_per_gpu: int, cpus_per_trial: int, cluster_cpus: float, cluster_gpus: float
-) -> Plan:
-    """Trials per GPU pack fractional GPUs; CPU-only trials take `cpus_per_trial` cores."""
-    if gpus < 0:
-        raise UsageError(f"--gpus {gpus}: must be >= 0 (0 = CPU only)")
-    if trials_per_gpu < 1 or cpus_per_trial < 1:
-        raise UsageError("--trials-per-gpu and --cpus-per-trial must be >= 1")
-    if gpus > cluster_gpus:
-        raise UsageError(
-            f"--gpus {gpus}: only {int(cluster_gpus)} GPU(s) available here; "
-            "pass --gpus 0 for CPU only or a number up to what exists"
-        )
-    if cpus_per_trial > cluster_cpus:
-        raise UsageError(
-            f"--cpus-per-trial {cpus_per_trial}: only {int(cluster_cpus)} CPU(s) available"
-        )
-    by_cpu = int(cluster_cpus // cpus_per_trial)
-    if gpus == 0:
-        return Plan({"cpu": cpus_per_trial}, max(1, by_cpu))
-    return Plan(
-        {"cpu": cpus_per_trial, "gpu": 1.0 / trials_per_gpu},
-        max(1, min(gpus * trials_per_gpu, by_cpu)),
-    )
 
 
 def check_name(name: str) -> str:
@@ -163,42 +127,3 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:  # e.g. more GPUs asked than the cluster has
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-def epochs_summary(trials_df, max_epochs: int) -> tuple[int, int]:
-    trained = trials_df[trials_df["status"] != "over_budget"]
-    return int(trained["epochs_run"].sum()), int(len(trained) * max_epochs)
-
-
-def format_summary(trials_df, passing, settings, wall_s: float, slots: int, paths) -> str:
-    counts = trials_df["status"].value_counts().to_dict()
-    lines = ["", f"== search summary: {len(trials_df)} trials =="]
-    lines.append(
-        "  "
-        + ", ".join(
-            f"{s}: {counts.get(s, 0)}"
-            for s in ("completed", "asha_stopped", "over_budget", "diverged", "error")
-        )
-    )
-    done, grid = epochs_summary(trials_df, settings["epochs"])
-    saved = 100 * (1 - done / grid) if grid else 0.0
-    lines.append(f"  epochs trained {done} vs {grid} for every trial in full ({saved:.0f}% saved)")
-    busy = trials_df["train_s"].sum()
-    share = 100 * busy / (wall_s * slots) if wall_s and slots else math.nan
-    lines.append(
-        f"  wall {wall_s:.1f}s; trials trained {busy:.1f}s in all over {slots} slot(s): "
-        f"{share:.0f}% of slot time training, the rest Ray and start-up overhead"
-    )
-    target = settings["target_acc"]
-    lines.append(
-        f"  passing (<= {settings['max_params']:,} params, final validation acc >= {target}% "
-        f"on {settings['val_size']:,} held-out images): {len(passing)}"
-    )
-    for _, row in passing.iterrows():
-        lines.append(
-            f"    {row['params']:>6,} params  val {row['final_val_acc']:.2f}%  "
-            f"(test {row['final_test_acc']:.2f}%, reported only)  {row['arch']:<11} "
-            f"trial {row['trial_id']}"
-        )
-    lines.append("  written: " + ", ".join(str(p) for p in paths))
-    return "\n".join(lines)

@@ -1,239 +1,18 @@
-"""The training core: AdamW + OneCycleLR over device-resident MNIST. No Ray in here.
+"""`python -m tune_mnist.train`: train one tiny MNIST CNN, or a cohort of seeds (--seeds 1,2,3).
 
-`train(config, data, on_epoch)` runs a whole training; `on_epoch(metrics, state)` sees each
-epoch's metrics (the Ray trainable reports from it) and may return True to stop the run.
-`state` holds everything needed to continue (model, optimiser, schedule, RNGs), so a
-checkpointed run resumes at its next epoch with the same batches it would have seen.
+One --flag per TrainConfig field; the training itself is `tune_mnist.engine` (one seed) and
+`tune_mnist.cohort` (seeds fused into one network).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-from tune_mnist.augment import AugmentSpec, augment
+from tune_mnist.cohort import cohort_seeds, train_cohort
 from tune_mnist.config import TrainConfig
-from tune_mnist.data import MNIST, batches, normalize
+from tune_mnist.data import MNIST
+from tune_mnist.engine import TrainResult, print_epoch, resolve_device, train
 from tune_mnist.models import build_from_config, count_params
-
-EVAL_BATCH = 5000  # images per forward pass at evaluation (no gradients, so big is fine)
-# A mean training loss above this has exploded (chance level is ln 10 = 2.3): BatchNorm keeps
-# activations finite even when the weights blow up, so waiting for NaN alone can take forever.
-DIVERGED_LOSS = 100.0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@dataclass
-class RunState:
-    """What a run needs to continue from the end of epoch `epoch` (1-based; 0 = not started)."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.OneCycleLR
-    ema: AveragedModel | None = None  # moving average of model (config.ema_decay > 0)
-    generator: torch.Generator | None = None
-    epoch: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def eval_model(self) -> nn.Module:
-        """The weights that are evaluated, reported and saved: the average when there is one."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def state_dict(self) -> dict[str, Any]:
-        """Tensors and plain values only: loadable with torch.load(weights_only=True)."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "epoch": self.epoch,
-            "history": self.history,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.epoch = int(state["epoch"])
-        self.history = list(state["history"])
-
-
-@dataclass
-class TrainResult:
-    status: str  # "completed", "stopped" (by the callback) or "diverged"
-    history: list[dict[str, Any]]
-    model: nn.Module
-    params: int
-    seconds: float
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
-
-
-def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
-    return math.ceil(n_train / config.batch_size)
-
-
-def make_state(config: TrainConfig, device: torch.device, n_train: int) -> RunState:
-    torch.manual_seed(config.seed)  # model init and dropout masks
-    model = build_from_config(config).to(device)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)  # batch order and augmentation
-    return RunState(model, *optimisation(config, model, n_train), generator=generator)
-
-
-def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
-    """(AdamW, its one-cycle schedule stepped per batch, the weight average or None)."""
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.max_lr,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch(config, n_train),
-        pct_start=config.pct_start,
-    )
-    ema = None
-    if config.ema_decay > 0:
-        # use_buffers: BatchNorm's running statistics are averaged along with the weights,
-        # so the averaged weights are evaluated with statistics that match them
-        averager = get_ema_multi_avg_fn(config.ema_decay)
-        ema = AveragedModel(model, multi_avg_fn=averager, use_buffers=True)
-    return optimizer, scheduler, ema
-
-
-def training_batches(config: TrainConfig, data: MNIST, generator: torch.Generator, spec):
-    """One epoch's (index, augmented [0, 1] images, labels), in the order `generator` draws:
-    the batch order first (one randperm), then each batch's warp. The pinned-reproduction
-    tests read the same stream, so a change here shows up there."""
-    for index in batches(len(data.train_y), config.batch_size, generator, data.device):
-        images = data.train_x[index].unsqueeze(1).float() / 255.0
-        yield index, augment(images, spec, generator), data.train_y[index]
-
-
-def train_epoch(config: TrainConfig, state: RunState, data: MNIST, spec: AugmentSpec):
-    """One pass over the training set; returns (mean loss, accuracy %) as tensors (no sync)."""
-    state.model.train()
-    total_loss = torch.zeros((), device=data.device)
-    correct = torch.zeros((), device=data.device, dtype=torch.long)
-    n = len(data.train_y)
-    for index, images, target in training_batches(config, data, state.generator, spec):
-        output = state.model(normalize(images))
-        loss = F.cross_entropy(output, target, label_smoothing=config.label_smoothing)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        state.scheduler.step()
-        if state.ema is not None:
-            state.ema.update_parameters(state.model)
-        total_loss += loss.detach() * len(index)
-        correct += (output.argmax(1) == target).sum()
-    return total_loss / n, correct * 100.0 / n
-
-
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy %) of `model` on uint8 images, in large batches."""
-    model.eval()
-    total_loss = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
-    with torch.inference_mode():
-        for start in range(0, len(labels), EVAL_BATCH):
-            x = normalize(images[start : start + EVAL_BATCH])
-            y = labels[start : start + EVAL_BATCH]
-            output = model(x)
-            total_loss += F.cross_entropy(output, y, reduction="sum")
-            correct += (output.argmax(1) == y).sum()
-    return total_loss.item() / len(labels), correct.item() * 100.0 / len(labels)
-
-
-OnEpoch = Callable[[dict[str, Any], RunState], Any]
-
-
-def train(
-    config: TrainConfig,
-    data: MNIST,
-    on_epoch: OnEpoch | None = None,
-    resume: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Train `config` on `data` (moved to the config's device); see the module docstring."""
-    if config.cohort > 1:
-        raise ValueError("a cohort config trains with tune_mnist.cohort.train_cohort")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    data = data.holdout(config.val_size).subset(config.train_subset, config.test_subset)
-    if data.device != device:
-        data = data.to(device)
-    spec = AugmentSpec.from_config(config)
-    state = make_state(config, device, len(data.train_y))
-    if resume is not None:
-        state.load_state_dict(resume)
-    params = count_params(state.model)
-    started = time.perf_counter()
-    status = "completed"
-    while state.epoch < config.epochs:
-        epoch_start = time.perf_counter()
-        lr = state.scheduler.get_last_lr()[0]
-        # the test images are not warped: the last clean_epochs fit the model to that
-        clean = state.epoch >= config.epochs - config.clean_epochs
-        epoch_spec = AugmentSpec() if clean else spec
-        train_loss, train_acc = train_epoch(config, state, data, epoch_spec)
-        test_loss, test_acc = evaluate(state.eval_model, data.test_x, data.test_y)
-        state.epoch += 1
-        metrics = {
-            "epoch": state.epoch,
-            "train_loss": train_loss.item(),
-            "train_acc": train_acc.item(),
-            "test_loss": test_loss,  # reported, never selected on
-            "test_acc": test_acc,
-            "lr": lr,  # learning rate at the start of the epoch
-            "epoch_s": time.perf_counter() - epoch_start,
-            "params": params,
-        }
-        averaged = ["test_acc"]
-        if len(data.val_y):  # what a search selects on (absent with val_size 0)
-            val_loss, val_acc = evaluate(state.eval_model, data.val_x, data.val_y)
-            metrics |= {"val_loss": val_loss, "val_acc": val_acc}
-            averaged.append("val_acc")
-        # means of the last 3 epochs: steadier for ASHA's rungs
-        for name in averaged:
-            recent = [m[name] for m in state.history[-2:]] + [metrics[name]]
-            metrics[f"{name}_avg3"] = sum(recent) / len(recent)
-        diverged = not (math.isfinite(metrics["train_loss"]) and math.isfinite(test_loss))
-        diverged = diverged or metrics["train_loss"] > DIVERGED_LOSS
-        metrics["diverged"] = diverged
-        state.history.append(metrics)
-        stop = on_epoch(metrics, state) if on_epoch is not None else False
-        if diverged:
-            status = "diverged"
-            break
-        if stop:
-            status = "stopped" if state.epoch < config.epochs else "completed"
-            break
-    seconds = time.perf_counter() - started
-    return TrainResult(status, state.history, state.eval_model, params, seconds)
 
 
 def add_config_arguments(parser) -> None:
@@ -254,18 +33,6 @@ def config_from_args(args) -> TrainConfig:
     names = TrainConfig.field_names()
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     return TrainConfig.from_dict(given)
-
-
-def print_epoch(metrics: dict[str, Any], total: int) -> None:
-    val = metrics.get("val_acc", math.nan)
-    print(
-        f"epoch {metrics['epoch']:2d}/{total}  lr {metrics['lr']:.4f}  "
-        f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:6.2f}%  "
-        + (f"val acc {val:6.2f}%  " if math.isfinite(val) else "")
-        + f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:6.2f}%  "
-        f"{metrics['epoch_s']:5.1f}s",
-        flush=True,
-    )
 
 
 def parse_seeds(text: str) -> tuple[int, int]:
@@ -325,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_cohort(config: TrainConfig, data: MNIST, out: str | None) -> int:
-    from tune_mnist.cohort import cohort_seeds, train_cohort
-
     def show(metrics, state):
         print_epoch(metrics, config.epochs)
         print(f"          test acc: min {metrics['test_acc_min']:.2f}% over seeds", flush=True)

@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin shell around `tune_mnist.train.train`.
+"""The Ray Tune function trainable: a thin shell around `tune_mnist.engine.train`.
 
 Per epoch it calls `ray.tune.report` with the metrics and a checkpoint (model, optimiser,
 schedule, RNG states, epoch), so a paused, restored or retried trial continues at its next
@@ -18,9 +18,9 @@ from ray import tune
 
 from tune_mnist.cohort import train_cohort
 from tune_mnist.data import MNIST
+from tune_mnist.engine import train
 from tune_mnist.models import build_from_config, count_params
 from tune_mnist.space import METRICS, SearchSpace
-from tune_mnist.train import train
 
 STATE_FILE = "state.pt"
 # Tests only: "N" raises at epoch N of every trial; "N:once" only in a run that started from
