@@ -213,3 +213,54 @@ def test_search_opens_no_listener_on_a_public_interface(tmp_path):
     assert opened, "saw no listener at all: the check would not catch one"
     public = {(a, p) for a, p in opened if a not in LOOPBACK}
     assert not public, f"listening beyond loopback: {public}"
+
+
+def test_one_live_search_per_name_and_a_killed_one_frees_it(tmp_path):
+    from tune_mnist.lock import hold
+    from tune_mnist.plan import UsageError
+
+    results = tmp_path / "results"
+    space = space_file(tmp_path, epochs=10, grace=10, samples=2, max_params=8000)
+    first = subprocess.Popen(
+        search_command("--space", str(space), "--name", "dup", "--no-report"),
+        env=env(results),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lock = results / ".locks" / "dup.lock"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and first.poll() is None:
+            if lock.is_file() and lock.read_text().strip():
+                break
+            time.sleep(0.1)
+        assert first.poll() is None and lock.read_text().startswith(f"pid {first.pid} ")
+        second = run_search(results, "--space", str(space), "--name", "dup", timeout=300)
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+        assert "already running" in second.stderr and f"pid {first.pid}" in second.stderr
+        with pytest.raises(UsageError, match="already running"):
+            hold(results, "dup")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    hold(results, "dup").close()  # the kernel dropped the dead search's lock
+
+
+def test_a_start_that_died_before_any_trial_leaves_the_name_free(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    import tune_mnist.search as search
+    from tune_mnist.plan import UsageError
+
+    monkeypatch.setattr(search, "RESULTS", tmp_path)
+    folder = tmp_path / "stuck"
+    folder.mkdir()
+    (folder / "search.json").write_text("{}")  # killed after this, before Ray saved anything
+    experiment = str(tmp_path / ".ray" / "stuck")
+    search.check_folder(Namespace(resume=False), "stuck", folder, "s", experiment)  # free
+    with pytest.raises(UsageError, match="without --resume"):
+        search.check_folder(Namespace(resume=True), "stuck", folder, "s", experiment)
+    (folder / "trials.parquet").write_bytes(b"")  # a trial ran: only --resume may go on
+    with pytest.raises(UsageError, match="exists"):
+        search.check_folder(Namespace(resume=False), "stuck", folder, "s", experiment)

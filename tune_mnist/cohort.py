@@ -30,9 +30,11 @@ from tune_mnist.engine import (
     EVAL_BATCH,
     RunState,
     TrainResult,
+    add_avg3,
     make_state,
     optimisation,
-    resolve_device,
+    outcome,
+    prepare_run,
     training_batches,
 )
 from tune_mnist.fuse import Fused, fuse, unfuse
@@ -141,10 +143,7 @@ def member_history(history: list[dict[str, Any]], k: int) -> list[dict[str, Any]
         row = {"epoch": metrics["epoch"]}
         row |= {n: metrics[f"{n}_seeds"][k] for n in MEMBER_METRICS if f"{n}_seeds" in metrics}
         row |= {n: metrics[n] for n in ("lr", "epoch_s", "params")}
-        for name in ("val_acc", "test_acc"):
-            if name in row:
-                recent = [m[name] for m in out[-2:]] + [row[name]]
-                row[f"{name}_avg3"] = sum(recent) / len(recent)
+        add_avg3(row, out)
         row["diverged"] = not math.isfinite(row["train_loss"]) or row["train_loss"] > DIVERGED_LOSS
         out.append(row)
     return out
@@ -155,13 +154,7 @@ def train_cohort(
 ) -> list[TrainResult]:
     """Train the cohort of `config` (see the module docstring); one TrainResult per seed.
     `on_epoch(metrics, state)` sees the cohort's metrics (means, mins, per-seed lists)."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    data = data.holdout(config.val_size).subset(config.train_subset, config.test_subset)
-    if data.device != device:
-        data = data.to(device)
-    spec = AugmentSpec.from_config(config)
+    device, data, spec = prepare_run(config, data)
     state = make_cohort_state(config, device, len(data.train_y))
     if resume is not None:
         state.load_state_dict(resume)
@@ -185,20 +178,14 @@ def train_cohort(
         metrics = {"epoch": state.epoch, **summarise_members(per), "lr": lr, "params": params}
         metrics["epoch_s"] = time.perf_counter() - epoch_start
         metrics["seeds"] = cohort_seeds(config)
-        for name in ("val_acc", "test_acc"):
-            if name in metrics:  # steadier for ASHA's rungs, as in a single run
-                recent = [m[name] for m in state.history[-2:]] + [metrics[name]]
-                metrics[f"{name}_avg3"] = sum(recent) / len(recent)
+        add_avg3(metrics, state.history)
         losses = per["train_loss"] + per["test_loss"]
         diverged = not all(math.isfinite(v) for v in losses)
         metrics["diverged"] = diverged or max(per["train_loss"]) > DIVERGED_LOSS
         state.history.append(metrics)
         stop = on_epoch(metrics, state) if on_epoch is not None else False
-        if metrics["diverged"]:
-            status = "diverged"
-            break
-        if stop:
-            status = "stopped" if state.epoch < config.epochs else "completed"
+        status = outcome(metrics, stop, state.epoch, config.epochs)
+        if status != "running":
             break
     seconds = time.perf_counter() - started
     members = unfuse(state.eval_model)

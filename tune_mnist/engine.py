@@ -172,6 +172,34 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tu
 OnEpoch = Callable[[dict[str, Any], RunState], Any]
 
 
+def prepare_run(config: TrainConfig, data: MNIST) -> tuple[torch.device, MNIST, AugmentSpec]:
+    """Threads, device, the validation split and subsets, and the data on the device."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    data = data.holdout(config.val_size).subset(config.train_subset, config.test_subset)
+    if data.device != device:
+        data = data.to(device)
+    return device, data, AugmentSpec.from_config(config)
+
+
+def add_avg3(metrics: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """`<acc>_avg3`: the mean of the last 3 epochs' accuracy, steadier for ASHA's rungs."""
+    for name in ("val_acc", "test_acc"):
+        if name in metrics:
+            recent = [m[name] for m in history[-2:]] + [metrics[name]]
+            metrics[f"{name}_avg3"] = sum(recent) / len(recent)
+
+
+def outcome(metrics: dict[str, Any], stop: bool, epoch: int, epochs: int) -> str:
+    """The run's status after an epoch: `running` (go on), diverged, stopped or completed."""
+    if metrics["diverged"]:
+        return "diverged"
+    if stop or epoch >= epochs:
+        return "stopped" if epoch < epochs else "completed"
+    return "running"
+
+
 def train(
     config: TrainConfig,
     data: MNIST,
@@ -181,13 +209,7 @@ def train(
     """Train `config` on `data` (moved to the config's device); see the module docstring."""
     if config.cohort > 1:
         raise ValueError("a cohort config trains with tune_mnist.cohort.train_cohort")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    data = data.holdout(config.val_size).subset(config.train_subset, config.test_subset)
-    if data.device != device:
-        data = data.to(device)
-    spec = AugmentSpec.from_config(config)
+    device, data, spec = prepare_run(config, data)
     state = make_state(config, device, len(data.train_y))
     if resume is not None:
         state.load_state_dict(resume)
@@ -213,25 +235,16 @@ def train(
             "epoch_s": time.perf_counter() - epoch_start,
             "params": params,
         }
-        averaged = ["test_acc"]
         if len(data.val_y):  # what a search selects on (absent with val_size 0)
             val_loss, val_acc = evaluate(state.eval_model, data.val_x, data.val_y)
             metrics |= {"val_loss": val_loss, "val_acc": val_acc}
-            averaged.append("val_acc")
-        # means of the last 3 epochs: steadier for ASHA's rungs
-        for name in averaged:
-            recent = [m[name] for m in state.history[-2:]] + [metrics[name]]
-            metrics[f"{name}_avg3"] = sum(recent) / len(recent)
+        add_avg3(metrics, state.history)
         diverged = not (math.isfinite(metrics["train_loss"]) and math.isfinite(test_loss))
-        diverged = diverged or metrics["train_loss"] > DIVERGED_LOSS
-        metrics["diverged"] = diverged
+        metrics["diverged"] = diverged or metrics["train_loss"] > DIVERGED_LOSS
         state.history.append(metrics)
         stop = on_epoch(metrics, state) if on_epoch is not None else False
-        if diverged:
-            status = "diverged"
-            break
-        if stop:
-            status = "stopped" if state.epoch < config.epochs else "completed"
+        status = outcome(metrics, stop, state.epoch, config.epochs)
+        if status != "running":
             break
     seconds = time.perf_counter() - started
     return TrainResult(status, state.history, state.eval_model, params, seconds)

@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None):
 def prepare(args):
     """Everything that can fail on bad input, before Ray starts or anything is written."""
     from tune_mnist.data import load_mnist
+    from tune_mnist.lock import check_free
     from tune_mnist.space import load_space
 
     default = "smoke.yaml" if args.smoke else "default.yaml"
@@ -76,10 +77,8 @@ def prepare(args):
     folder = RESULTS / name
     storage = args.storage or str((RESULTS / RAY_DIR).resolve())
     experiment = f"{storage.rstrip('/')}/{name}"
-    if args.resume and not (folder.is_dir() and _experiment_exists(experiment)):
-        raise UsageError(f"--resume: no experiment {name!r} under {RESULTS} / {storage}")
-    if not args.resume and folder.exists():
-        raise UsageError(f"{folder} exists: pass --resume to continue it, or another --name")
+    check_free(RESULTS, name)  # a live search of that name: refused before anything else
+    check_folder(args, name, folder, storage, experiment)
     if args.gpus is not None and not args.address and not os.environ.get("RAY_ADDRESS"):
         import torch
 
@@ -92,6 +91,19 @@ def prepare(args):
         )
     data = load_mnist(args.data_dir)
     return space, name, folder, storage, experiment, data
+
+
+def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -> None:
+    """A new search needs a free name, a resume an existing experiment. A folder whose start
+    died before any trial ran (no Ray state, no tables) is free again: nothing is lost."""
+    started = _experiment_exists(experiment) or (folder / "trials.parquet").exists()
+    if args.resume and not (folder.is_dir() and started):
+        hint = "; run it again without --resume" if folder.is_dir() else ""
+        raise UsageError(
+            f"--resume: no experiment {name!r} under {RESULTS} / {storage} (no trial ran){hint}"
+        )
+    if not args.resume and started:
+        raise UsageError(f"{folder} exists: pass --resume to continue it, or another --name")
 
 
 def _experiment_exists(experiment: str) -> bool:
@@ -120,9 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SpaceError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from tune_mnist.lock import hold
     from tune_mnist.run import run_search
 
+    space, name, folder, storage, experiment, data = prepared
     try:
+        lock = hold(RESULTS, name)  # noqa: F841 - held until this process ends
+        check_folder(args, name, folder, storage, experiment)  # again, now that it is ours
         return run_search(args, *prepared)
     except UsageError as exc:  # e.g. more GPUs asked than the cluster has
         print(f"error: {exc}", file=sys.stderr)
