@@ -72,18 +72,23 @@ def _result_rows(experiment):
                     continue
 
 
-def test_killed_worker_is_retried_from_checkpoint(tmp_path):
-    results = tmp_path / "results"
-    # 10 epochs of ~1 s: Ray writes result.json in bursts, so a shorter trial can end before
-    # its epoch-2 row is seen (or between reading that row and the kill)
+def _start_search(tmp_path, results, name: str) -> subprocess.Popen:
+    """A 2-trial, 10-epoch search in the background, in its own process group."""
     space = space_file(tmp_path, epochs=10, grace=10, samples=2, max_params=8000)
-    proc = subprocess.Popen(
-        search_command("--space", str(space), "--name", "w", "--no-report"),
+    return subprocess.Popen(
+        search_command("--space", str(space), "--name", name, "--no-report"),
         env=env(results),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_killed_worker_is_retried_from_checkpoint(tmp_path):
+    results = tmp_path / "results"
+    # 10 epochs of ~1 s: Ray writes result.json in bursts, so a shorter trial can end before
+    # its epoch-2 row is seen (or between reading that row and the kill)
+    proc = _start_search(tmp_path, results, "w")
     killed = None
     try:
         deadline = time.time() + 300
@@ -220,14 +225,8 @@ def test_one_live_search_per_name_and_a_killed_one_frees_it(tmp_path):
     from tune_mnist.plan import UsageError
 
     results = tmp_path / "results"
-    space = space_file(tmp_path, epochs=10, grace=10, samples=2, max_params=8000)
-    first = subprocess.Popen(
-        search_command("--space", str(space), "--name", "dup", "--no-report"),
-        env=env(results),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = _start_search(tmp_path, results, "dup")
+    space = tmp_path / "space.yaml"
     lock = results / ".locks" / "dup.lock"
     try:
         deadline = time.time() + 300

@@ -35,6 +35,7 @@ from tune_mnist.engine import (
     optimisation,
     outcome,
     prepare_run,
+    step,
     training_batches,
 )
 from tune_mnist.fuse import Fused, fuse, unfuse
@@ -91,13 +92,7 @@ def cohort_epoch(config: TrainConfig, state: CohortState, data: MNIST, spec: Aug
             label_smoothing=config.label_smoothing,
             reduction="none",
         ).view_as(target)
-        loss = losses.mean(dim=0).sum()  # the sum of the members' mean losses
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        state.scheduler.step()
-        if state.ema is not None:
-            state.ema.update_parameters(state.model)
+        step(state, losses.mean(dim=0).sum())  # the sum of the members' mean losses
         total_loss += losses.detach().sum(dim=0)
         correct += (output.argmax(2) == target).sum(dim=0)
     n = len(data.train_y)

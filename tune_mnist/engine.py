@@ -134,6 +134,16 @@ def training_batches(config: TrainConfig, data: MNIST, generator: torch.Generato
         yield index, augment(images, spec, generator), data.train_y[index]
 
 
+def step(state: RunState, loss: torch.Tensor) -> None:
+    """One optimiser step on `loss`: AdamW, the per-batch one-cycle rate, the weight average."""
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)
+
+
 def train_epoch(config: TrainConfig, state: RunState, data: MNIST, spec: AugmentSpec):
     """One pass over the training set; returns (mean loss, accuracy %) as tensors (no sync)."""
     state.model.train()
@@ -143,12 +153,7 @@ def train_epoch(config: TrainConfig, state: RunState, data: MNIST, spec: Augment
     for index, images, target in training_batches(config, data, state.generator, spec):
         output = state.model(normalize(images))
         loss = F.cross_entropy(output, target, label_smoothing=config.label_smoothing)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        state.scheduler.step()
-        if state.ema is not None:
-            state.ema.update_parameters(state.model)
+        step(state, loss)
         total_loss += loss.detach() * len(index)
         correct += (output.argmax(1) == target).sum()
     return total_loss / n, correct * 100.0 / n
