@@ -263,3 +263,12 @@ def test_a_start_that_died_before_any_trial_leaves_the_name_free(tmp_path, monke
     (folder / "trials.parquet").write_bytes(b"")  # a trial ran: only --resume may go on
     with pytest.raises(UsageError, match="exists"):
         search.check_folder(Namespace(resume=False), "stuck", folder, "s", experiment)
+
+
+def test_an_unwritable_results_root_is_one_line_exit_1(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # root ignores permissions; a file as parent does not
+    done = run_search(blocker / "results", "--smoke", "--name", "w", timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.startswith("error: cannot write") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr

@@ -143,3 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:  # e.g. more GPUs asked than the cluster has
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a read-only or full disk, a results path through a file
+        where = exc.filename or RESULTS
+        print(
+            f"error: cannot write {where}: {exc.strerror or exc}; free space or point "
+            "TUNE_MNIST_RESULTS at a writable folder (what was written before is intact)",
+            file=sys.stderr,
+        )
+        return 1
