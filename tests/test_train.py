@@ -143,3 +143,13 @@ def test_cli_bad_value_is_one_line_exit_2():
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "dropout" in done.stderr
+
+
+def test_a_one_step_warm_up_is_one_line_exit_2(capsys):
+    from tune_mnist.train import main
+
+    # 512 images, batch 128, 1 epoch: 4 steps, a quarter of them warm-up = exactly 1 step
+    args = ["--epochs", "1", "--train-subset", "512", "--test-subset", "100", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 4 steps") and err.count("\n") == 1

@@ -21,7 +21,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tune_mnist.augment import AugmentSpec, augment
-from tune_mnist.config import TrainConfig
+from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.data import MNIST, batches, normalize
 from tune_mnist.models import build_from_config, count_params
 
@@ -106,6 +106,13 @@ def make_state(config: TrainConfig, device: torch.device, n_train: int) -> RunSt
 
 def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
     """(AdamW, its one-cycle schedule stepped per batch, the weight average or None)."""
+    total = config.epochs * steps_per_epoch(config, n_train)
+    if float(config.pct_start * total) - 1 == 0:  # torch's OneCycleLR divides by zero here
+        raise ConfigError(
+            f"{total} steps with pct_start {config.pct_start} make a warm-up of exactly one "
+            "step, which the one-cycle schedule cannot take: change the images, epochs, "
+            "batch size or pct_start"
+        )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay
     )

@@ -79,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model_params = count_params(build_from_config(config))
     print(f"{config.arch}: {model_params:,} parameters, device {resolve_device(config.device)}")
-    if config.cohort > 1:
-        return _main_cohort(config, data, args.out)
-    result = train(config, data, on_epoch=lambda m, s: print_epoch(m, config.epochs))
+    try:
+        if config.cohort > 1:
+            return _main_cohort(config, data, args.out)
+        result = train(config, data, on_epoch=lambda m, s: print_epoch(m, config.epochs))
+    except ConfigError as exc:  # what only the data decides: too few steps for the schedule
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = args.out or f"runs/{config.arch}-seed{config.seed}.pt"
     _save(result, config, out)
     print(
