@@ -37,6 +37,7 @@ from tune_mnist.engine import (
     prepare_run,
     step,
     training_batches,
+    warps,
 )
 from tune_mnist.fuse import Fused, fuse, unfuse
 from tune_mnist.models import count_params
@@ -159,8 +160,7 @@ def train_cohort(
     while state.epoch < config.epochs:
         epoch_start = time.perf_counter()
         lr = state.scheduler.get_last_lr()[0]
-        clean = state.epoch >= config.epochs - config.clean_epochs
-        train_loss, train_acc = cohort_epoch(config, state, data, AugmentSpec() if clean else spec)
+        train_loss, train_acc = cohort_epoch(config, state, data, warps(config, state, spec))
         per = {"train_loss": train_loss.tolist(), "train_acc": train_acc.tolist()}
         if len(data.val_y):
             per["val_loss"], per["val_acc"] = evaluate_cohort(

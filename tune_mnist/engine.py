@@ -195,6 +195,13 @@ def prepare_run(config: TrainConfig, data: MNIST) -> tuple[torch.device, MNIST, 
     return device, data, AugmentSpec.from_config(config)
 
 
+def warps(config: TrainConfig, state: RunState, spec: AugmentSpec) -> AugmentSpec:
+    """The augmentation of the next epoch: none in the last `clean_epochs` (the test images
+    are not warped, and those epochs fit the model to that), else `spec`."""
+    clean = state.epoch >= config.epochs - config.clean_epochs
+    return AugmentSpec() if clean else spec
+
+
 def add_avg3(metrics: dict[str, Any], history: list[dict[str, Any]]) -> None:
     """`<acc>_avg3`: the mean of the last 3 epochs' accuracy, steadier for ASHA's rungs."""
     for name in ("val_acc", "test_acc"):
@@ -231,10 +238,7 @@ def train(
     while state.epoch < config.epochs:
         epoch_start = time.perf_counter()
         lr = state.scheduler.get_last_lr()[0]
-        # the test images are not warped: the last clean_epochs fit the model to that
-        clean = state.epoch >= config.epochs - config.clean_epochs
-        epoch_spec = AugmentSpec() if clean else spec
-        train_loss, train_acc = train_epoch(config, state, data, epoch_spec)
+        train_loss, train_acc = train_epoch(config, state, data, warps(config, state, spec))
         test_loss, test_acc = evaluate(state.eval_model, data.test_x, data.test_y)
         state.epoch += 1
         metrics = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from tune_mnist.cohort import cohort_seeds, train_cohort
-from tune_mnist.config import TrainConfig
+from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.data import MNIST
 from tune_mnist.engine import TrainResult, print_epoch, resolve_device, train
 from tune_mnist.models import build_from_config, count_params
@@ -37,8 +37,6 @@ def config_from_args(args) -> TrainConfig:
 
 def parse_seeds(text: str) -> tuple[int, int]:
     """`--seeds 1,2,3` -> (seed 1, cohort 3): a cohort is consecutive seeds."""
-    from tune_mnist.config import ConfigError
-
     try:
         seeds = [int(part) for part in text.split(",")]
     except ValueError:
@@ -52,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from tune_mnist.config import ConfigError
     from tune_mnist.data import DataError, load_mnist
 
     parser = argparse.ArgumentParser(
