@@ -174,29 +174,6 @@ def test_resume_of_unknown_name_is_refused(tmp_path):
     assert not (tmp_path / "results" / "never").exists()
 
 
-def test_final_tables_keep_every_epoch_the_driver_received(tmp_path):
-    from tune_mnist.results import TrialView, epoch_rows
-    from tune_mnist.run import ResultsWriter
-
-    def reports(epochs):
-        return [{"epoch": e, "test_acc": 99.0} for e in range(1, epochs + 1)]
-
-    def view(trial_id, epochs):
-        return TrialView(trial_id, "TERMINATED", {"arch": "lean"}, {}, reports(epochs))
-
-    def epochs_of(view):
-        return [row["epoch"] for row in epoch_rows(view.results)]
-
-    writer = ResultsWriter(tmp_path, space=None, cpus=1, prov={})
-    for trial_id, n in (("a", 10), ("b", 3)):
-        for report in reports(n):
-            writer.on_trial_result(0, [], TrialView(trial_id, "RUNNING", {}, {}, []), report)
-    # result.json of "a" lags (7 of 10 epochs): the reports the driver received fill it in
-    assert epochs_of(writer.most_complete(view("a", 7))) == list(range(1, 11))
-    assert epochs_of(writer.most_complete(view("b", 5))) == [1, 2, 3, 4, 5]  # earlier history
-    assert epochs_of(writer.most_complete(view("c", 4))) == [1, 2, 3, 4]  # no report here
-
-
 def test_a_cohort_search_records_every_seed_and_passes_only_all_seed_passes(tmp_path):
     space = space_file(tmp_path, epochs=2, grace=2, samples=2, max_params=8000)
     space.write_text(

@@ -1,15 +1,14 @@
 """Search results as parquet: trials.parquet, epochs.parquet, passing.parquet.
 
-The tables are rebuilt from Ray's own per-trial logs (result.json) whenever a trial ends, and
-written atomically (temp file, then rename), so a reader never sees half a file and a crash
-loses nothing that Ray had recorded. `load(path)` returns them as DataFrames.
+The tables are rebuilt from the search's journal (tune_mnist.journal) whenever a trial ends,
+and written atomically (temp file, then rename), so a reader never sees half a file and a
+crash loses nothing that was journaled. `load(path)` returns them as DataFrames.
 """
 
 from __future__ import annotations
 
 import io
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +51,6 @@ class Results:
     path: Path
 
 
-def read_result_json(trial_dir: str | Path | None) -> list[dict[str, Any]]:
-    """Every result Ray logged for a trial, from its local result.json."""
-    path = Path(trial_dir) / "result.json" if trial_dir else None
-    if path is None or not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-    return rows
-
-
 def epoch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per epoch; a resumed trial may have logged an epoch twice (reported, then
     killed before Ray saved its state): the last one wins."""
@@ -78,12 +63,18 @@ def epoch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def trial_status(ray_status: str, last: dict[str, Any], epochs: list[dict], max_epochs: int):
-    """completed, asha_stopped, over_budget, diverged, error (or running / pending while the
-    search runs): only `completed` is a full run that may pass."""
+    """completed, asha_stopped, over_budget, diverged, error; running / pending while the
+    search runs; interrupted when a Ctrl-C or a kill stopped it (`--resume` continues it);
+    lost when a kill came before Ray's state named it (never resumable).
+    Only `completed` is a full run that may pass."""
     if ray_status == "ERROR":
         return "error"
+    if ray_status == "LOST":
+        return "lost"
     if ray_status in ("PENDING", "PAUSED"):
         return "pending"
+    if ray_status == "INTERRUPTED":
+        return "interrupted"
     if last.get("over_budget"):
         return "over_budget"
     if any(e.get("diverged") for e in epochs):
@@ -95,47 +86,15 @@ def trial_status(ray_status: str, last: dict[str, Any], epochs: list[dict], max_
 
 @dataclass
 class TrialView:
-    """What a results row needs of a trial, from a live Ray `Trial` or a finished `Result`."""
+    """What a results row needs of a trial (built from its journal, tune_mnist.writer)."""
 
     trial_id: str
-    status: str  # Ray's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    status: str  # Ray's PENDING, RUNNING, PAUSED, TERMINATED, ERROR; or INTERRUPTED
     config: dict[str, Any]
     last_result: dict[str, Any]
     results: list[dict[str, Any]]  # everything the trial reported, in order
     error: str = ""
-
-    @classmethod
-    def of_trial(cls, trial) -> TrialView:
-        error = ""
-        if trial.status == "ERROR" and trial.error_file:
-            try:
-                error = _last_line(Path(trial.error_file).read_text())
-            except OSError:
-                error = "error (no error file)"
-        return cls(
-            trial.trial_id,
-            trial.status,
-            trial.config,
-            trial.last_result or {},
-            read_result_json(trial.local_path),
-            error,
-        )
-
-    @classmethod
-    def of_result(cls, result) -> TrialView:
-        metrics = result.metrics or {}
-        status = "ERROR" if result.error else "TERMINATED"
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        error = _last_line(str(result.error)) if result.error else ""
-        # metrics_dataframe reads through Ray's storage layer: works for s3:// storage too
-        frame = result.metrics_dataframe
-        rows = frame.to_dict("records") if frame is not None else []
-        return cls(trial_id, status, result.config, metrics, rows, error)
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
+    provenance: dict[str, str] = field(default_factory=dict)  # of the driver that started it
 
 
 def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dict, list[dict]]:
@@ -175,6 +134,7 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
         "wall_s": float(last.get("trial_s") or last.get("time_total_s") or 0.0),
         "error": trial.error if status == "error" else "",
         **provenance,
+        **trial.provenance,  # a resumed search keeps each trial's own
     }
     return row, [{"trial_id": trial.trial_id, **e} for e in epochs]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import sys
 import time
-from dataclasses import replace
+import warnings
 from pathlib import Path
 
 import ray
@@ -15,73 +17,30 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_mnist.plan import Plan, plan_resources
-from tune_mnist.results import TrialView, build_tables, write_tables
+from tune_mnist.results import write_tables
 from tune_mnist.space import METRICS
-from tune_mnist.store import provenance, write_json
+from tune_mnist.store import atomic_write_bytes, provenance, write_json
 from tune_mnist.summary import format_summary
 from tune_mnist.trainable import run_trial
+from tune_mnist.writer import Relay, ResultsWriter, set_live
+
+RECEIVED: dict[str, int] = {}  # the stop signal, once one came (for the exit status)
 
 
-class ResultsWriter(tune.Callback):
-    """Rewrites the parquet tables whenever a trial ends, so a crash loses nothing.
+def catch_sigterm() -> None:
+    """SIGTERM takes Ctrl-C's path: Ray Tune's own SIGINT handler (installed while its loop
+    runs) stops the loop and saves its state, so running trials stay resumable. Installed
+    after ray.init, which sets a SIGTERM handler of its own that would end the driver."""
 
-    A trial's epochs are the union of what its result.json files hold (the history of earlier
-    driver processes, after a resume) and every report this driver received (`on_trial_result`):
-    Ray writes result.json in bursts, so under load a file read at a trial's end can miss its
-    last epochs, and the trial would be recorded as cut short."""
+    def on_signal(signum, frame):
+        RECEIVED["signal"] = signum
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
 
-    def __init__(self, folder: Path, space, cpus: int, prov: dict[str, str]):
-        self.folder, self.space, self.cpus, self.prov = folder, space, cpus, prov
-        self.started = time.time()  # wall clock: a resumed search unpickles this writer
-        self.reported: dict[str, list[dict]] = {}  # every report received, by trial id
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.reported.setdefault(trial.trial_id, []).append(dict(result))
-
-    def with_reports(self, view: TrialView) -> TrialView:
-        """The view with this driver's reports appended (an epoch seen twice: the later wins,
-        and both copies are the same report)."""
-        extra = self.reported.get(view.trial_id, [])
-        return replace(view, results=[*view.results, *extra]) if extra else view
-
-    def write(self, trials, ended=None, status: str = "") -> list[Path]:
-        """`ended` is the trial this event is about: Ray still lists it as RUNNING here."""
-        views = [self.with_reports(TrialView.of_trial(t)) for t in trials]
-        if ended is not None:
-            views = [
-                replace(v, status=status) if v.trial_id == ended.trial_id else v for v in views
-            ]
-        return write_tables(self.folder, *build_tables(views, self.space, self.cpus, self.prov))
-
-    def most_complete(self, view: TrialView) -> TrialView:
-        """A finished trial from the ResultGrid (whose storage copy can lag too), completed
-        with this driver's reports."""
-        return self.with_reports(view)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.write(trials, trial, "TERMINATED")
-        self.progress(trials)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.write(trials, trial, "ERROR")
-        self.progress(trials)
-
-    def progress(self, trials) -> None:
-        """`progress: 5 of 24 trials ended, 2 running, 6.1 min so far, about 23 min left`: the
-        estimate assumes the rest take as long on average as the ended ones did."""
-        total = self.space.settings["samples"]
-        ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # + this one
-        running = sum(t.status == "RUNNING" for t in trials) - 1
-        elapsed = time.time() - self.started
-        left = elapsed / ended * (total - ended) if ended < total else 0.0
-        print(
-            f"progress: {min(ended, total)} of {total} trials ended, {max(running, 0)} running, "
-            f"{elapsed / 60:.1f} min so far, about {left / 60:.0f} min left",
-            flush=True,
-        )
-
-    def on_experiment_end(self, trials, **info):
-        self.write(trials)
+    signal.signal(signal.SIGTERM, on_signal)
 
 
 def start_ray(address: str | None) -> None:
@@ -91,6 +50,9 @@ def start_ray(address: str | None) -> None:
     # One checkpoint kept per trial forces a state snapshot each epoch: wanted (nothing lost
     # on a crash), so Ray's warning about it is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's experiment snapshot every 2 s (its default adapts, 10 s or more): a trial that a
+    # kill catches before any snapshot names it is lost to Ray, though not to our journal
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     if address:
         ray.init(address=address, log_to_driver=False)
         return
@@ -116,8 +78,16 @@ def make_plan(args) -> Plan:
 
 
 def make_tuner(args, space, name, storage, experiment, data, plan, writer):
+    ended, newest = writer.ledger()  # empty for a new search
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, data=data, space=space, cpus=args.cpus_per_trial),
+        tune.with_parameters(
+            run_trial,
+            data=data,
+            space=space,
+            cpus=args.cpus_per_trial,
+            ended=ended,
+            newest=newest,
+        ),
         plan.per_trial,
     )
     if args.resume:
@@ -126,6 +96,10 @@ def make_tuner(args, space, name, storage, experiment, data, plan, writer):
         )
     import optuna
 
+    # the `group` sampler option is marked experimental, and a new in-memory study is
+    # announced on every start: noise in a search's output
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = space.settings
     sampler = optuna.samplers.TPESampler(
         seed=args.seed,
@@ -171,7 +145,7 @@ def make_tuner(args, space, name, storage, experiment, data, plan, writer):
             # checkpoint that num_to_keep=1 has already deleted, and that trial then fails on
             # --resume ("Could not recover from checkpoint as it does not exist on storage")
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[writer],
+            callbacks=[Relay()],  # stateless: see tune_mnist.writer
             verbose=1,
         ),
     )
@@ -180,6 +154,8 @@ def make_tuner(args, space, name, storage, experiment, data, plan, writer):
 def run_search(args, space, name, folder, storage, experiment, data) -> int:
     started = time.perf_counter()
     start_ray(args.address)
+    catch_sigterm()
+    writer = None
     try:
         plan = make_plan(args)  # raises UsageError before anything is written
         device = "cuda" if plan.per_trial.get("gpu") else "cpu"
@@ -195,37 +171,59 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             **prov,
         }
         write_json(folder / ("resume.json" if args.resume else "search.json"), meta)
+        if not args.resume:  # a resume reads the space from here (tune_mnist.search)
+            atomic_write_bytes(folder / "space.yaml", Path(space.path).read_bytes())
         print(
             f"search {name}: {space.settings['samples']} trials, {plan.concurrency} at once, "
             f"each {plan.per_trial}; results in {folder}",
             flush=True,
         )
-        writer = ResultsWriter(folder, space, args.cpus_per_trial, prov)
+        writer = ResultsWriter(folder, space, args.cpus_per_trial, prov, experiment)
+        set_live(writer)
+        # Ray's "Resume experiment with: Tuner.restore(...)" on Ctrl-C: ours names the command
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
         tuner = make_tuner(args, space, name, storage, experiment, data, plan, writer)
-        grid = tuner.fit()
+        tuner.fit()
         wall_s = time.perf_counter() - started
-        views = [writer.most_complete(TrialView.of_result(result)) for result in grid]
-        tables = build_tables(views, space, args.cpus_per_trial, prov)
+        tables = writer.tables()
+        counts = (*writer.counts(), writer.busy_s)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Ray Tune's loop began
+        if writer is not None:
+            writer.write()
+        raise
     finally:
+        set_live(None)
         ray.shutdown()
-    return finish(args, folder, space, tables, wall_s, plan)
+    return finish(args, folder, space, tables, wall_s, plan, counts)
 
 
-def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan) -> int:
+def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts) -> int:
     trials_df, epochs_df, passing = tables
     paths = write_tables(folder, trials_df, epochs_df, passing)
-    summary = format_summary(trials_df, passing, space.settings, wall_s, plan.concurrency, paths)
+    ended, _, total, busy = counts
+    summary = format_summary(
+        trials_df, passing, space.settings, wall_s, plan.concurrency, paths, total, busy
+    )
     print(summary, flush=True)
     write_json(
         folder / "summary.json",
         {
             "wall_s": wall_s,
             "slots": plan.concurrency,
+            "trials": total,
+            "ended": ended,
             "statuses": json.loads(trials_df["status"].value_counts().to_json()),
         },
     )
+    if ended < total:  # Ctrl-C or SIGTERM: Ray Tune stopped its loop and saved its state
+        raise SearchInterrupted(ended, total)
     if not args.no_report:
         from tune_mnist.report import build
 
         print(f"  report: {build(folder)}", flush=True)
     return 0
+
+
+class SearchInterrupted(Exception):
+    def __init__(self, ended: int, total: int):
+        super().__init__(f"{ended} of {total} trials ended, {total - ended} left")

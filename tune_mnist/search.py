@@ -7,8 +7,12 @@ parquet tables as trials finish and prints a summary at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,16 +73,22 @@ def prepare(args):
     from tune_mnist.space import load_space
 
     default = "smoke.yaml" if args.smoke else "default.yaml"
-    space = load_space(args.space or ROOT / "search_spaces" / default)
-    if args.samples:
-        space.settings["samples"] = args.samples
-    stamped = f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    name = check_name(stamped if args.name is None else args.name)  # '' is refused, not replaced
-    folder = RESULTS / name
+    if args.resume:
+        name = check_name(args.name)
+        folder = RESULTS / name
+    else:
+        space = load_space(args.space or ROOT / "search_spaces" / default)
+        if args.samples:
+            space.settings["samples"] = args.samples
+        stamped = f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = check_name(stamped if args.name is None else args.name)  # '' is refused
+        folder = RESULTS / name
     storage = args.storage or str((RESULTS / RAY_DIR).resolve())
     experiment = f"{storage.rstrip('/')}/{name}"
     check_free(RESULTS, name)  # a live search of that name: refused before anything else
     check_folder(args, name, folder, storage, experiment)
+    if args.resume:
+        space = resumed_space(args, folder)
     if args.gpus is not None and not args.address and not os.environ.get("RAY_ADDRESS"):
         import torch
 
@@ -91,6 +101,35 @@ def prepare(args):
         )
     data = load_mnist(args.data_dir)
     return space, name, folder, storage, experiment, data
+
+
+SPACE_COPY = "space.yaml"  # the space a search started with, kept in its results folder
+
+
+def resumed_space(args, folder: Path):
+    """A resume trains with the space its search started with (kept in the folder), whatever
+    --space says: another space would change trials midway. A differing --space or
+    --samples is refused."""
+    from tune_mnist.space import load_space
+
+    meta_path = folder / "search.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    saved = folder / SPACE_COPY
+    if not saved.is_file():  # searches made before the space was kept with them
+        saved = Path(args.space or meta.get("space") or "")
+        if not saved.is_file():
+            raise UsageError(f"--resume: {folder} keeps no space; pass the search's --space")
+    space = load_space(saved)
+    if args.space and Path(args.space).read_bytes() != saved.read_bytes():
+        raise UsageError(
+            f"--space {args.space}: differs from the space {folder.name!r} started with "
+            f"({saved}); drop --space to resume"
+        )
+    samples = meta.get("settings", {}).get("samples", space.settings["samples"])
+    if args.samples and args.samples != samples:
+        raise UsageError(f"--samples {args.samples}: {folder.name!r} was started with {samples}")
+    space.settings["samples"] = samples
+    return space
 
 
 def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -> None:
@@ -110,6 +149,23 @@ def _experiment_exists(experiment: str) -> bool:
     from ray import tune
 
     return tune.Tuner.can_restore(experiment)
+
+
+def resume_command(args, name: str) -> str:
+    """The command that continues this search: the same name, storage, cluster and devices."""
+    parts = ["python scripts/search.py --resume --name", shlex.quote(name)]
+    for flag, value, default in (
+        ("--storage", args.storage, None),
+        ("--address", args.address, None),
+        ("--data-dir", args.data_dir, None),
+        ("--gpus", args.gpus, None),
+        ("--trials-per-gpu", args.trials_per_gpu, 4),
+        ("--cpus-per-trial", args.cpus_per_trial, 1),
+        ("--max-failures", args.max_failures, 2),
+    ):
+        if value is not None and value != default:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 def keep_ray_local(address: str | None) -> None:
@@ -132,14 +188,29 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SpaceError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted before the search started; nothing was written", file=sys.stderr)
+        return 130
     from tune_mnist.lock import hold
-    from tune_mnist.run import run_search
+    from tune_mnist.run import RECEIVED, SearchInterrupted, run_search
 
     space, name, folder, storage, experiment, data = prepared
     try:
         lock = hold(RESULTS, name)  # noqa: F841 - held until this process ends
         check_folder(args, name, folder, storage, experiment)  # again, now that it is ours
+        if not args.resume:  # a start that died before Ray's state: its journal is void
+            shutil.rmtree(folder / "journal", ignore_errors=True)
         return run_search(args, *prepared)
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        code = 128 + RECEIVED.get("signal", signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+        left = f": {exc}" if isinstance(exc, SearchInterrupted) else ""
+        print(
+            f"interrupted{left}; nothing ended is lost. "
+            f"Continue with: {resume_command(args, name)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return code
     except UsageError as exc:  # e.g. more GPUs asked than the cluster has
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,24 +6,40 @@ import math
 
 
 def epochs_summary(trials_df, max_epochs: int) -> tuple[int, int]:
-    trained = trials_df[trials_df["status"] != "over_budget"]
+    """Epochs trained vs a full run of every ended trial (unended ones may still train)."""
+    ended = ["completed", "asha_stopped", "diverged", "error"]
+    trained = trials_df[trials_df["status"].isin(ended)]
     return int(trained["epochs_run"].sum()), int(len(trained) * max_epochs)
 
 
-def format_summary(trials_df, passing, settings, wall_s: float, slots: int, paths) -> str:
+ENDED = ("completed", "asha_stopped", "over_budget", "diverged", "error")
+UNENDED = ("interrupted", "running", "pending", "lost")
+
+
+def format_summary(
+    trials_df,
+    passing,
+    settings,
+    wall_s: float,
+    slots: int,
+    paths,
+    total: int | None = None,
+    busy: float | None = None,
+) -> str:
+    """`total`: the trials of the whole search (samples, plus any lost to a kill); `busy`:
+    seconds trained by this process (a resume's wall time covers only its own epochs)."""
     counts = trials_df["status"].value_counts().to_dict()
-    lines = ["", f"== search summary: {len(trials_df)} trials =="]
-    lines.append(
-        "  "
-        + ", ".join(
-            f"{s}: {counts.get(s, 0)}"
-            for s in ("completed", "asha_stopped", "over_budget", "diverged", "error")
-        )
-    )
+    total = max(total or 0, len(trials_df))
+    ended = sum(counts.get(s, 0) for s in ENDED) + counts.get("lost", 0)
+    lines = ["", f"== search summary: {ended} of {total} trials ended =="]
+    shown = [*ENDED, *(s for s in UNENDED if counts.get(s))]
+    lines.append("  " + ", ".join(f"{s}: {counts.get(s, 0)}" for s in shown))
+    if ended < total:
+        lines.append(f"  {total - ended} trial(s) left: --resume continues them")
     done, grid = epochs_summary(trials_df, settings["epochs"])
     saved = 100 * (1 - done / grid) if grid else 0.0
     lines.append(f"  epochs trained {done} vs {grid} for every trial in full ({saved:.0f}% saved)")
-    busy = trials_df["train_s"].sum()
+    busy = trials_df["train_s"].sum() if busy is None else busy
     share = 100 * busy / (wall_s * slots) if wall_s and slots else math.nan
     lines.append(
         f"  wall {wall_s:.1f}s; trials trained {busy:.1f}s in all over {slots} slot(s): "

@@ -28,12 +28,23 @@ STATE_FILE = "state.pt"
 FAIL_ENV = "TUNE_MNIST_FAIL_AT_EPOCH"
 
 
-def restored_state() -> dict[str, Any] | None:
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
+def _load(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     with checkpoint.as_directory() as folder:
         return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def restored_state(newest: str | None) -> dict[str, Any] | None:
+    """The newest of Ray's checkpoint and the one the journal names (`newest`): after a hard
+    kill Ray's snapshot can name an older epoch than the last one the trial saved."""
+    states = []
+    for source in (tune.get_checkpoint, lambda: tune.Checkpoint(newest) if newest else None):
+        try:
+            checkpoint = source()
+            if checkpoint is not None:
+                states.append(_load(checkpoint))
+        except (OSError, RuntimeError, ValueError):  # gone or unreadable: the other, or none
+            continue
+    return max(states, key=lambda state: int(state["epoch"]), default=None)
 
 
 def report_epoch(metrics: dict[str, Any], state, device: str, start_epoch: int) -> None:
@@ -48,8 +59,20 @@ def report_epoch(metrics: dict[str, Any], state, device: str, start_epoch: int) 
         tune.report({**metrics, **extra, "pid": os.getpid()}, checkpoint=checkpoint)
 
 
-def run_trial(config: dict[str, Any], data: MNIST, space: SearchSpace, cpus: int) -> None:
-    """Ray calls this once per trial (and again on retry / restore)."""
+def run_trial(
+    config: dict[str, Any],
+    data: MNIST,
+    space: SearchSpace,
+    cpus: int,
+    ended: frozenset[str] = frozenset(),
+    newest: dict[str, str] | None = None,
+) -> None:
+    """Ray calls this once per trial (and again on retry / restore). On a resume, `ended`
+    and `newest` come from the search's journal: a trial that had ended returns at once
+    (nothing trained, nothing reported), a running one continues from its newest epoch."""
+    trial_id = tune.get_context().get_trial_id()
+    if trial_id in ended:
+        return
     started = time.perf_counter()
     gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -72,7 +95,7 @@ def run_trial(config: dict[str, Any], data: MNIST, space: SearchSpace, cpus: int
             }
         )
         return
-    resume = restored_state()
+    resume = restored_state((newest or {}).get(trial_id))
     start_epoch = int(resume["epoch"]) if resume else 0  # > 0: continued from a checkpoint
     # a cohort (settings.seeds_per_trial > 1) reports its members' mean, min, std and lists
     run = train_cohort if train_config.cohort > 1 else train

@@ -1,0 +1,131 @@
+"""The journal is the truth a resume trusts: sticky ends, newest checkpoints, nothing absolute
+kept by Ray, and tables that only move forward."""
+
+import pickle
+from types import SimpleNamespace
+
+from searchutil import space_file
+
+from tune_mnist.journal import Journal, read_record
+from tune_mnist.space import load_space
+from tune_mnist.writer import Relay, ResultsWriter, set_live
+
+ROOT = "/old/results/.ray/x"
+
+
+def _trial(trial_id, status="RUNNING", epoch=0, done=False):
+    return SimpleNamespace(
+        trial_id=trial_id,
+        status=status,
+        config={"arch": "super_light", "max_lr": 0.02, "rotate_deg": 0.0},
+        last_result={"epoch": epoch, "done": done},
+        storage=SimpleNamespace(trial_dir_name=f"run_{trial_id}"),
+        error_file=None,
+    )
+
+
+def _report(epoch, acc=90.0):
+    return {
+        "epoch": epoch,
+        "val_acc": acc,
+        "test_acc": acc,
+        "epoch_s": 1.0,
+        "params": 4836,
+        "diverged": False,
+        "start_epoch": 0,
+    }
+
+
+def _writer(tmp_path, experiment=ROOT, samples=3):
+    space = load_space(space_file(tmp_path, epochs=4, samples=samples))
+    return ResultsWriter(tmp_path / "res", space, 1, {"commit": "abc"}, experiment)
+
+
+def _run(writer, trial, epochs):
+    writer.on_trial_start([trial], trial)
+    for epoch in range(1, epochs + 1):
+        trial.last_result = {**_report(epoch), "done": False}
+        report = {**_report(epoch), "checkpoint_dir_name": f"checkpoint_{epoch:06d}"}
+        writer.on_trial_result([trial], trial, report)
+
+
+def test_an_ended_trial_stays_ended_and_its_rows_never_change(tmp_path):
+    writer = _writer(tmp_path)
+    a = _trial("a")
+    _run(writer, a, 2)
+    a.last_result["done"] = True  # the scheduler stopped it
+    writer.on_trial_complete([a], a)
+    before = writer.tables()[1]
+    # a resumed Ray whose lagging snapshot still runs "a": whatever it reports is ignored
+    writer.on_trial_result([a], a, _report(3, acc=10.0))
+    writer.on_trial_complete([a], a)
+    trials, epochs, _ = writer.tables()
+    assert list(trials["status"]) == ["asha_stopped"]
+    assert epochs.equals(before)
+    assert writer.ledger()[0] == frozenset({"a"})
+
+
+def test_a_trial_stopped_by_an_interrupt_is_interrupted_and_resumable(tmp_path):
+    writer = _writer(tmp_path)
+    a = _trial("a")
+    _run(writer, a, 2)
+    a.status = "TERMINATED"  # Ray's clean-up after Ctrl-C: no `done` in its last result
+    writer.on_trial_complete([a], a)
+    assert list(writer.tables()[0]["status"]) == ["interrupted"]
+    ended, newest = writer.ledger()
+    assert ended == frozenset() and newest["a"].endswith("run_a/checkpoint_000002")
+
+
+def test_a_moved_experiment_resolves_checkpoints_under_its_new_place(tmp_path):
+    old = _writer(tmp_path)
+    _run(old, _trial("a"), 3)
+    moved = _writer(tmp_path, experiment="s3://bucket/prefix/x")  # same journal, new storage
+    assert moved.ledger()[1] == {"a": "s3://bucket/prefix/x/run_a/checkpoint_000003"}
+    lines = (tmp_path / "res" / "journal" / "a.jsonl").read_text()
+    assert ROOT not in lines  # checkpoints are kept relative to the experiment
+
+
+def test_what_ray_pickles_holds_no_path_and_forwards_to_the_live_writer(tmp_path):
+    writer = _writer(tmp_path)
+    relay = pickle.loads(pickle.dumps(Relay()))
+    assert str(tmp_path) not in str(pickle.dumps(relay))
+    set_live(writer)
+    try:
+        a = _trial("a")
+        relay.on_trial_start(0, [a], a)
+        relay.on_trial_result(0, [a], a, _report(1))
+    finally:
+        set_live(None)
+    relay.on_trial_result(0, [a], a, _report(2))  # no live writer: dropped, no error
+    assert [r["epoch"] for r in writer.journal.read()["a"].results] == [1]
+
+
+def test_a_journaled_trial_unknown_to_ray_after_a_kill_is_lost_not_dropped(tmp_path):
+    writer = _writer(tmp_path)
+    _run(writer, _trial("a"), 2)
+    b = _trial("b")
+    resumed = _writer(tmp_path)
+    resumed.on_step_begin([b])  # Ray's restored state knows only "b"
+    trials = resumed.tables()[0].set_index("trial_id")
+    assert trials.loc["a", "status"] == "lost" and trials.loc["a", "epochs_run"] == 2
+    assert resumed.counts()[0] == 1  # lost counts as ended: the search can finish
+
+
+def test_a_line_cut_short_by_a_kill_is_skipped(tmp_path):
+    journal = Journal(tmp_path)
+    journal.start("a", {"arch": "tiny"}, {})
+    journal.epoch("a", _report(1))
+    path = tmp_path / "journal" / "a.jsonl"
+    with open(path, "a") as handle:
+        handle.write('{"kind": "epoch", "result": {"epo')
+    record = read_record(path)
+    assert [r["epoch"] for r in record.results] == [1] and record.config == {"arch": "tiny"}
+
+
+def test_nan_and_numpy_values_are_journaled_as_plain_json(tmp_path):
+    import numpy as np
+
+    journal = Journal(tmp_path)
+    journal.epoch("a", {"epoch": np.int64(1), "val_acc": float("nan"), "x": np.float32(2.5)})
+    result = read_record(tmp_path / "journal" / "a.jsonl").results[0]
+    assert result == {"epoch": 1, "val_acc": None, "x": 2.5}

@@ -1,0 +1,221 @@
+"""Resume keeps its word at any kill moment: a search's process group is SIGKILLed before any
+table, right after the first one, mid-epoch, during a resume and twice in a row, then resumed
+to the end. Ctrl-C and SIGTERM stop it cleanly, and a moved folder resumes where it now lies."""
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from searchutil import env, run_search, search_command, space_file
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 6
+SAMPLES = 5
+ENDED = {"completed", "asha_stopped", "over_budget", "diverged", "error"}
+
+
+def _start(results: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        search_command(*args),
+        env=env(results),
+        start_new_session=True,  # its own process group, as a terminal would give it
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=120)
+
+
+def _epoch_lines(folder: Path) -> int:
+    journal = folder / "journal"
+    files = journal.glob("*.jsonl") if journal.is_dir() else []
+    return sum(text.count('"kind": "epoch"') for text in (p.read_text() for p in files))
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns if path.is_file() else 0
+
+
+def _read(folder: Path) -> dict[str, tuple[str, pd.DataFrame]] | None:
+    """trial id -> (status, its epoch rows), or None before the first table."""
+    if not (folder / "trials.parquet").is_file():
+        return None
+    trials = pd.read_parquet(folder / "trials.parquet")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    return {
+        tid: (status, epochs[epochs["trial_id"] == tid].reset_index(drop=True))
+        for tid, status in zip(trials["trial_id"], trials["status"], strict=True)
+    }
+
+
+def _forward(before, after) -> None:
+    """Nothing recorded goes missing; an ended trial's status and rows never change."""
+    if before is None:
+        return
+    assert after is not None, "the tables disappeared"
+    for tid, (status, rows) in before.items():
+        assert tid in after, f"trial {tid} vanished from the tables"
+        now_status, now_rows = after[tid]
+        assert set(rows["epoch"]) <= set(now_rows["epoch"]), f"{tid} lost epochs"
+        if status in ENDED:
+            assert now_status == status, f"{tid}: {status} became {now_status}"
+            pd.testing.assert_frame_equal(rows, now_rows, obj=f"ended trial {tid}")
+
+
+class Watch:
+    """Reads the tables while a search runs and checks that each read only moves forward."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.last, self.history = folder, None, []
+
+    def read(self) -> None:
+        now = _read(self.folder)
+        _forward(self.last, now)
+        if now is not None:
+            self.last = now
+
+    def until(self, proc, condition, what: str, timeout=400) -> None:
+        deadline = time.time() + timeout
+        while not condition():
+            assert proc.poll() is None, f"the search ended before {what}: {proc.stderr.read()}"
+            assert time.time() < deadline, f"timed out waiting for {what}"
+            self.read()
+            time.sleep(0.05)
+
+    def killed(self) -> None:
+        """After a kill: one more forward check, and what each running trial had done."""
+        self.read()
+        if self.last is not None:
+            self.history.append(
+                {tid: len(rows) for tid, (status, rows) in self.last.items() if status not in ENDED}
+            )
+
+
+def test_kills_at_many_moments_lose_nothing_and_retrain_nothing(tmp_path):
+    results = tmp_path / "results"
+    folder = results / "k"
+    space = space_file(tmp_path, epochs=EPOCHS, grace=2, samples=SAMPLES, max_params=8000)
+    args = ["--space", str(space), "--name", "k", "--no-report"]
+    watch = Watch(folder)
+    rng = random.Random(0)
+
+    # 1. before any table: the name must stay usable, by --resume or by a plain start
+    proc = _start(results, *args)
+    watch.until(proc, lambda: (folder / "search.json").is_file(), "search.json")
+    _kill(proc)
+    assert _read(folder) is None
+    again = _start(results, *args, "--resume")
+    while again.poll() is None and not (folder / "resume.json").is_file():
+        time.sleep(0.05)
+    if again.poll() is not None:  # nothing Ray could restore: the name is free again
+        assert again.returncode == 2 and "without --resume" in again.stderr.read()
+        again = _start(results, *args)
+    # 2. right after the first table
+    watch.until(again, lambda: (folder / "trials.parquet").is_file(), "the first table")
+    _kill(again)
+    watch.killed()
+    # 3. mid-epoch, during a resume
+    proc = _start(results, *args, "--resume")
+    seen = _epoch_lines(folder)
+    watch.until(proc, lambda: _epoch_lines(folder) > seen, "a new epoch")
+    time.sleep(rng.uniform(0.2, 0.8))  # somewhere inside the next epoch
+    _kill(proc)
+    watch.killed()
+    # 4. twice in a row: at a resume's start, then at its first epoch
+    stamp = _mtime(folder / "resume.json")
+    proc = _start(results, *args, "--resume")
+    watch.until(proc, lambda: _mtime(folder / "resume.json") != stamp, "a resume's start")
+    _kill(proc)
+    watch.killed()
+    proc = _start(results, *args, "--resume")
+    seen = _epoch_lines(folder)
+    watch.until(proc, lambda: _epoch_lines(folder) > seen, "an epoch after two kills")
+    _kill(proc)
+    watch.killed()
+
+    done = run_search(results, *args, "--resume")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    watch.read()
+    final = watch.last
+    statuses = [status for status, _ in final.values()]
+    assert all(s in ENDED or s == "lost" for s in statuses), statuses
+    assert sum(s in ENDED for s in statuses) == SAMPLES, statuses
+    for tid, (_, rows) in final.items():
+        assert list(rows["epoch"]) == list(range(1, len(rows) + 1)), f"{tid}: gap or duplicate"
+    for before in watch.history:  # a trial running at a kill went on from a checkpoint
+        for tid, had in before.items():
+            rows = final[tid][1]
+            later = rows[rows["epoch"] > had]
+            assert had == 0 or (later["start_epoch"] >= 1).all(), f"{tid} restarted from scratch"
+
+
+def _interrupted(tmp_path, name: str, sig: int, group: bool):
+    results = tmp_path / "results"
+    space = space_file(tmp_path, epochs=EPOCHS, grace=EPOCHS, samples=3, max_params=8000)
+    args = ["--space", str(space), "--name", name, "--no-report"]
+    proc = _start(results, *args)
+    try:
+        watch = Watch(results / name)
+        watch.until(proc, lambda: _epoch_lines(results / name) >= 2, "two epochs")
+        os.killpg(proc.pid, sig) if group else os.kill(proc.pid, sig)
+        code = proc.wait(timeout=300)
+        stderr = proc.stderr.read()
+    finally:
+        _kill(proc)
+    return results, args, code, stderr
+
+
+@pytest.mark.parametrize(
+    "sig, group, code",
+    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
+    ids=["ctrl-c-to-the-group", "sigterm-to-the-driver"],
+)
+def test_ctrl_c_or_sigterm_stops_with_its_code_a_hint_and_interrupted_trials(
+    tmp_path, sig, group, code
+):
+    results, args, got, stderr = _interrupted(tmp_path, "c", sig, group)
+    assert got == code, stderr[-2000:]
+    assert "python scripts/search.py --resume --name c" in stderr
+    assert "Tuner.restore" not in stderr  # Ray's own hint, for its API, is not ours
+    trials = pd.read_parquet(results / "c" / "trials.parquet")
+    assert "interrupted" in set(trials["status"]), trials["status"]
+    assert not ({"asha_stopped", "completed"} & set(trials["status"]))
+    summary = (results / "c" / "summary.json").read_text()
+    assert '"trials": 3' in summary
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone(tmp_path):
+    results, args, got, _ = _interrupted(tmp_path, "m", signal.SIGINT, True)
+    assert got == 130
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(results / "m", moved / "m")
+    shutil.copytree(results / ".ray" / "m", moved / ".ray" / "m")
+    old_tables, old_ray = _digest(results / "m"), _digest(results / ".ray" / "m")
+    done = run_search(moved, *args, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _digest(results / "m") == old_tables and _digest(results / ".ray" / "m") == old_ray
+    trials = pd.read_parquet(moved / "m" / "trials.parquet")
+    assert len(trials) == 3 and trials["status"].isin(list(ENDED)).all()
+    epochs = pd.read_parquet(moved / "m" / "epochs.parquet")
+    assert (epochs["start_epoch"] > 0).any(), "the interrupted trials started over"

@@ -1,0 +1,126 @@
+"""The search's own record of every trial: the truth on disk that a resume trusts.
+
+Ray's experiment snapshot lags (it is written every few seconds), so after a hard kill it can
+name a trial as running that had already ended, or an older checkpoint than the newest one.
+The driver therefore appends, as each event reaches it, one JSON line to
+`results/<name>/journal/<trial_id>.jsonl` and flushes it to disk (fsync) before anything
+else happens:
+
+- `start`: the trial's config and the provenance of the process that ran it;
+- `epoch`: every report (the epoch's metrics) and where its checkpoint lies, relative to the
+  Ray experiment folder (so a moved experiment still finds it);
+- `end`: that the trial ended (`TERMINATED` or `ERROR`), once; a later `end` is ignored.
+
+A line cut short by a kill is skipped when read. The tables are rebuilt from these files, so
+they only move forward, and a resume never trains an ended trial again and continues a running
+one from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FOLDER = "journal"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)  # every report, in order
+    ended: str = ""  # "", "TERMINATED" or "ERROR"
+    error: str = ""
+    checkpoint: str = ""  # newest, relative to the experiment folder (or absolute / a URI)
+    checkpoint_epoch: int = 0
+
+    @property
+    def last_result(self) -> dict[str, Any]:
+        return self.results[-1] if self.results else {}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become None, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value  # inf: json writes Infinity
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+
+
+class Journal:
+    def __init__(self, results_folder: Path):
+        self.folder = Path(results_folder) / FOLDER
+        self._ended: set[str] = set()
+        self._started: set[str] = set()
+        for record in self.read().values():
+            self._started.add(record.trial_id)
+            if record.ended:
+                self._ended.add(record.trial_id)
+
+    def _append(self, trial_id: str, line: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"{trial_id}.jsonl", "a") as handle:
+            handle.write(json.dumps(_plain(line)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the tables (or a kill) can follow
+
+    def ended(self, trial_id: str) -> bool:
+        return trial_id in self._ended
+
+    def start(self, trial_id: str, config: dict, provenance: dict) -> None:
+        if trial_id not in self._started:
+            self._started.add(trial_id)
+            self._append(trial_id, {"kind": "start", "config": config, "prov": provenance})
+
+    def epoch(self, trial_id: str, result: dict[str, Any], checkpoint: str = "") -> None:
+        if trial_id in self._ended:  # a resumed, ended trial reports nothing new
+            return
+        keep = {k: v for k, v in result.items() if k != "config"}
+        self._append(trial_id, {"kind": "epoch", "result": keep, "checkpoint": checkpoint})
+
+    def end(self, trial_id: str, status: str, error: str = "") -> None:
+        if trial_id not in self._ended:
+            self._ended.add(trial_id)
+            self._append(trial_id, {"kind": "end", "status": status, "error": error})
+
+    def read(self) -> dict[str, TrialRecord]:
+        records: dict[str, TrialRecord] = {}
+        for path in sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []:
+            records[path.stem] = read_record(path)
+        return records
+
+
+def read_record(path: Path) -> TrialRecord:
+    record = TrialRecord(path.stem)
+    for text in path.read_text().splitlines():
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            continue  # the last line of a killed driver, cut short
+        kind = line.get("kind")
+        if kind == "start":
+            record.config, record.provenance = line["config"], line.get("prov", {})
+        elif kind == "epoch" and not record.ended:
+            record.results.append(line["result"])
+            if line.get("checkpoint"):
+                record.checkpoint = line["checkpoint"]
+                record.checkpoint_epoch = int(line["result"].get("epoch") or 0)
+        elif kind == "end" and not record.ended:
+            record.ended, record.error = line["status"], line.get("error", "")
+    return record
+
+
+def resolve(path: str, root: str) -> str:
+    if path.startswith("/") or "://" in path:
+        return path
+    return f"{root.rstrip('/')}/{path}"

@@ -1,0 +1,194 @@
+"""The driver's record keeper: journal every event, rebuild the parquet tables from it.
+
+Ray pickles its callbacks into the experiment state (tuner.pkl), and a resume unpickles them.
+So what Ray holds is a `Relay` with no state: it forwards each event to the `ResultsWriter`
+of the driver process that is running now (`set_live`). A resumed or moved experiment thus
+writes into the folder its own driver names, never into the one a first driver used.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ray import tune
+
+from tune_mnist.journal import Journal, TrialRecord, resolve
+from tune_mnist.results import TrialView, build_tables, write_tables
+
+WRITE_EVERY_S = 10.0  # tables follow running trials' epochs at most this often
+_LIVE: ResultsWriter | None = None
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+
+
+def set_live(writer: ResultsWriter | None) -> None:
+    global _LIVE
+    _LIVE = writer
+
+
+class Relay(tune.Callback):
+    """The callback Ray keeps: forwards to the live writer (none: the event is dropped)."""
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if _LIVE:
+            _LIVE.on_trial_start(trials, trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if _LIVE:
+            _LIVE.on_trial_result(trials, trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if _LIVE:
+            _LIVE.on_trial_complete(trials, trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if _LIVE:
+            _LIVE.on_trial_error(trials, trial)
+
+    def on_step_begin(self, iteration, trials, **info):
+        if _LIVE:
+            _LIVE.on_step_begin(trials)
+
+    def on_experiment_end(self, trials, **info):
+        if _LIVE:
+            _LIVE.write(trials)
+
+
+def error_text(trial) -> str:
+    try:
+        lines = Path(trial.error_file).read_text().strip().splitlines() if trial.error_file else []
+    except OSError:
+        lines = []
+    lines = [line for line in lines if line.strip()]
+    return lines[-1][:500] if lines else "error (no error file)"
+
+
+class ResultsWriter:
+    """Journals each event (tune_mnist.journal), then rewrites the tables from the journal."""
+
+    def __init__(self, folder: Path, space, cpus: int, prov: dict, experiment: str):
+        self.folder, self.space, self.cpus, self.prov = folder, space, cpus, prov
+        self.experiment = experiment  # where Ray keeps this run's checkpoints (path or URI)
+        self.journal = Journal(folder)
+        self.started = time.time()
+        self.written = 0.0
+        self.trials: list = []  # Ray's trials, as last seen
+        self.checked = False  # for trials that Ray lost (see on_step_begin)
+        self.busy_s = 0.0  # training seconds reported to this process
+
+    def on_step_begin(self, trials) -> None:
+        """Once, when Ray's loop starts: a journaled trial that Ray's restored state does not
+        know (a kill came before Ray's first snapshot named it) can never be continued; it
+        is recorded as lost, and Ray runs another trial in its place."""
+        if self.checked:
+            return
+        self.checked = True
+        known = {t.trial_id for t in trials}
+        for trial_id, record in self.journal.read().items():
+            if trial_id not in known and not record.ended:
+                self.journal.end(trial_id, "LOST", "lost: killed before Ray recorded it")
+
+    def on_trial_start(self, trials, trial) -> None:
+        self.trials = trials
+        self.journal.start(trial.trial_id, trial.config, self.prov)
+
+    def on_trial_result(self, trials, trial, result) -> None:
+        self.journal.start(trial.trial_id, trial.config, self.prov)
+        if not self.journal.ended(trial.trial_id):
+            self.busy_s += float(result.get("epoch_s") or 0.0)
+        # Ray stores the report's checkpoint before the report reaches the driver, and names
+        # its folder in the report: the journal keeps it relative to the experiment folder
+        folder = result.get("checkpoint_dir_name")
+        checkpoint = f"{trial.storage.trial_dir_name}/{folder}" if folder else ""
+        self.journal.epoch(trial.trial_id, result, checkpoint)
+        if time.time() - self.written > WRITE_EVERY_S:
+            self.write(trials)
+
+    def on_trial_complete(self, trials, trial) -> None:
+        # `done` marks a real end: the trainable returned, or the scheduler stopped it. A
+        # trial stopped because the search was interrupted has no `done`: it stays resumable.
+        if (trial.last_result or {}).get("done"):
+            self.journal.end(trial.trial_id, "TERMINATED")
+        self.write(trials)
+        self.progress()
+
+    def on_trial_error(self, trials, trial) -> None:
+        self.journal.end(trial.trial_id, "ERROR", error_text(trial))
+        self.write(trials)
+        self.progress()
+
+    def ledger(self) -> tuple[frozenset[str], dict[str, str]]:
+        """What a resumed trainable needs: the ended trials (never trained again) and each
+        running trial's newest checkpoint, as a path or URI under today's experiment."""
+        records = self.journal.read()
+        ended = frozenset(t for t, r in records.items() if r.ended)
+        newest = {
+            t: resolve(r.checkpoint, self.experiment)
+            for t, r in records.items()
+            if r.checkpoint and not r.ended
+        }
+        return ended, newest
+
+    def views(self, trials=None) -> list[TrialView]:
+        trials = self.trials if trials is None else trials
+        live = {t.trial_id: t for t in trials}
+        records = self.journal.read()
+        views = [_view(record, live.get(tid)) for tid, record in records.items()]
+        views += [
+            TrialView(tid, trial.status, trial.config, {}, [])
+            for tid, trial in live.items()
+            if tid not in records
+        ]
+        return views
+
+    def write(self, trials=None) -> list[Path]:
+        if trials is not None:
+            self.trials = trials
+        self.written = time.time()
+        return write_tables(self.folder, *self.tables())
+
+    def tables(self):
+        return build_tables(self.views(), self.space, self.cpus, self.prov)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(ended, running, total) trials of the search."""
+        records = self.journal.read()
+        ended = sum(bool(r.ended) for r in records.values())
+        # Ray still lists a trial as RUNNING while its end is being handled
+        running = sum(
+            t.status == "RUNNING" and not self.journal.ended(t.trial_id) for t in self.trials
+        )
+        total = max(self.space.settings["samples"], len(records))
+        return ended, running, total
+
+    def progress(self) -> None:
+        """`progress: 5 of 24 trials ended, 2 running, 6.1 min so far, about 23 min left`: the
+        estimate assumes the rest take as long on average as the ended ones did."""
+        ended, running, total = self.counts()
+        elapsed = time.time() - self.started
+        left = elapsed / ended * (total - ended) if 0 < ended < total else 0.0
+        print(
+            f"progress: {min(ended, total)} of {total} trials ended, {running} running, "
+            f"{elapsed / 60:.1f} min so far, about {left / 60:.0f} min left",
+            flush=True,
+        )
+
+
+def _view(record: TrialRecord, trial) -> TrialView:
+    """The journal's word on a trial, with Ray's live status while it has not ended."""
+    if record.ended:
+        status = record.ended
+    elif trial is not None and trial.status in UNFINISHED:
+        status = trial.status
+    else:  # stopped by an interrupt or a kill, or unknown to Ray after one
+        status = "INTERRUPTED"
+    config = record.config or (trial.config if trial is not None else {})
+    return TrialView(
+        record.trial_id,
+        status,
+        config,
+        record.last_result,
+        record.results,
+        record.error,
+        record.provenance,
+    )
