@@ -62,7 +62,7 @@ def test_an_ended_trial_stays_ended_and_its_rows_never_change(tmp_path):
     trials, epochs, _ = writer.tables()
     assert list(trials["status"]) == ["asha_stopped"]
     assert epochs.equals(before)
-    assert writer.ledger()[0] == frozenset({"a"})
+    assert writer.ledger().ended == frozenset({"a"})
 
 
 def test_a_trial_stopped_by_an_interrupt_is_interrupted_and_resumable(tmp_path):
@@ -72,15 +72,16 @@ def test_a_trial_stopped_by_an_interrupt_is_interrupted_and_resumable(tmp_path):
     a.status = "TERMINATED"  # Ray's clean-up after Ctrl-C: no `done` in its last result
     writer.on_trial_complete([a], a)
     assert list(writer.tables()[0]["status"]) == ["interrupted"]
-    ended, newest = writer.ledger()
-    assert ended == frozenset() and newest["a"].endswith("run_a/checkpoint_000002")
+    ledger = writer.ledger()
+    assert ledger.ended == frozenset() and ledger.newest["a"].endswith("run_a/checkpoint_000002")
+    assert ledger.epochs == {"a": 2}
 
 
 def test_a_moved_experiment_resolves_checkpoints_under_its_new_place(tmp_path):
     old = _writer(tmp_path)
     _run(old, _trial("a"), 3)
     moved = _writer(tmp_path, experiment="s3://bucket/prefix/x")  # same journal, new storage
-    assert moved.ledger()[1] == {"a": "s3://bucket/prefix/x/run_a/checkpoint_000003"}
+    assert moved.ledger().newest == {"a": "s3://bucket/prefix/x/run_a/checkpoint_000003"}
     lines = (tmp_path / "res" / "journal" / "a.jsonl").read_text()
     assert ROOT not in lines  # checkpoints are kept relative to the experiment
 

@@ -28,6 +28,18 @@ from typing import Any
 FOLDER = "journal"
 
 
+@dataclass(frozen=True)
+class Ledger:
+    """What a resumed trainable needs from the journal (tune_mnist.trainable)."""
+
+    ended: frozenset[str] = frozenset()  # never trained again
+    newest: dict[str, str] = field(default_factory=dict)  # trial -> newest checkpoint
+    epochs: dict[str, int] = field(default_factory=dict)  # trial -> newest journaled epoch
+
+
+EMPTY = Ledger()
+
+
 @dataclass
 class TrialRecord:
     trial_id: str

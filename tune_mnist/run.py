@@ -78,19 +78,18 @@ def make_plan(args) -> Plan:
 
 
 def make_tuner(args, space, name, storage, experiment, data, plan, writer):
-    ended, newest = writer.ledger()  # empty for a new search
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
             data=data,
             space=space,
             cpus=args.cpus_per_trial,
-            ended=ended,
-            newest=newest,
+            ledger=writer.ledger(),  # empty for a new search
         ),
         plan.per_trial,
     )
     if args.resume:
+        repoint_new_trials(storage)
         return tune.Tuner.restore(
             experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -149,6 +148,34 @@ def make_tuner(args, space, name, storage, experiment, data, plan, writer):
             verbose=1,
         ),
     )
+
+
+_STORAGE: list[str] = []  # the storage root of the search this process resumes
+
+
+def repoint_new_trials(storage: str) -> None:
+    """Ray's restored searcher keeps the Experiment of the first run, whose storage names that
+    run's folder, so the trials it creates after a resume of a moved search would write their
+    checkpoints there (Ray re-points only the trials it restores). Point it at today's."""
+    from ray.tune.search.search_generator import SearchGenerator
+
+    _STORAGE[:] = [storage]
+    if not getattr(SearchGenerator.set_state, "repointed", False):
+        SearchGenerator.set_state = _repointing(SearchGenerator.set_state)
+
+
+def _repointing(set_state):
+    from ray.train._internal.storage import get_fs_and_path
+
+    def repointed(self, state):
+        set_state(self, state)
+        filesystem, fs_path = get_fs_and_path(_STORAGE[0])
+        for context in (self._experiment.storage, self._experiment.spec.get("storage")):
+            if context is not None:
+                context.storage_filesystem, context.storage_fs_path = filesystem, fs_path
+
+    repointed.repointed = True
+    return repointed
 
 
 def run_search(args, space, name, folder, storage, experiment, data) -> int:

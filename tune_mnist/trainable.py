@@ -7,6 +7,7 @@ epoch. The parameter budget is checked before anything is trained or moved to a 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -19,6 +20,7 @@ from ray import tune
 from tune_mnist.cohort import train_cohort
 from tune_mnist.data import MNIST
 from tune_mnist.engine import train
+from tune_mnist.journal import EMPTY, Ledger
 from tune_mnist.models import build_from_config, count_params
 from tune_mnist.space import METRICS, SearchSpace
 
@@ -28,50 +30,58 @@ STATE_FILE = "state.pt"
 FAIL_ENV = "TUNE_MNIST_FAIL_AT_EPOCH"
 
 
-def _load(checkpoint: tune.Checkpoint) -> dict[str, Any]:
+HISTORY_FILE = "reported.json"  # every report of the trial so far, beside each state
+
+
+def _load(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        history = Path(folder) / HISTORY_FILE
+        return state, json.loads(history.read_text()) if history.is_file() else []
 
 
-def restored_state(newest: str | None) -> dict[str, Any] | None:
-    """The newest of Ray's checkpoint and the one the journal names (`newest`): after a hard
-    kill Ray's snapshot can name an older epoch than the last one the trial saved."""
-    states = []
+def restored_state(newest: str | None) -> tuple[dict[str, Any] | None, list[dict], int]:
+    """The newest of Ray's checkpoint and the one the journal names (`newest`), the reports
+    made up to it, and the epoch of Ray's own: after a hard kill Ray's snapshot can name an
+    older epoch than the last one the trial saved. (Ray numbers a resumed trial's
+    checkpoints from its snapshot, so a folder the journal names may since hold a later
+    epoch: hence the history.)"""
+    found = []
     for source in (tune.get_checkpoint, lambda: tune.Checkpoint(newest) if newest else None):
         try:
             checkpoint = source()
-            if checkpoint is not None:
-                states.append(_load(checkpoint))
+            found.append(_load(checkpoint) if checkpoint is not None else None)
         except (OSError, RuntimeError, ValueError):  # gone or unreadable: the other, or none
-            continue
-    return max(states, key=lambda state: int(state["epoch"]), default=None)
+            found.append(None)
+    ray_epoch = int(found[0][0]["epoch"]) if found[0] else 0
+    state, history = max(
+        (pair for pair in found if pair), key=lambda pair: int(pair[0]["epoch"]), default=(None, [])
+    )
+    return state, history, ray_epoch
 
 
-def report_epoch(metrics: dict[str, Any], state, device: str, start_epoch: int) -> None:
+def report_epoch(metrics, state, device: str, start_epoch: int, history: list[dict]) -> None:
     fail_at, _, once = os.environ.get(FAIL_ENV, "").partition(":")
     if fail_at and int(fail_at) == metrics["epoch"] and not (once and start_epoch > 0):
         raise RuntimeError(f"injected failure at epoch {metrics['epoch']} ({FAIL_ENV})")
+    # the worker's pid lets an operator (or a test) find the process of a trial
+    extra = {"over_budget": False, "device": device, "start_epoch": start_epoch}
+    report = {**metrics, **extra, "pid": os.getpid()}
+    history.append(report)
     with tempfile.TemporaryDirectory() as folder:
         torch.save(state.state_dict(), Path(folder) / STATE_FILE)
-        checkpoint = tune.Checkpoint.from_directory(folder)
-        extra = {"over_budget": False, "device": device, "start_epoch": start_epoch}
-        # the worker's pid lets an operator (or a test) find the process of a trial
-        tune.report({**metrics, **extra, "pid": os.getpid()}, checkpoint=checkpoint)
+        (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def run_trial(
-    config: dict[str, Any],
-    data: MNIST,
-    space: SearchSpace,
-    cpus: int,
-    ended: frozenset[str] = frozenset(),
-    newest: dict[str, str] | None = None,
+    config: dict[str, Any], data: MNIST, space: SearchSpace, cpus: int, ledger: Ledger = EMPTY
 ) -> None:
-    """Ray calls this once per trial (and again on retry / restore). On a resume, `ended`
-    and `newest` come from the search's journal: a trial that had ended returns at once
-    (nothing trained, nothing reported), a running one continues from its newest epoch."""
+    """Ray calls this once per trial (and again on retry / restore). On a resume, `ledger`
+    comes from the search's journal: a trial that had ended returns at once (nothing
+    trained, nothing reported), a running one continues from its newest epoch."""
     trial_id = tune.get_context().get_trial_id()
-    if trial_id in ended:
+    if trial_id in ledger.ended:
         return
     started = time.perf_counter()
     gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
@@ -95,13 +105,17 @@ def run_trial(
             }
         )
         return
-    resume = restored_state((newest or {}).get(trial_id))
+    resume, history, ray_epoch = restored_state(ledger.newest.get(trial_id))
     start_epoch = int(resume["epoch"]) if resume else 0  # > 0: continued from a checkpoint
+    known = max(ledger.epochs.get(trial_id, 0), ray_epoch)
+    for report in history:  # epochs trained before a kill whose reports never got journaled
+        if known < report["epoch"] <= start_epoch:
+            tune.report(report)
     # a cohort (settings.seeds_per_trial > 1) reports its members' mean, min, std and lists
     run = train_cohort if train_config.cohort > 1 else train
     run(
         train_config,
         data,
-        on_epoch=lambda metrics, state: report_epoch(metrics, state, device, start_epoch),
+        on_epoch=lambda metrics, state: report_epoch(metrics, state, device, start_epoch, history),
         resume=resume,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ray import tune
 
-from tune_mnist.journal import Journal, TrialRecord, resolve
+from tune_mnist.journal import Journal, Ledger, TrialRecord, resolve
 from tune_mnist.results import TrialView, build_tables, write_tables
 
 WRITE_EVERY_S = 10.0  # tables follow running trials' epochs at most this often
@@ -117,17 +117,24 @@ class ResultsWriter:
         self.write(trials)
         self.progress()
 
-    def ledger(self) -> tuple[frozenset[str], dict[str, str]]:
-        """What a resumed trainable needs: the ended trials (never trained again) and each
-        running trial's newest checkpoint, as a path or URI under today's experiment."""
+    def ledger(self) -> Ledger:
+        """What a resumed trainable needs: the ended trials (never trained again), each
+        running trial's newest checkpoint, as a path or URI under today's experiment, and
+        its newest journaled epoch."""
         records = self.journal.read()
-        ended = frozenset(t for t, r in records.items() if r.ended)
-        newest = {
-            t: resolve(r.checkpoint, self.experiment)
-            for t, r in records.items()
-            if r.checkpoint and not r.ended
-        }
-        return ended, newest
+        running = {t: r for t, r in records.items() if not r.ended}
+        return Ledger(
+            ended=frozenset(t for t, r in records.items() if r.ended),
+            newest={
+                t: resolve(r.checkpoint, self.experiment)
+                for t, r in running.items()
+                if r.checkpoint
+            },
+            epochs={
+                t: max((int(x.get("epoch") or 0) for x in r.results), default=0)
+                for t, r in running.items()
+            },
+        )
 
     def views(self, trials=None) -> list[TrialView]:
         trials = self.trials if trials is None else trials
