@@ -219,3 +219,27 @@ def test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone(tmp_pa
     assert len(trials) == 3 and trials["status"].isin(list(ENDED)).all()
     epochs = pd.read_parquet(moved / "m" / "epochs.parquet")
     assert (epochs["start_epoch"] > 0).any(), "the interrupted trials started over"
+
+
+def test_two_searches_started_together_one_runs_the_other_is_refused(tmp_path):
+    results = tmp_path / "results"
+    space = space_file(tmp_path, epochs=3, grace=3, samples=2, max_params=8000)
+    args = ["--space", str(space), "--name", "race", "--no-report"]
+    procs = [_start(results, *args) for _ in range(2)]  # the same moment, the same name
+    try:
+        deadline = time.time() + 400
+        while all(p.poll() is None for p in procs):
+            assert time.time() < deadline, "neither search was refused"
+            time.sleep(0.05)
+        refused = next(p for p in procs if p.poll() is not None)
+        running = next(p for p in procs if p is not refused)
+        stderr = refused.stderr.read()
+        assert refused.returncode == 2 and stderr.count("\n") == 1, stderr
+        assert "already running" in stderr and f"pid {running.pid}" in stderr
+        assert running.wait(timeout=600) == 0, running.stderr.read()[-2000:]
+    finally:
+        for proc in procs:
+            _kill(proc)
+    trials = pd.read_parquet(results / "race" / "trials.parquet")
+    assert len(trials) == 2 and trials["status"].isin(list(ENDED)).all()
+    assert len(list((results / ".ray" / "race").glob("run_trial_*"))) == 2  # one driver's

@@ -16,6 +16,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_mnist.journal import EMPTY
 from tune_mnist.plan import Plan, plan_resources
 from tune_mnist.results import write_tables
 from tune_mnist.space import METRICS
@@ -77,14 +78,14 @@ def make_plan(args) -> Plan:
     )
 
 
-def make_tuner(args, space, name, storage, experiment, data, plan, writer):
+def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
             data=data,
             space=space,
             cpus=args.cpus_per_trial,
-            ledger=writer.ledger(),  # empty for a new search
+            ledger=ledger or EMPTY,  # the journal's word, for a resume
         ),
         plan.per_trial,
     )
@@ -209,7 +210,8 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         set_live(writer)
         # Ray's "Resume experiment with: Tuner.restore(...)" on Ctrl-C: ours names the command
         logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
-        tuner = make_tuner(args, space, name, storage, experiment, data, plan, writer)
+        ledger = writer.ledger()  # empty for a new search
+        tuner = make_tuner(args, space, name, storage, experiment, data, plan, ledger)
         tuner.fit()
         wall_s = time.perf_counter() - started
         tables = writer.tables()
