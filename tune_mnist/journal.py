@@ -49,7 +49,6 @@ class TrialRecord:
     ended: str = ""  # "", "TERMINATED" or "ERROR"
     error: str = ""
     checkpoint: str = ""  # newest, relative to the experiment folder (or absolute / a URI)
-    checkpoint_epoch: int = 0
 
     @property
     def last_result(self) -> dict[str, Any]:
@@ -124,9 +123,7 @@ def read_record(path: Path) -> TrialRecord:
             record.config, record.provenance = line["config"], line.get("prov", {})
         elif kind == "epoch" and not record.ended:
             record.results.append(line["result"])
-            if line.get("checkpoint"):
-                record.checkpoint = line["checkpoint"]
-                record.checkpoint_epoch = int(line["result"].get("epoch") or 0)
+            record.checkpoint = line.get("checkpoint") or record.checkpoint
         elif kind == "end" and not record.ended:
             record.ended, record.error = line["status"], line.get("error", "")
     return record
