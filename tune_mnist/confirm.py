@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shlex
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from tune_mnist.config import TrainConfig
 from tune_mnist.data import MNIST
@@ -41,6 +43,12 @@ class SeedRun:
     history: list[dict[str, Any]]  # train.py's per-epoch metrics, in order
     cohort: int = 1  # seeds trained together with this one (fused), 1 = alone
     cohort_first: int = 0  # the cohort's first seed (the config's seed that rebuilds it)
+    node_id: str = ""  # the Ray node that trained it ("" without Ray)
+
+
+def _node_id() -> str:
+    ray = sys.modules.get("ray")  # never imported without Ray: a plain local run
+    return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else ""
 
 
 def newest_experiment(results_root: Path) -> Path:
@@ -98,6 +106,8 @@ def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> list[S
             print(label + "] ", end="")
             print_epoch(metrics, config.epochs)
 
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        config = config.replace(device="cpu")  # a logical GPU on a node without CUDA
     if config.cohort > 1:
         from tune_mnist.cohort import cohort_seeds, train_cohort
 
@@ -116,6 +126,7 @@ def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> list[S
             result.history,
             cohort=config.cohort,
             cohort_first=config.seed,
+            node_id=_node_id(),
         )
         for seed, result in zip(seeds, results, strict=True)
     ]
@@ -177,6 +188,7 @@ def confirmation_rows(row, rank, runs, summary, config, prov) -> list[dict[str, 
     for run in runs:
         # cohort + cohort_first rebuild how it was trained: alone, or fused with its cohort
         values = {**config.to_dict(), "seed": run.seed, "device": run.device}
+        values |= {"node_id": run.node_id}
         values |= {"cohort": run.cohort, "cohort_first": run.cohort_first}
         out.append(
             {

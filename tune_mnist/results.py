@@ -38,6 +38,7 @@ EPOCH_COLUMNS = [
     "params",
     "diverged",
     "start_epoch",
+    "node_id",  # the Ray node that trained the epoch (a retried trial may change node)
 ]
 _DTYPES = {"bool": "bool", "int": "int64", "float": "float64", "str": "string"}
 
@@ -133,6 +134,9 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
         # over budget: the trainable's own clock (Ray's also counts the worker's start-up)
         "wall_s": float(last.get("trial_s") or last.get("time_total_s") or 0.0),
         "error": trial.error if status == "error" else "",
+        # where it ran last: Ray's node and the share of a GPU it held (0: CPU trial)
+        "node_id": last.get("node_id") or "",
+        "gpu_share": float(last.get("gpu_share") or 0.0),
         **provenance,
         **trial.provenance,  # a resumed search keeps each trial's own
     }
@@ -158,6 +162,7 @@ def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
             "params": "int64",
             "diverged": "bool",
             "start_epoch": "int64",
+            "node_id": "string",
         }
     )
     passing = trials_df[trials_df["passed"]].sort_values(
@@ -177,6 +182,8 @@ def typed_trials(frame: pd.DataFrame) -> pd.DataFrame:
         "best_epoch": "int64",
         "passed": "bool",
         "error": "string",
+        "node_id": "string",
+        "gpu_share": "float64",
     }
     present = {k: v for k, v in types.items() if k in frame.columns}
     return frame.astype(present)

@@ -57,6 +57,11 @@ def parse_args(argv):
     parser.add_argument("--gpus", type=int, default=0, help="GPUs: seeds side by side via Ray")
     parser.add_argument("--cpus", type=int, default=1, help="CPUs: >1 runs seeds via Ray")
     parser.add_argument(
+        "--address",
+        help="run the seeds as Ray tasks on this existing cluster (default $RAY_ADDRESS); "
+        "--gpus then asks each seed for a quarter of a cluster GPU",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="torch threads per seed (default: 1 with Ray, else torch's default); recorded, "
@@ -139,6 +144,28 @@ def seed_configs(row, args, device: str, parallel: bool) -> list:
     return [config_of(row, **run, seed=seed) for seed in seeds]
 
 
+def start_ray(args) -> dict | None:
+    """Ray task options for a seed, once Ray runs (None: seeds train here, one by one)."""
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not (address or args.gpus or args.cpus > 1):
+        return None
+    from tune_mnist.search import keep_ray_local
+
+    keep_ray_local(address)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every seed's epoch lines, not one
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        have = ray.cluster_resources().get("GPU", 0)
+        if args.gpus > have:  # the seeds' tasks would wait forever for a GPU
+            ray.shutdown()
+            raise InputError(f"--gpus {args.gpus}: the cluster at {address} has {have:g} GPU(s)")
+    else:  # "local": a Ray of our own, never a cluster `ray start` left on this machine
+        ray.init(address="local", num_cpus=args.cpus, num_gpus=args.gpus, include_dashboard=False)
+    return {"num_cpus": 1, "num_gpus": 0.25 if args.gpus else 0}  # 4 seeds per GPU
+
+
 def main(argv: list[str] | None = None) -> int:
     from tune_mnist.config import ConfigError
     from tune_mnist.data import DataError, load_mnist
@@ -147,20 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         folder, candidates, settings = load_candidates(args)
         data = load_mnist(args.data_dir)
+        parallel = start_ray(args)
     except (InputError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     target = args.target if args.target is not None else settings["target_acc"]
-    parallel = None
-    if args.gpus or args.cpus > 1:
-        from tune_mnist.search import keep_ray_local
-
-        keep_ray_local(None)
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every seed's epoch lines, not one
-        import ray
-
-        ray.init(num_cpus=args.cpus, num_gpus=args.gpus, include_dashboard=False)
-        parallel = {"num_cpus": 1, "num_gpus": 0.25 if args.gpus else 0}  # 4 seeds per GPU
     device = "cuda" if args.gpus else "cpu"
     prov = provenance(device)
     rows = [row for _, row in candidates.iterrows()]

@@ -11,6 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -55,11 +56,15 @@ def start_ray(address: str | None) -> None:
     # kill catches before any snapshot names it is lost to Ray, though not to our journal
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         return
     import torch
 
     ray.init(
+        # a new Ray of our own: without "local", Ray joins whatever cluster `ray start` last
+        # started on this machine (and then refuses num_cpus)
+        address="local",
         num_cpus=os.cpu_count(),
         num_gpus=torch.cuda.device_count(),
         include_dashboard=False,
@@ -215,7 +220,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         tuner.fit()
         wall_s = time.perf_counter() - started
         tables = writer.tables()
-        counts = (*writer.counts(), writer.busy_s)
+        counts = (*writer.counts(), writer.busy_s, writer.peak_running)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before Ray Tune's loop began
         if writer is not None:
             writer.write()
@@ -229,16 +234,28 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
 def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts) -> int:
     trials_df, epochs_df, passing = tables
     paths = write_tables(folder, trials_df, epochs_df, passing)
-    ended, _, total, busy = counts
+    ended, _, total, busy, peak = counts
     summary = format_summary(
         trials_df, passing, space.settings, wall_s, plan.concurrency, paths, total, busy
     )
+    nodes = trials_df["node_id"] if "node_id" in trials_df else []
+    per_node = {
+        str(k): int(v) for k, v in pd.Series(nodes).replace("", "none").value_counts().items()
+    }
     print(summary, flush=True)
+    print(
+        f"  at most {peak} trial(s) ran at once; trials per Ray node: "
+        + ", ".join(f"{node[:8]} {n}" for node, n in per_node.items()),
+        flush=True,
+    )
     write_json(
         folder / "summary.json",
         {
             "wall_s": wall_s,
             "slots": plan.concurrency,
+            "peak_running": peak,  # most trials Ray held resources for at once
+            "per_trial": plan.per_trial,
+            "trials_per_node": per_node,
             "trials": total,
             "ended": ended,
             "statuses": json.loads(trials_df["status"].value_counts().to_json()),

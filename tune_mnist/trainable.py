@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -60,13 +61,23 @@ def restored_state(newest: str | None) -> tuple[dict[str, Any] | None, list[dict
     return state, history, ray_epoch
 
 
-def report_epoch(metrics, state, device: str, start_epoch: int, history: list[dict]) -> None:
+def placement(device: str) -> dict[str, Any]:
+    """Where this trial runs: its device, its share of a GPU (Ray's resources, logical GPUs
+    included), the Ray node, and the worker's pid (lets an operator, or a test, find it)."""
+    gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
+    return {
+        "device": device,
+        "gpu_share": float(gpus),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+    }
+
+
+def report_epoch(metrics, state, where: dict, start_epoch: int, history: list[dict]) -> None:
     fail_at, _, once = os.environ.get(FAIL_ENV, "").partition(":")
     if fail_at and int(fail_at) == metrics["epoch"] and not (once and start_epoch > 0):
         raise RuntimeError(f"injected failure at epoch {metrics['epoch']} ({FAIL_ENV})")
-    # the worker's pid lets an operator (or a test) find the process of a trial
-    extra = {"over_budget": False, "device": device, "start_epoch": start_epoch}
-    report = {**metrics, **extra, "pid": os.getpid()}
+    report = {**metrics, "over_budget": False, "start_epoch": start_epoch, **where}
     history.append(report)
     with tempfile.TemporaryDirectory() as folder:
         torch.save(state.state_dict(), Path(folder) / STATE_FILE)
@@ -101,10 +112,11 @@ def run_trial(
                 "diverged": False,
                 **{name: 0.0 if mode == "max" else float("inf") for name, mode in names.items()},
                 "trial_s": time.perf_counter() - started,
-                "device": device,
+                **placement(device),
             }
         )
         return
+    where = placement(device)
     resume, history, ray_epoch = restored_state(ledger.newest.get(trial_id))
     start_epoch = int(resume["epoch"]) if resume else 0  # > 0: continued from a checkpoint
     known = max(ledger.epochs.get(trial_id, 0), ray_epoch)
@@ -116,6 +128,6 @@ def run_trial(
     run(
         train_config,
         data,
-        on_epoch=lambda metrics, state: report_epoch(metrics, state, device, start_epoch, history),
+        on_epoch=lambda metrics, state: report_epoch(metrics, state, where, start_epoch, history),
         resume=resume,
     )

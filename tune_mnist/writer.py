@@ -75,11 +75,14 @@ class ResultsWriter:
         self.trials: list = []  # Ray's trials, as last seen
         self.checked = False  # for trials that Ray lost (see on_step_begin)
         self.busy_s = 0.0  # training seconds reported to this process
+        self.peak_running = 0  # most trials Ray ran at once (holding their resources)
 
     def on_step_begin(self, trials) -> None:
         """Once, when Ray's loop starts: a journaled trial that Ray's restored state does not
         know (a kill came before Ray's first snapshot named it) can never be continued; it
         is recorded as lost, and Ray runs another trial in its place."""
+        running = sum(t.status == "RUNNING" for t in trials)
+        self.peak_running = max(self.peak_running, running)
         if self.checked:
             return
         self.checked = True

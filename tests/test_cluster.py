@@ -1,0 +1,162 @@
+"""The cluster path, on real Ray nodes on loopback (tune_mnist.loopback): trials spread over
+two nodes, `--gpus 4 --trials-per-gpu 2` on logical GPUs runs 8 trials at once, too many GPUs
+is refused, retrain_best.py --address trains its seeds there, and a node killed mid-search
+(its raylet) costs only a retry from the last checkpoint on the node that is left."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from clusterutil import (
+    kill_node,
+    listening_addresses,
+    loopback_cluster,
+    session_pids,
+    wait_for,
+)
+from searchutil import ROOT, space_file
+
+pytestmark = pytest.mark.slow
+
+ENDED = {"completed", "asha_stopped", "over_budget", "diverged", "error"}
+LOOPBACK = {"127.0.0.1", "0" * 31 + "1"}  # v4 and v6 (::1)
+
+
+def small_space(folder: Path, **kw) -> Path:
+    path = space_file(folder, **kw)
+    path.write_text(path.read_text().replace("train_subset: 5000", "train_subset: 2000"))
+    return path
+
+
+def run(script: str, results: Path, env: dict, *args: str, timeout=900):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        env={**env, "TUNE_MNIST_RESULTS": str(results), "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two nodes of 4 logical CPUs and 2 logical GPUs each (no CUDA behind them)."""
+    with loopback_cluster("--nodes", "2", "--cpus", "4", "--gpus", "2") as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def gpu_search(cluster, tmp_path_factory):
+    _, env = cluster
+    folder = tmp_path_factory.mktemp("cluster")
+    # long enough (8 epochs, none over budget) that all 8 are running at one moment
+    space = small_space(folder, epochs=8, grace=8, samples=8, max_params=8000)  # none skipped
+    args = ("--gpus", "4", "--trials-per-gpu", "2", "--space", str(space), "--name", "g")
+    done = run("search.py", folder / "results", env, *args, "--no-report")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return folder / "results" / "g"
+
+
+def test_logical_gpus_pack_eight_trials_over_two_nodes(cluster, gpu_search):
+    info, _ = cluster
+    trials = pd.read_parquet(gpu_search / "trials.parquet")
+    summary = json.loads((gpu_search / "summary.json").read_text())
+    assert len(trials) == 8 and set(trials["status"]) <= ENDED
+    assert summary["per_trial"] == {"cpu": 1, "gpu": 0.5}
+    assert summary["peak_running"] == 8  # 4 GPUs x 2 trials, all held at one moment
+    assert (trials["gpu_share"] == 0.5).all()
+    assert set(trials["device"]) == {"cpu"}  # no CUDA here: the trials fell back to CPU
+    nodes = {node["node_id"] for node in info["nodes"]}
+    assert set(trials["node_id"]) <= nodes
+    assert trials["node_id"].nunique() == 2, trials["node_id"].value_counts()
+    epochs = pd.read_parquet(gpu_search / "epochs.parquet")
+    assert set(epochs["node_id"]) <= nodes
+
+
+def test_cluster_listens_on_loopback_only(cluster):
+    info, _ = cluster
+    found = listening_addresses(session_pids(info["pid"]))
+    assert found, "no listening socket found: the check would prove nothing"
+    assert found <= LOOPBACK, found
+
+
+def test_more_gpus_than_the_cluster_has_is_one_line(cluster, tmp_path):
+    _, env = cluster
+    space = small_space(tmp_path, samples=1)
+    done = run("search.py", tmp_path / "r", env, "--gpus", "8", "--space", str(space))
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --gpus 8: only 4 GPU(s)"), lines
+    assert not list((tmp_path / "r").glob("*/trials.parquet"))
+
+
+def test_retrain_runs_its_seeds_on_the_cluster(cluster, gpu_search):
+    info, env = cluster
+    args = ("--results", str(gpu_search), "--seeds", "2", "--epochs", "1")
+    done = run("retrain_best.py", gpu_search.parent, env, *args, "--address", info["address"])
+    assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]
+    rows = pd.read_parquet(gpu_search / "confirmations.parquet")
+    assert len(rows) == 2
+    assert set(rows["node_id"]) <= {node["node_id"] for node in info["nodes"]}
+
+
+def _running_on(folder: Path, node: str) -> set[str]:
+    """Trials that have not ended and whose newest journaled epoch ran on `node`."""
+    found = set()
+    for path in (folder / "journal").glob("*.jsonl") if folder.is_dir() else []:
+        where, ended = None, False
+        for line in path.read_text().splitlines():
+            entry = json.loads(line) if line.strip() else {}
+            ended = ended or entry.get("kind") == "end"
+            if entry.get("kind") == "epoch" and entry["result"].get("epoch", 0) >= 1:
+                where = entry["result"].get("node_id")
+        if where == node and not ended:
+            found.add(path.stem)
+    return found
+
+
+def test_a_lost_node_costs_only_a_retry_from_the_checkpoint(tmp_path):
+    """The head has 1 CPU, the other node 2: trials start on both; the other node's raylet
+    is killed once a trial there reported an epoch. Its trials resume on the head."""
+    with loopback_cluster("--nodes", "2", "--cpus", "2", "--head-cpus", "1") as (info, env):
+        head, other = (n["node_id"] for n in sorted(info["nodes"], key=lambda n: not n["head"]))
+        space = small_space(tmp_path, epochs=4, grace=4, samples=4)
+        folder = tmp_path / "results" / "lost"
+        search = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "search.py"), "--gpus", "0"]
+            + ["--space", str(space), "--name", "lost", "--no-report"],
+            env={**env, "TUNE_MNIST_RESULTS": str(tmp_path / "results")},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            victims = wait_for(
+                lambda: _running_on(folder, other),
+                600,
+                "a trial running on the second node",
+                lambda: search.poll() is None,
+            )
+            raylet = next(n["raylet_pid"] for n in info["nodes"] if n["node_id"] == other)
+            assert len(kill_node(raylet)) > 1  # the raylet and the trials' workers under it
+            _, err = search.communicate(timeout=900)
+        finally:
+            if search.poll() is None:
+                search.kill()
+        assert search.returncode == 0, err[-3000:]
+    trials = pd.read_parquet(folder / "trials.parquet")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    assert len(trials) == 4 and set(trials["status"]) <= ENDED - {"error"}, trials["status"]
+    assert set(trials.loc[trials["trial_id"].isin(victims), "status"]) == {"completed"}
+    for trial in victims:
+        rows = epochs[epochs["trial_id"] == trial]
+        assert list(rows["epoch"]) == [1, 2, 3, 4]  # finished: none lost, none twice
+        later = rows[rows["node_id"] == head]  # retried on the head, from the checkpoint
+        assert len(later) > 0 and (later["start_epoch"] >= 1).all(), rows.to_dict("records")
