@@ -169,10 +169,14 @@ def resume_command(args, name: str) -> str:
 
 
 def keep_ray_local(address: str | None) -> None:
-    """Without a cluster to join, make every Ray server listen on loopback only: Ray then
-    uses 127.0.0.1 as the node address (as it does on a laptop OS). Read when ray is first
-    imported, so this runs before that; workers inherit it."""
-    if not (address or os.environ.get("RAY_ADDRESS")):
+    """Without a cluster to join, or to join one on this machine's loopback (as
+    `python -m tune_mnist.loopback` starts), make Ray use 127.0.0.1 as the node address
+    (as it does on a laptop OS): its servers then listen on loopback only, and Ray does not
+    rewrite 127.0.0.1 to the machine's outward IP. Read when ray is first imported, so this
+    runs before that; workers inherit it."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    host = (address or "").rpartition(":")[0]
+    if not address or host in ("127.0.0.1", "localhost"):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
