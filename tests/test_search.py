@@ -48,8 +48,13 @@ def test_three_tables_with_documented_columns_and_types(smoke):
         "ray_version",
         "optuna_version",
         "commit",
+        "node_id",
+        "gpu_share",
+        "on_front",
     ):
         assert column in trials.columns, column
+    assert trials["node_id"].str.len().eq(56).all()  # every trial knows its Ray node
+    assert (trials["gpu_share"] == 0.0).all() and trials["on_front"].dtype == bool
     assert trials["width1"].dtype == "int64" and trials["squeeze"].dtype == bool
     assert trials["max_lr"].dtype == "float64" and trials["passed"].dtype == bool
     assert list(results.epochs.columns) == EPOCH_COLUMNS

@@ -68,6 +68,16 @@ def pareto(results: Results, settings: dict, path: Path) -> None:
         linewidths=1.5,
         label=f"passing ({len(passing)})",
     )
+    if "on_front" in trials and trials["on_front"].any():  # the trade-offs found, as a staircase
+        front = trials[trials["on_front"]].sort_values("params")
+        ax.step(
+            front["params"],
+            front[final],
+            where="post",
+            color="tab:gray",
+            lw=1,
+            label=f"Pareto front ({len(front)})",
+        )
     conf = results.confirmations
     if conf is not None and len(conf):
         stats = conf.groupby("trial_id").agg(

@@ -155,6 +155,8 @@ def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
         rows.append(row)
         epoch_rows.extend(epochs)
     trials_df = typed_trials(pd.DataFrame(rows))
+    if len(trials_df):
+        trials_df["on_front"] = on_front(trials_df)
     epochs_df = pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS).astype(
         {
             "trial_id": "string",
@@ -169,6 +171,19 @@ def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
         ["params", "final_val_acc"], ascending=[True, False]
     )
     return trials_df, epochs_df, passing.reset_index(drop=True)
+
+
+def on_front(trials: pd.DataFrame) -> pd.Series:
+    """Completed trials that no other completed trial matches or beats on both final
+    validation accuracy (a cohort's mean) and parameter count: the trade-offs found."""
+    done = trials[(trials["status"] == "completed") & trials["final_val_acc"].notna()]
+    params, acc = done["params"], done["final_val_acc"]
+    front = pd.Series(False, index=trials.index)
+    for index, row in done.iterrows():
+        no_worse = (params <= row["params"]) & (acc >= row["final_val_acc"])
+        better = (params < row["params"]) | (acc > row["final_val_acc"])
+        front[index] = not (no_worse & better).any()
+    return front
 
 
 def typed_trials(frame: pd.DataFrame) -> pd.DataFrame:

@@ -99,38 +99,9 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
         return tune.Tuner.restore(
             experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
-    import optuna
-
-    # the `group` sampler option is marked experimental, and a new in-memory study is
-    # announced on every start: noise in a search's output
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher, scheduler = make_search(space, args.seed)
     settings = space.settings
-    sampler = optuna.samplers.TPESampler(
-        seed=args.seed,
-        multivariate=True,
-        group=True,  # the conditional space: sample each architecture's branch jointly
-        n_startup_trials=max(4, min(10, settings["samples"] // 3)),
-    )
-    searcher = OptunaSearch(
-        space=space.define_by_run,
-        metric=settings["metric"],
-        mode=settings["mode"],
-        sampler=sampler,
-        points_to_evaluate=space.optuna_points() or None,
-    )
-    # ASHA may compare another metric than the one Optuna optimises; Ray then wants the
-    # scheduler's metric set on the scheduler and none on the TuneConfig
-    asha_metric = settings.get("asha_metric") or settings["metric"]
-    own = asha_metric != settings["metric"]
-    scheduler = ASHAScheduler(
-        time_attr="epoch",
-        max_t=settings["epochs"],
-        grace_period=settings["grace_period"],
-        reduction_factor=settings["reduction_factor"],
-        metric=asha_metric if own else None,
-        mode=METRICS[asha_metric] if own else None,
-    )
+    _, own = asha_metric(settings)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -154,6 +125,50 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
             verbose=1,
         ),
     )
+
+
+def make_search(space, seed: int) -> tuple[OptunaSearch, ASHAScheduler]:
+    """Optuna's TPE proposes (one objective, or accuracy and size in Pareto mode); ASHA stops."""
+    import optuna
+
+    # the `group` sampler option is marked experimental, and a new in-memory study is
+    # announced on every start: noise in a search's output
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = space.settings
+    sampler = optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=True,
+        group=True,  # the conditional space: sample each architecture's branch jointly
+        n_startup_trials=max(4, min(10, settings["samples"] // 3)),
+    )
+    # Pareto mode: the parameter count is a second objective (every report carries it)
+    pareto = settings["pareto"]
+    searcher = OptunaSearch(
+        space=space.define_by_run,
+        metric=[settings["metric"], "params"] if pareto else settings["metric"],
+        mode=[settings["mode"], "min"] if pareto else settings["mode"],
+        sampler=sampler,
+        points_to_evaluate=space.optuna_points() or None,
+    )
+    metric, own = asha_metric(settings)
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        max_t=settings["epochs"],
+        grace_period=settings["grace_period"],
+        reduction_factor=settings["reduction_factor"],
+        metric=metric if own else None,
+        mode=METRICS[metric] if own else None,
+    )
+    return searcher, scheduler
+
+
+def asha_metric(settings: dict) -> tuple[str, bool]:
+    """What ASHA compares, and whether the scheduler must name it itself: when it differs
+    from the one metric Optuna optimises (or Optuna has two), Ray wants the scheduler's
+    metric set on the scheduler and none on the TuneConfig."""
+    metric = settings.get("asha_metric") or settings["metric"]
+    return metric, settings["pareto"] or metric != settings["metric"]
 
 
 _STORAGE: list[str] = []  # the storage root of the search this process resumes

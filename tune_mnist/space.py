@@ -37,6 +37,9 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "metric": "val_acc",  # reported metric the search optimises (never a test_* one)
     "mode": "max",  # max | min
     "asha_metric": None,  # what ASHA compares at its rungs (None = metric); see METRICS
+    # true: Optuna optimises metric and parameter count together (multi-objective TPE) and
+    # the search returns a front; ASHA still stops on the accuracy (asha_metric or metric)
+    "pareto": False,
     "epochs": 15,  # max_t: epochs of a full trial
     "grace_period": 3,  # ASHA: epochs every trial gets before it can be stopped
     "reduction_factor": 3,  # ASHA: keep 1/reduction_factor of trials at each rung
@@ -266,6 +269,8 @@ def _settings(block: Any) -> dict[str, Any]:
         raise SpaceError("settings.grace_period: must be <= settings.epochs")
     if not settings["reduction_factor"] > 1:
         raise SpaceError("settings.reduction_factor: must be > 1")
+    if not isinstance(settings["pareto"], bool):
+        raise SpaceError(f"settings.pareto: {settings['pareto']!r}; must be true or false")
     if not (isinstance(settings["target_acc"], (int, float)) and 0 < settings["target_acc"] <= 100):
         raise SpaceError("settings.target_acc: a percentage in (0, 100]")
     run_keys = ("epochs", "val_size", "train_subset", "test_subset")

@@ -56,5 +56,21 @@ def format_summary(
             f"(test {row['final_test_acc']:.2f}%, reported only)  {row['arch']:<11} "
             f"trial {row['trial_id']}"
         )
+    if settings.get("pareto") and "on_front" in trials_df:
+        lines += front_lines(trials_df)
     lines.append("  written: " + ", ".join(str(p) for p in paths))
     return "\n".join(lines)
+
+
+def front_lines(trials_df) -> list[str]:
+    """The Pareto front the search found: smaller, or more accurate on validation, than any
+    other completed trial."""
+    front = trials_df[trials_df["on_front"]].sort_values("params")
+    lines = [f"  Pareto front (completed trials, validation accuracy vs parameters): {len(front)}"]
+    for _, row in front.iterrows():
+        mark = "  passing" if row["passed"] else ""
+        lines.append(
+            f"    {row['params']:>6,} params  val {row['final_val_acc']:.2f}%  {row['arch']:<11} "
+            f"trial {row['trial_id']}{mark}"
+        )
+    return lines
