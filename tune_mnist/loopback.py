@@ -29,7 +29,8 @@ from pathlib import Path
 
 # Ray then gives every node, and every server in it, the address 127.0.0.1 (read when ray is
 # first imported, so before that; the nodes' processes inherit it)
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Its workers run at normal priority, not Ray's nice 15, which starves them on a busy machine.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_worker_niceness": "0"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -153,6 +153,7 @@ def start_ray(args) -> dict | None:
 
     keep_ray_local(address)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every seed's epoch lines, not one
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's nice 15 starves on a busy machine
     import ray
 
     if address:

@@ -55,6 +55,9 @@ def start_ray(address: str | None) -> None:
     # Ray's experiment snapshot every 2 s (its default adapts, 10 s or more): a trial that a
     # kill catches before any snapshot names it is lost to Ray, though not to our journal
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Ray starts its workers at nice 15: on a busy machine the trials (the whole point) then
+    # starve behind any normal process; ours run at normal priority (a cluster keeps its own)
+    os.environ.setdefault("RAY_worker_niceness", "0")
     if address:
         # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
