@@ -51,13 +51,23 @@ def _search(env: dict, *args: str) -> subprocess.Popen:
     )
 
 
-def test_s3_storage_resumes_from_the_bucket_alone(tmp_path):
+@pytest.fixture
+def short_tmp():
+    """Makes temp folders for RAY_TMPDIR (short: Ray's socket paths live under it); all
+    removed after the test, passed or failed."""
+    made = []
+    yield lambda: made.append(tempfile.mkdtemp(prefix="tm-s3-", dir="/tmp")) or made[-1]
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_s3_storage_resumes_from_the_bucket_alone(tmp_path, short_tmp):
     results = tmp_path / "results"
     folder = results / "s3"
     space = small_space(tmp_path, epochs=4, grace=4, samples=4)
     storage = f"s3://{BUCKET}/runs"
     with s3_server(BUCKET, tmp_path / "moto.log") as s3:
-        ray_tmp = tempfile.mkdtemp(prefix="tm-s3-", dir="/tmp")  # Ray's local folders
+        ray_tmp = short_tmp()  # Ray's local folders
         env = {**os.environ, **s3, "TUNE_MNIST_RESULTS": str(results), "RAY_TMPDIR": ray_tmp}
         first = _search(env, "--space", str(space), "--name", "s3", "--storage", storage)
         try:
@@ -77,10 +87,13 @@ def test_s3_storage_resumes_from_the_bucket_alone(tmp_path):
         assert 0 < len(ended) < 4  # the resume has work left
         shutil.rmtree(ray_tmp)  # every local Ray folder: only the bucket knows the trials
         assert not (results / ".ray").exists()
-        env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tm-s3-", dir="/tmp")
+        env["RAY_TMPDIR"] = short_tmp()
         again = _search(env, "--resume", "--name", "s3", "--storage", storage, "--no-report")
-        _, err = again.communicate(timeout=900)
-        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+        try:
+            _, err = again.communicate(timeout=900)
+        finally:
+            if again.poll() is None:
+                again.kill()
         assert again.returncode == 0, err[-3000:]
     after = _journal(folder)
     for trial in ended:  # an ended trial: not one line more
