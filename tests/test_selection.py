@@ -89,7 +89,7 @@ def test_without_validation_figures_nothing_is_ranked():
         pick(old, "accuracy", 1)
 
 
-@pytest.mark.parametrize("name", ["default", "lean", "smoke", "separable_8k_b"])
+@pytest.mark.parametrize("name", ["default", "lean", "smoke", "separable_8k_b", "pareto_probe"])
 def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
     """What make_tuner hands Optuna, ASHA and Tune for a shipped space: never a test metric."""
     from argparse import Namespace
@@ -115,7 +115,10 @@ def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
     space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
     args = Namespace(resume=False, seed=0, max_failures=0, cpus_per_trial=1)
     run.make_tuner(args, space, "n", "/tmp/x", "e", None, Plan({"cpu": 1}, 1), None)
-    metrics = [seen["OptunaSearch"]["metric"], seen["TuneConfig"]["metric"]]
-    metrics.append(seen["ASHAScheduler"]["metric"])
+    optuna_metrics = seen["OptunaSearch"]["metric"]  # two in Pareto mode: accuracy and size
+    if isinstance(optuna_metrics, list):
+        assert optuna_metrics[1:] == ["params"] and seen["OptunaSearch"]["mode"][1] == "min"
+        optuna_metrics = optuna_metrics[0]
+    metrics = [optuna_metrics, seen["TuneConfig"]["metric"], seen["ASHAScheduler"]["metric"]]
     chosen = [m for m in metrics if m is not None]
     assert chosen and all(m.startswith("val_") for m in chosen), metrics
