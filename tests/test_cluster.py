@@ -6,8 +6,12 @@ is refused, retrain_best.py --address trains its seeds there, and a node killed 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +21,12 @@ from clusterutil import (
     listening_addresses,
     loopback_cluster,
     session_pids,
+    stop_session,
     wait_for,
 )
 from searchutil import ROOT, space_file
+
+from tune_mnist.loopback import LOOPBACK_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -160,3 +167,53 @@ def test_a_lost_node_costs_only_a_retry_from_the_checkpoint(tmp_path):
         assert list(rows["epoch"]) == [1, 2, 3, 4]  # finished: none lost, none twice
         later = rows[rows["node_id"] == head]  # retried on the head, from the checkpoint
         assert len(later) > 0 and (later["start_epoch"] >= 1).all(), rows.to_dict("records")
+
+
+def test_a_head_started_by_hand_runs_the_search_by_its_address(tmp_path):
+    """The README's head command (`ray start --head --port ...`, here on loopback and with
+    --block, so it stops with its process) and a search sent to it through RAY_ADDRESS."""
+    tmp = tempfile.mkdtemp(prefix="tm-rs-", dir="/tmp")  # short: Ray's socket paths
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "RAY_TMPDIR": tmp, **LOOPBACK_ENV}
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}"]
+    command += ["--num-cpus=2", "--num-gpus=1", f"--temp-dir={tmp}", "--block"]
+    command += ["--include-dashboard=false", "--disable-usage-stats"]
+    head = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(
+            lambda: list(Path(tmp).rglob("ray_current_cluster")),
+            300,
+            "the head",
+            lambda: head.poll() is None,
+        )
+        space = small_space(tmp_path, epochs=1, grace=1, samples=2, max_params=8000)
+        args = ("--gpus", "1", "--trials-per-gpu", "2", "--space", str(space), "--name", "h")
+        done = run("search.py", tmp_path / "r", {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, *args)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        trials = pd.read_parquet(tmp_path / "r" / "h" / "trials.parquet")
+        assert len(trials) == 2 and (trials["gpu_share"] == 0.5).all()
+    finally:
+        stop_session(head)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_an_address_where_nothing_answers_is_one_line_at_once(tmp_path):
+    """Ray itself retries a wrong address for many minutes; we say so in one line."""
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    space = small_space(tmp_path, samples=1)
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    done = run("search.py", tmp_path / "r", env, "--space", str(space), timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot join the Ray cluster at"), lines
+    assert not list((tmp_path / "r").glob("*/trials.parquet"))

@@ -157,6 +157,10 @@ def start_ray(args) -> dict | None:
     import ray
 
     if address:
+        from tune_mnist.run import check_reachable, use_auth_token
+
+        check_reachable(address)
+        use_auth_token()
         ray.init(address=address, log_to_driver=True)
         have = ray.cluster_resources().get("GPU", 0)
         if args.gpus > have:  # the seeds' tasks would wait forever for a GPU
@@ -178,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         parallel = start_ray(args)
     except (InputError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:  # --address / RAY_ADDRESS names no running cluster
+        print(f"error: cannot join the Ray cluster: {exc}; check --address", file=sys.stderr)
         return 2
     target = args.target if args.target is not None else settings["target_acc"]
     device = "cuda" if args.gpus else "cpu"

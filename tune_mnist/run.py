@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -59,6 +60,8 @@ def start_ray(address: str | None) -> None:
     # starve behind any normal process; ours run at normal priority (a cluster keeps its own)
     os.environ.setdefault("RAY_worker_niceness", "0")
     if address:
+        check_reachable(address)
+        use_auth_token()
         # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         return
@@ -75,6 +78,35 @@ def start_ray(address: str | None) -> None:
         log_to_driver=False,
         configure_logging=False,
     )
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A head that does not answer fails now, in one line: Ray itself retries a wrong
+    address for many minutes before giving up."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():  # ray://, "auto": Ray resolves those itself
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from None
+
+
+def use_auth_token() -> None:
+    """`ray start --head` turns on token authentication when this machine has a token
+    (~/.ray/auth_token, which any local ray.init writes), but a driver given an explicit
+    address never sends it unless RAY_AUTH_MODE=token: it is then refused as
+    "Authentication token is missing". Send the token when there is one (a cluster without
+    authentication ignores it); an explicit RAY_AUTH_MODE wins."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # a Ray before token authentication
+        return
+    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # Ray reads its mode once; the same refresh Ray itself does
 
 
 def make_plan(args) -> Plan:

@@ -218,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:  # e.g. more GPUs asked than the cluster has
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:  # (an OSError, but nothing failed to write)
+        where = args.address or os.environ.get("RAY_ADDRESS")
+        print(
+            f"error: cannot join the Ray cluster at {where}: {exc}; check --address / "
+            "RAY_ADDRESS and that the cluster runs (`ray status`)",
+            file=sys.stderr,
+        )
+        return 2
     except OSError as exc:  # a read-only or full disk, a results path through a file
         where = exc.filename or RESULTS
         print(
