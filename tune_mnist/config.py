@@ -36,9 +36,11 @@ class TrainConfig:
     depth3: int = 1  # 3x3 convs in stage 3 (arch=tiny only), 0..4; 0 = two stages
     squeeze: bool = True  # 1x1 conv halving channels after each pool (arch=tiny only)
     dropout: float = 0.0  # probability after each conv block, [0, 0.5]
-    # --- optimiser: AdamW + OneCycleLR stepped per batch ---
+    # --- optimiser: AdamW (or SGD) + OneCycleLR stepped per batch ---
+    optimizer: str = "adamw"  # adamw | sgd (plain, or with `momentum`; a region of small nets)
+    momentum: float = 0.0  # SGD momentum, held fixed (not cycled), [0, 0.99]; adamw ignores it
     max_lr: float = 0.04  # peak learning rate of the one-cycle schedule, (0, 1e9]
-    weight_decay: float = 1e-4  # AdamW decoupled weight decay, [0, 1]
+    weight_decay: float = 1e-4  # AdamW: decoupled; SGD: L2 added to the gradient, [0, 1]
     pct_start: float = 0.25  # fraction of steps spent warming up, (0, 1)
     label_smoothing: float = 0.0  # cross-entropy label smoothing, [0, 0.5]
     ema_decay: float = 0.0  # per-step weight + BN-stat average that is evaluated; 0 = off, [0, 1)
@@ -71,6 +73,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
                 raise ConfigError(f"{name}={value!r} is out of range: allowed {low}..{high}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer={self.optimizer!r} is not known: valid names are "
+                f"{', '.join(OPTIMIZERS)}"
+            )
         if not self.max_lr > 0:
             raise ConfigError(f"max_lr={self.max_lr!r} must be > 0")
         if not 0 < self.pct_start < 1:
@@ -127,6 +134,8 @@ class TrainConfig:
 
 
 # Inclusive numeric ranges checked on construction (the comments above say the same).
+OPTIMIZERS = ("adamw", "sgd")
+
 _RANGES: dict[str, tuple[float, float]] = {
     "width1": (2, 64),
     "width2": (2, 64),
@@ -138,6 +147,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "depth2": (1, 4),
     "depth3": (0, 4),
     "dropout": (0.0, 0.5),
+    "momentum": (0.0, 0.99),
     "max_lr": (0.0, 1e9),
     "weight_decay": (0.0, 1.0),
     "label_smoothing": (0.0, 0.5),
