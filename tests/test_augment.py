@@ -21,6 +21,8 @@ SPECS = [
     AugmentSpec(shear_deg=20),
     AugmentSpec(perspective=0.3, perspective_p=1.0),
     AugmentSpec(rotate_deg=10, translate_frac=0.1, perspective=0.2, perspective_p=0.5),
+    AugmentSpec(brightness=0.2, contrast=0.3, photometric_p=1.0),
+    AugmentSpec(rotate_deg=7, brightness=0.2, contrast=0.2, photometric_p=0.5),
 ]
 
 
@@ -28,6 +30,25 @@ def test_off_is_exactly_identity(mnist):
     x = batch(mnist)
     assert augment(x, AugmentSpec(), gen()) is x
     assert augment(x, AugmentSpec(perspective=0.5, perspective_p=0.0), gen()) is x
+    assert augment(x, AugmentSpec(brightness=0.5, contrast=0.5), gen()) is x  # p = 0
+
+
+def test_photometric_off_draws_nothing_so_old_batches_stay(mnist):
+    """A run without brightness/contrast draws exactly what it drew before they existed."""
+    x, g1, g2 = batch(mnist), gen(5), gen(5)
+    augment(x, AugmentSpec(rotate_deg=10, brightness=0.3), g1)  # p = 0: off
+    augment(x, AugmentSpec(rotate_deg=10), g2)
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+
+
+def test_photometric_scales_and_shifts_each_drawn_sample_only(mnist):
+    x = batch(mnist, 256)
+    y = augment(x, AugmentSpec(brightness=0.2, contrast=0.3, photometric_p=0.5), gen())
+    same = (y == x).flatten(1).all(1)
+    assert 0.3 < same.float().mean().item() < 0.7  # the others left exactly as they were
+    background = y[~same][:, :, :2, :2].flatten(1)  # a corner: 0 before, the shift after
+    assert background.amax() > 0 and background.amax() <= 0.2 + 1e-6
+    assert y.min() >= 0 and y.max() <= 1
 
 
 @pytest.mark.parametrize("spec", SPECS)

@@ -1,4 +1,5 @@
-"""Batched augmentation on the training device: random affine and random perspective.
+"""Batched augmentation on the training device: random affine, random perspective, and
+random brightness/contrast.
 
 Each transform draws its per-sample parameters from an explicit `torch.Generator`, so the same
 seed gives the same augmented batch. Both are folded into one 3x3 homography per sample and
@@ -24,6 +25,9 @@ class AugmentSpec:
     shear_deg: float = 0.0  # max |x-shear|, degrees
     perspective: float = 0.0  # corner displacement, fraction of half the side
     perspective_p: float = 0.0  # probability of the perspective warp per sample
+    brightness: float = 0.0  # max |intensity shift|, fraction of white
+    contrast: float = 0.0  # max |contrast change|: intensities scaled by 1 +- this
+    photometric_p: float = 0.0  # probability of brightness/contrast per sample
 
     @property
     def affine_on(self) -> bool:
@@ -35,8 +39,16 @@ class AugmentSpec:
         return self.perspective > 0 and self.perspective_p > 0
 
     @property
-    def on(self) -> bool:
+    def photometric_on(self) -> bool:
+        return (self.brightness > 0 or self.contrast > 0) and self.photometric_p > 0
+
+    @property
+    def geometric_on(self) -> bool:
         return self.affine_on or self.perspective_on
+
+    @property
+    def on(self) -> bool:
+        return self.geometric_on or self.photometric_on
 
     @classmethod
     def from_config(cls, config) -> AugmentSpec:
@@ -85,9 +97,28 @@ def perspective_matrices(spec: AugmentSpec, n: int, g: torch.Generator, device) 
 
 
 def augment(images: torch.Tensor, spec: AugmentSpec, g: torch.Generator) -> torch.Tensor:
-    """Warp a batch of [0, 1] images (N, 1, H, W); identity (same tensor) when `spec` is off."""
-    if not spec.on:
-        return images
+    """Warp a batch of [0, 1] images (N, 1, H, W), then change brightness and contrast;
+    identity (same tensor) when `spec` is off. Each step draws from `g` only when it is on,
+    so a run without it keeps the random stream (and the pinned batches) it had before."""
+    if spec.geometric_on:
+        images = warp(images, spec, g)
+    if spec.photometric_on:
+        images = photometric(images, spec, g)
+    return images
+
+
+def photometric(images: torch.Tensor, spec: AugmentSpec, g: torch.Generator) -> torch.Tensor:
+    """x * (1 + c) + b per sample, c in +-contrast, b in +-brightness, clipped to [0, 1]; a
+    sample not drawn (1 - photometric_p) is left exactly as it was."""
+    n, device = images.shape[0], images.device
+    applied = (torch.rand(n, generator=g, device=device) < spec.photometric_p).float()
+    gain = _uniform(n, -spec.contrast, spec.contrast, g, device) * applied
+    shift = _uniform(n, -spec.brightness, spec.brightness, g, device) * applied
+    return (images * (1 + gain.view(n, 1, 1, 1)) + shift.view(n, 1, 1, 1)).clamp(0, 1)
+
+
+def warp(images: torch.Tensor, spec: AugmentSpec, g: torch.Generator) -> torch.Tensor:
+    """The affine and perspective warps, folded into one homography per sample."""
     n, _, h, w = images.shape
     device = images.device
     forward = torch.eye(3, device=device).expand(n, 3, 3)

@@ -54,6 +54,9 @@ class TrainConfig:
     shear_deg: float = 0.0  # max |x-shear| in degrees, [0, 60]
     perspective: float = 0.0  # corner distortion as a fraction of half the side, [0, 1)
     perspective_p: float = 0.0  # probability a sample gets the perspective warp, [0, 1]
+    brightness: float = 0.0  # max |intensity shift| after the warp, fraction of white, [0, 1]
+    contrast: float = 0.0  # max |contrast change|: intensities x (1 +- contrast), [0, 0.99]
+    photometric_p: float = 0.0  # probability a sample gets brightness/contrast, [0, 1]
     clean_epochs: int = 0  # the last N epochs train on unwarped images (all if N >= epochs), 0..100
     # --- run ---
     seed: int = 0  # seeds model init, batch order and augmentation
@@ -160,6 +163,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "shear_deg": (0.0, 60.0),
     "perspective": (0.0, 1.0),
     "perspective_p": (0.0, 1.0),
+    "brightness": (0.0, 1.0),
+    "contrast": (0.0, 0.99),
+    "photometric_p": (0.0, 1.0),
     "clean_epochs": (0, 100),
     "seed": (0, 2**63 - 1),
     "cohort": (1, 256),
