@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from tune_mnist.join import use_auth_token
+
 # Ray then gives every node, and every server in it, the address 127.0.0.1 (read when ray is
 # first imported, so before that; the nodes' processes inherit it)
 # Its workers run at normal priority, not Ray's nice 15, which starves them on a busy machine.
@@ -56,6 +58,9 @@ def start(nodes: int, cpus: float, gpus: float, head_cpus: float | None = None):
     plain `ray.init()` elsewhere on the machine would join this one."""
     os.environ.update(LOOPBACK_ENV)
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-loopback-"))
+    # as `ray start --head` does: token authentication when this machine has a token, the
+    # same rule by which the scripts decide to send it (a mismatch leaves actors unstarted)
+    use_auth_token()
     from ray.cluster_utils import Cluster
 
     common = {"num_gpus": gpus, "object_store_memory": 200 * 1024**2}

@@ -157,7 +157,7 @@ def start_ray(args) -> dict | None:
     import ray
 
     if address:
-        from tune_mnist.run import check_reachable, use_auth_token
+        from tune_mnist.join import check_reachable, use_auth_token
 
         check_reachable(address)
         use_auth_token()

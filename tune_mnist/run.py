@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 import warnings
@@ -18,6 +17,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_mnist.join import check_reachable, use_auth_token
 from tune_mnist.journal import EMPTY
 from tune_mnist.plan import Plan, plan_resources
 from tune_mnist.results import write_tables
@@ -78,35 +78,6 @@ def start_ray(address: str | None) -> None:
         log_to_driver=False,
         configure_logging=False,
     )
-
-
-def check_reachable(address: str, timeout_s: float = 10.0) -> None:
-    """A head that does not answer fails now, in one line: Ray itself retries a wrong
-    address for many minutes before giving up."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not port.isdigit():  # ray://, "auto": Ray resolves those itself
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from None
-
-
-def use_auth_token() -> None:
-    """`ray start --head` turns on token authentication when this machine has a token
-    (~/.ray/auth_token, which any local ray.init writes), but a driver given an explicit
-    address never sends it unless RAY_AUTH_MODE=token: it is then refused as
-    "Authentication token is missing". Send the token when there is one (a cluster without
-    authentication ignores it); an explicit RAY_AUTH_MODE wins."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    try:
-        from ray._raylet import AuthenticationTokenLoader, Config
-    except ImportError:  # a Ray before token authentication
-        return
-    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
-        os.environ["RAY_AUTH_MODE"] = "token"
-        Config.initialize("")  # Ray reads its mode once; the same refresh Ray itself does
 
 
 def make_plan(args) -> Plan:
