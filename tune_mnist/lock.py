@@ -26,8 +26,20 @@ def check_free(root: Path, name: str) -> None:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise _taken(name, handle.read()) from None
+            raise _taken(name, _holder(handle)) from None
         fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(handle: IO[str], wait_s: float = 2.0) -> str:
+    """The holder's line. It is written just after the lock is taken, so a search refused in
+    that instant reads an empty file: read again for a moment before giving up."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        handle.seek(0)
+        text = handle.read()
+        if text.strip() or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)
 
 
 def _taken(name: str, holder: str) -> UsageError:
@@ -46,8 +58,7 @@ def hold(root: Path, name: str) -> IO[str]:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read()
+        holder = _holder(handle)
         handle.close()
         raise _taken(name, holder) from None
     handle.seek(0)
