@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from clusterutil import (
 )
 from searchutil import ROOT, space_file
 
-from tune_mnist.loopback import LOOPBACK_ENV
+from tune_mnist.loopback import LOOPBACK_ENV, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -176,9 +175,7 @@ def test_a_head_started_by_hand_runs_the_search_by_its_address(tmp_path):
     """The README's head command (`ray start --head --port ...`, here on loopback and with
     --block, so it stops with its process) and a search sent to it through RAY_ADDRESS."""
     tmp = tempfile.mkdtemp(prefix="tm-rs-", dir="/tmp")  # short: Ray's socket paths
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RAY_TMPDIR": tmp, **LOOPBACK_ENV}
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}"]
     command += ["--num-cpus=2", "--num-gpus=1", f"--temp-dir={tmp}", "--block"]
@@ -210,9 +207,7 @@ def test_a_head_started_by_hand_runs_the_search_by_its_address(tmp_path):
 
 def test_an_address_where_nothing_answers_is_one_line_at_once(tmp_path):
     """Ray itself retries a wrong address for many minutes; we say so in one line."""
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     space = small_space(tmp_path, samples=1)
     env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     done = run("search.py", tmp_path / "r", env, "--space", str(space), timeout=300)

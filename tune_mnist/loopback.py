@@ -108,13 +108,18 @@ S3_ENV = {  # what a client of the local S3 server needs: pyarrow (Ray's storage
 }
 
 
+def free_port() -> int:
+    """A loopback port free a moment ago: bind to 0, read it, release it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextlib.contextmanager
 def s3_server(bucket: str, log: Path):
     """An S3-compatible server (moto, from the dev extras) on 127.0.0.1 with one bucket;
     yields the environment a client needs (AWS_ENDPOINT_URL and keys). Stopped on exit."""
-    with socket.socket() as probe:  # a free port: bind to 0, read it, release it
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     with open(log, "w") as out:
         server = subprocess.Popen(
