@@ -130,3 +130,31 @@ def test_nan_and_numpy_values_are_journaled_as_plain_json(tmp_path):
     journal.epoch("a", {"epoch": np.int64(1), "val_acc": float("nan"), "x": np.float32(2.5)})
     result = read_record(tmp_path / "journal" / "a.jsonl").results[0]
     assert result == {"epoch": 1, "val_acc": None, "x": 2.5}
+
+
+def test_a_kill_between_two_table_files_never_leaves_trials_without_its_partners(
+    tmp_path, monkeypatch
+):
+    """Each file is replaced atomically, but three files are not one: trials.parquet, the one
+    readers open first, must be written last (a CI run once found it alone after a kill)."""
+    import tune_mnist.results as results
+
+    writer = _writer(tmp_path)
+    a = _trial("a")
+    _run(writer, a, 1)
+    written = []
+
+    def die_after_first(path, frame):
+        written.append(path.name)
+        raise KeyboardInterrupt  # the kill, between the first file and the next
+
+    monkeypatch.setattr(results, "write_parquet", die_after_first)
+    try:
+        writer.write()
+    except KeyboardInterrupt:
+        pass
+    assert written and written[0] != "trials.parquet"
+    monkeypatch.undo()
+    paths = writer.write()
+    assert [p.name for p in paths][-1] == "trials.parquet"
+    assert {p.name for p in paths} == {"trials.parquet", "epochs.parquet", "passing.parquet"}

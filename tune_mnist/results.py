@@ -211,8 +211,10 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 
 
 def write_tables(folder: Path, trials_df, epochs_df, passing) -> list[Path]:
-    paths = [folder / "trials.parquet", folder / "epochs.parquet", folder / "passing.parquet"]
-    for path, frame in zip(paths, (trials_df, epochs_df, passing), strict=True):
+    """trials.parquet goes last: a reader (or a kill between two files) that finds it always
+    finds epochs and passing tables at least as new beside it, never missing ones."""
+    paths = [folder / "epochs.parquet", folder / "passing.parquet", folder / "trials.parquet"]
+    for path, frame in zip(paths, (epochs_df, passing, trials_df), strict=True):
         write_parquet(path, frame)
     return paths
 
