@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 import torch
 from ray import tune
+from ray.train._internal.session import get_session
 
 from tune_mnist.cohort import train_cohort
 from tune_mnist.data import MNIST
@@ -32,6 +35,8 @@ FAIL_ENV = "TUNE_MNIST_FAIL_AT_EPOCH"
 
 
 HISTORY_FILE = "reported.json"  # every report of the trial so far, beside each state
+# what reading a checkpoint cut short by a kill, or gone since, raises
+UNREADABLE = (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
 
 
 def _load(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -41,18 +46,41 @@ def _load(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], list[dict[str, A
         return state, json.loads(history.read_text()) if history.is_file() else []
 
 
-def restored_state(newest: str | None) -> tuple[dict[str, Any] | None, list[dict], int]:
-    """The newest of Ray's checkpoint and the one the journal names (`newest`), the reports
-    made up to it, and the epoch of Ray's own: after a hard kill Ray's snapshot can name an
-    older epoch than the last one the trial saved. (Ray numbers a resumed trial's
-    checkpoints from its snapshot, so a folder the journal names may since hold a later
-    epoch: hence the history.)"""
+def stored_checkpoints(filesystem, trial_path: str) -> list[tune.Checkpoint]:
+    """Every checkpoint folder the trial has persisted under its storage path."""
+    selector = pyarrow.fs.FileSelector(trial_path, allow_not_found=True)
+    return [
+        tune.Checkpoint(info.path, filesystem=filesystem)
+        for info in filesystem.get_file_info(selector)
+        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")
+    ]
+
+
+def _in_storage() -> list[tune.Checkpoint]:
+    """This trial's checkpoints in the experiment's storage (a folder, NFS or a bucket).
+    Ray registers a reported checkpoint only after the report reached the driver and a save
+    call to the worker came back: a node lost in between leaves Ray's retry with an older one
+    (seen once in CI: a retry from scratch), while the files are already in storage."""
+    storage = get_session().storage  # Ray has no public API for this
+    return stored_checkpoints(storage.storage_filesystem, storage.trial_fs_path)
+
+
+def restored_state(
+    newest: str | None, stored: list[tune.Checkpoint] = ()
+) -> tuple[dict[str, Any] | None, list[dict], int]:
+    """The newest of Ray's checkpoint, the one the journal names (`newest`) and those found in
+    storage (`stored`), the reports made up to it, and the epoch of Ray's own: after a hard
+    kill Ray's snapshot can name an older epoch than the last one the trial saved. (Ray
+    numbers a resumed trial's checkpoints from its snapshot, so a folder may since hold a
+    later epoch than its name says: hence epochs are read, not names, and the history.)"""
+    sources = [tune.get_checkpoint, lambda: tune.Checkpoint(newest) if newest else None]
+    sources += [lambda c=c: c for c in stored]
     found = []
-    for source in (tune.get_checkpoint, lambda: tune.Checkpoint(newest) if newest else None):
+    for source in sources:
         try:
             checkpoint = source()
             found.append(_load(checkpoint) if checkpoint is not None else None)
-        except (OSError, RuntimeError, ValueError):  # gone or unreadable: the other, or none
+        except UNREADABLE:  # gone, torn by a kill or unreadable: the others, or none
             found.append(None)
     ray_epoch = int(found[0][0]["epoch"]) if found[0] else 0
     state, history = max(
@@ -117,7 +145,7 @@ def run_trial(
         )
         return
     where = placement(device)
-    resume, history, ray_epoch = restored_state(ledger.newest.get(trial_id))
+    resume, history, ray_epoch = restored_state(ledger.newest.get(trial_id), _in_storage())
     start_epoch = int(resume["epoch"]) if resume else 0  # > 0: continued from a checkpoint
     known = max(ledger.epochs.get(trial_id, 0), ray_epoch)
     for report in history:  # epochs trained before a kill whose reports never got journaled

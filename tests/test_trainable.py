@@ -1,0 +1,77 @@
+"""Which checkpoint a retried trial continues from: the newest epoch any source holds, read
+from the files, never from folder names, with torn ones skipped."""
+
+import json
+import warnings
+from pathlib import Path
+
+import pyarrow.fs
+import ray
+import torch
+from ray import tune
+
+from tune_mnist.trainable import (
+    HISTORY_FILE,
+    STATE_FILE,
+    _in_storage,
+    _load,
+    restored_state,
+    stored_checkpoints,
+)
+
+
+def _checkpoint(folder, epoch: int, torn: bool = False) -> None:
+    folder.mkdir(parents=True)
+    torch.save({"epoch": epoch, "weights": torch.arange(4.0)}, folder / STATE_FILE)
+    (folder / HISTORY_FILE).write_text(json.dumps([{"epoch": e} for e in range(1, epoch + 1)]))
+    if torn:  # a node died while copying it into storage
+        data = (folder / STATE_FILE).read_bytes()
+        (folder / STATE_FILE).write_bytes(data[: len(data) // 3])
+
+
+def test_a_retry_continues_from_the_newest_readable_checkpoint_in_storage(tmp_path):
+    trial = tmp_path / "run_trial_abc"
+    _checkpoint(trial / "checkpoint_000001", epoch=1)  # renumbered after a restore: names lie
+    _checkpoint(trial / "checkpoint_000000", epoch=3)
+    _checkpoint(trial / "checkpoint_000002", epoch=4, torn=True)
+    (trial / "not_a_checkpoint").mkdir()
+    stored = stored_checkpoints(pyarrow.fs.LocalFileSystem(), str(trial))
+    assert len(stored) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tune.get_checkpoint outside a trial: None
+        state, history, ray_epoch = restored_state(str(trial / "checkpoint_000001"), stored)
+        assert (
+            restored_state(None, stored_checkpoints(pyarrow.fs.LocalFileSystem(), "/nope"))[0]
+            is None
+        )
+    assert state["epoch"] == 3 and [h["epoch"] for h in history] == [1, 2, 3]
+    assert ray_epoch == 0  # Ray itself knew of none
+
+
+def _two_epochs(config):
+    import tempfile
+
+    for epoch in (1, 2):
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({"epoch": epoch}, Path(folder) / STATE_FILE)
+            (Path(folder) / HISTORY_FILE).write_text("[]")
+            tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+    stored = [_load(checkpoint)[0]["epoch"] for checkpoint in _in_storage()]  # in a real trial
+    tune.report({"epoch": 3, "stored": sorted(stored)})
+
+
+def test_inside_a_ray_trial_the_storage_lookup_finds_what_the_trial_persisted(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # workers import this file
+    ray.init(num_cpus=1, include_dashboard=False, address="local")
+    try:
+        tuner = tune.Tuner(
+            _two_epochs,
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="x", verbose=0),
+        )
+        result = tuner.fit()[0]
+    finally:
+        ray.shutdown()
+    assert result.error is None, result.error
+    assert result.metrics["stored"] == [1, 2]
