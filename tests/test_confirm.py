@@ -25,8 +25,14 @@ pytestmark = pytest.mark.slow
 RUN = {"capture_output": True, "text": True, "timeout": 600, "cwd": ROOT}
 
 
+# the smoke search's own sizes, asked for explicitly: by default a confirmation trains on all
+# 60,000 images and scores on all 10,000, whatever subset the search ran on (minutes here)
+SUBSET = ("--train-subset", "4000", "--test-subset", "1000")
+
+
 def retrain(*args):
-    command = [sys.executable, str(ROOT / "scripts" / "retrain_best.py"), *args]
+    extra = () if "--smoke-test" in args else SUBSET
+    command = [sys.executable, str(ROOT / "scripts" / "retrain_best.py"), *args, *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
@@ -61,14 +67,15 @@ def test_retrain_writes_model_cards_and_confirmations(confirmed):
     assert set(curves["confirmed_at"]) == set(rows["confirmed_at"])
 
 
-def test_confirmations_were_chosen_on_validation_and_trained_on_all_images(confirmed):
+def test_confirmations_were_chosen_on_validation_and_trained_without_the_holdout(confirmed):
     folder, _ = confirmed
     card = json.loads((folder / "best" / "model_card.json").read_text())
     trials = pd.read_parquet(folder / "trials.parquet")
     best = trials[trials["passed"]].sort_values("final_val_acc").iloc[-1]
     assert card["trial_id"] == best["trial_id"]  # the validation ranking's winner
     assert card["selected_on"] == "val_acc" and card["search_val_acc"] == best["final_val_acc"]
-    assert best["val_size"] == 1000 and card["config"]["val_size"] == 0  # all 60,000 now
+    assert best["val_size"] == 1000 and card["config"]["val_size"] == 0  # held-out ones too
+    assert card["config"]["train_subset"] == 4000 and "--train-subset 4000" in card["reproduce"]
     assert card["config"]["threads"] >= 1  # written down, not "torch's default"
     assert f"--threads {card['config']['threads']}" in card["reproduce"]
     assert f"--threads {card['config']['threads']}" in card["train_one_seed"]

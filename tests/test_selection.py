@@ -122,3 +122,20 @@ def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
     metrics = [optuna_metrics, seen["TuneConfig"]["metric"], seen["ASHAScheduler"]["metric"]]
     chosen = [m for m in metrics if m is not None]
     assert chosen and all(m.startswith("val_") for m in chosen), metrics
+
+
+def test_a_confirmation_trains_on_all_images_even_after_a_subset_search():
+    """A search on a subset (a CPU probe) is confirmed on all 60,000 training and all 10,000
+    test images: a figure on 2,000 test images is not one to publish. Asked for, a subset."""
+    from tune_mnist.retrain import parse_args, seed_configs
+
+    row = {**TrainConfig(val_size=2000, train_subset=12000, test_subset=2000).to_dict()}
+    row |= {"seed": 0, "epochs": 6}
+    configs = seed_configs(row, parse_args(["--seeds", "2"]), "cpu", parallel=False)
+    assert [c.seed for c in configs] == [1, 2]
+    assert {(c.train_subset, c.test_subset, c.val_size) for c in configs} == {(0, 0, 0)}
+    quick = parse_args(["--seeds", "1", "--train-subset", "500", "--test-subset", "100"])
+    (config,) = seed_configs(row, quick, "cpu", parallel=False)
+    assert (config.train_subset, config.test_subset) == (500, 100)
+    with pytest.raises(InputError):
+        parse_args(["--train-subset", "60001"])

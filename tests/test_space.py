@@ -165,3 +165,28 @@ def test_too_many_gpus_is_refused():
 def test_experiment_names_cannot_escape_results(name):
     with pytest.raises(UsageError):
         check_name(name)
+
+
+def test_thin_deep_space_starts_from_the_public_anchor_and_its_probe_searches_the_same():
+    """The 3,762-parameter public net's layout (nine 3x3 convs of 4/8/8 channels, two
+    max-pools, GAP, 1x1 to 10) and recipe (plain SGD, batch 32) is the first point; the CPU
+    probe differs only in its settings."""
+    import torch.nn as nn
+
+    from tune_mnist.models import build_from_config, count_params
+
+    full = load_space(ROOT / "search_spaces" / "thin_deep.yaml")
+    probe = load_space(ROOT / "search_spaces" / "thin_deep_probe.yaml")
+    assert (full.shared, full.branches, full.fixed) == (probe.shared, probe.branches, probe.fixed)
+    assert full.settings["pareto"] and full.settings["seeds_per_trial"] == 3
+    constants = {
+        f"tiny:{k}": d.values[0] for k, d in full.branches["tiny"].items() if d.kind == "const"
+    }
+    config = full.train_config({**full.fixed, **constants, **full.points[0]})
+    model = build_from_config(config)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+    assert [c.out_channels for c in convs] == [4] * 3 + [8] * 6 and len(pools) == 2
+    assert count_params(model) == 3692
+    assert (config.optimizer, config.momentum, config.batch_size) == ("sgd", 0.0, 32)
+    assert (config.brightness, config.contrast, config.photometric_p) == (0.2, 0.2, 0.5)

@@ -220,13 +220,19 @@ def epoch_rows(confirmations: list[dict[str, Any]], runs: list[SeedRun]) -> list
     return out
 
 
-def reproduce_command(results: str, trial_id: str, seeds: int, threads: int, epochs=None) -> str:
+def reproduce_command(
+    results: str, trial_id: str, seeds: int, threads: int, epochs=None, subsets=(0, 0)
+) -> str:
     """The retrain_best.py call that trains these seeds again with the same numbers: the
-    thread count is part of it (1 and 2 threads give different sums, so other accuracies)."""
+    thread count is part of it (1 and 2 threads give different sums, so other accuracies),
+    and so are the image subsets of a quick look (0, 0: all images, not written)."""
     parts = ["python", "scripts/retrain_best.py", "--results", results, "--trials", trial_id]
     parts += ["--seeds", str(seeds), "--threads", str(threads)]
     if epochs:
         parts += ["--epochs", str(epochs)]
+    for flag, size in zip(("--train-subset", "--test-subset"), subsets, strict=True):
+        if size:
+            parts += [flag, str(size)]
     return shlex.join(parts)
 
 

@@ -73,9 +73,21 @@ def parse_args(argv):
         help="train a candidate's seeds at once as one fused network (default: with --gpus; "
         "on a CPU it gains nothing, and a fused seed's last bits differ from a lone run's)",
     )
+    parser.add_argument(
+        "--train-subset",
+        type=int,
+        default=0,
+        help="train on the first N of the 60,000 images (default 0: all, whatever subset the "
+        "search used); a quick look, never a published figure",
+    )
+    parser.add_argument(
+        "--test-subset", type=int, default=0, help="score on the first N test images (0: all)"
+    )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--smoke-test", action="store_true", help="1 seed, 1 epoch, subset")
     args = parser.parse_args(argv)
+    if not (0 <= args.train_subset <= 60000 and 0 <= args.test_subset <= 10000):
+        raise InputError("--train-subset must be 0..60000 and --test-subset 0..10000 (0: all)")
     if args.top < 1 or args.seeds < 1 or args.gpus < 0 or args.cpus < 1:
         raise InputError("--top, --seeds and --cpus must be >= 1 and --gpus >= 0")
     if args.threads is not None and not 0 <= args.threads <= 1024:
@@ -128,8 +140,9 @@ def shown(folder: Path) -> str:
 
 def seed_configs(row, args, device: str, parallel: bool) -> list:
     """The configs of one candidate's fresh seeds: trained on all 60,000 training images
-    (val_size 0: the held-out images did their job in the search), with the thread count
-    written down rather than left to torch."""
+    (val_size 0: the held-out images did their job in the search) and scored on all 10,000
+    test images, even when the search ran on a subset (unless --train/test-subset ask), with
+    the thread count written down rather than left to torch."""
     import torch
 
     epochs = args.epochs or int(row["epochs"])
@@ -138,6 +151,7 @@ def seed_configs(row, args, device: str, parallel: bool) -> list:
     seeds = [first] if args.smoke_test else list(range(first, first + args.seeds))
     threads = args.threads if args.threads is not None else 1 if parallel else 0
     run = {"epochs": epochs, "device": device, "val_size": 0, "cohort": 1}
+    run |= {"train_subset": args.train_subset, "test_subset": args.test_subset}
     run["threads"] = threads or torch.get_num_threads()
     if args.smoke_test:
         run |= {"epochs": 1, "train_subset": 2000, "test_subset": 1000}
@@ -209,8 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise(runs, target, settings["max_params"])
         passed = summary["all_seeds_passed"]
         out = folder / "confirmed" / str(row["trial_id"])
+        first = configs[0]
         command = reproduce_command(
-            shown(folder), str(row["trial_id"]), len(runs), configs[0].threads, args.epochs
+            shown(folder),
+            str(row["trial_id"]),
+            len(runs),
+            first.threads,
+            args.epochs,
+            subsets=(first.train_subset, first.test_subset),
         )
         write_card(out, row, configs[0], runs, summary, prov, command)
         rows = confirmation_rows(row, rank + 1, runs, summary, configs[0], prov)
