@@ -153,3 +153,16 @@ def test_a_one_step_warm_up_is_one_line_exit_2(capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: 4 steps") and err.count("\n") == 1
+
+
+def test_each_epoch_line_says_how_long_the_run_has_left(capsys):
+    from tune_mnist.engine import print_epoch
+
+    metrics = {"epoch": 3, "lr": 0.01, "train_loss": 0.1, "train_acc": 97.0}
+    metrics |= {"test_loss": 0.05, "test_acc": 98.0, "epoch_s": 20.0}
+    print_epoch(metrics, 15)  # 12 epochs of 20 s to go
+    print_epoch({**metrics, "epoch": 14}, 15)
+    print_epoch({**metrics, "epoch": 15}, 15)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("~4.0 min left") and lines[1].endswith("~20s left")
+    assert "left" not in lines[2]

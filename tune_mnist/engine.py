@@ -284,6 +284,13 @@ def print_epoch(metrics: dict[str, Any], total: int) -> None:
         f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:6.2f}%  "
         + (f"val acc {val:6.2f}%  " if math.isfinite(val) else "")
         + f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:6.2f}%  "
-        f"{metrics['epoch_s']:5.1f}s",
+        f"{metrics['epoch_s']:5.1f}s" + _left(metrics["epoch_s"] * (total - metrics["epoch"])),
         flush=True,
     )
+
+
+def _left(seconds: float) -> str:
+    """The run's ETA at this epoch's pace: minutes of work need a number, not a guess."""
+    if seconds <= 0:
+        return ""
+    return f"  ~{seconds / 60:.1f} min left" if seconds >= 60 else f"  ~{seconds:.0f}s left"
