@@ -159,3 +159,26 @@ def test_committed_readme_matches_committed_confirmations(monkeypatch):
     """The README's tables are generated from results/*/confirmations.parquet, never typed."""
     monkeypatch.chdir(ROOT)
     assert main(["--results", "results", "--readme", "README.md", "--check"]) == 0
+
+
+def test_campaign_table_takes_only_five_seed_models_chosen_on_validation(tmp_path):
+    (tmp_path / "e").mkdir()
+    val = {"selected_on": "val_acc", "threads": 1}
+    rows = [
+        *seed_rows("five", 2400, [99.41, 99.45, 99.44, 99.40, 99.47], **val),
+        *seed_rows("three", 2300, [99.6] * 3, **val),  # better, but 3 seeds
+        *seed_rows("test", 2200, [99.7] * 5, selected_on="test_acc"),  # chosen on test
+        *seed_rows("fails", 2900, [99.5, 99.5, 99.5, 99.5, 99.39], **val),
+    ]
+    pd.DataFrame(rows).to_parquet(tmp_path / "e" / "confirmations.parquet")
+    _, models = collect(tmp_path)
+    table = pareto(models, budgets=(2000, 2500, 3000), strict=True).set_index("budget")
+    assert pd.isna(table.loc[2000, "params"])
+    assert table.loc[2500, "trial_id"] == "five" and table.loc[2500, "passed"]
+    assert table.loc[3000, "trial_id"] == "fails" and not table.loc[3000, "passed"]
+    assert "--trials five --seeds 5 --threads 1" in table.loc[2500, "command"]
+    from tune_mnist.leaderboard import render
+
+    block = render(models)
+    assert "Campaign 2 Pareto table" in block and "| 2,500 | slim" in block
+    assert block.count("`python scripts/retrain_best.py") >= 4 + 3  # results rows + campaign
