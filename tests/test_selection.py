@@ -139,3 +139,15 @@ def test_a_confirmation_trains_on_all_images_even_after_a_subset_search():
     assert (config.train_subset, config.test_subset) == (500, 100)
     with pytest.raises(InputError):
         parse_args(["--train-subset", "60001"])
+
+
+def test_a_subset_search_is_confirmed_against_the_products_mark_not_its_proxy():
+    from tune_mnist.retrain import confirmation_target, parse_args
+
+    probe = {"target_acc": 98.5, "train_subset": 12000, "test_subset": 2000}
+    assert confirmation_target(parse_args([]), probe) == 99.4  # all images: the real mark
+    assert confirmation_target(parse_args(["--target", "98"]), probe) == 98.0  # asked for
+    quick = parse_args(["--train-subset", "12000", "--test-subset", "2000"])
+    assert confirmation_target(quick, probe) == 98.5  # the probe's own sizes: its own mark
+    full = {"target_acc": 99.45, "train_subset": 0, "test_subset": 0}
+    assert confirmation_target(parse_args([]), full) == 99.45

@@ -28,6 +28,7 @@ from tune_mnist.confirm import (
     train_groups,
 )
 from tune_mnist.search import RESULTS
+from tune_mnist.space import SETTINGS_DEFAULTS
 from tune_mnist.store import atomic_write_text, provenance, save_model, write_json
 
 
@@ -53,7 +54,12 @@ def parse_args(argv):
         "--seeds", type=int, default=3, help="fresh seeds per config (the search's seed + 1..N)"
     )
     parser.add_argument("--epochs", type=int, help="epochs (default: the search's)")
-    parser.add_argument("--target", type=float, help="pass mark %% (default: the search's)")
+    parser.add_argument(
+        "--target",
+        type=float,
+        help="pass mark %% (default: the search's; 99.4 when the search ran on a subset and "
+        "the seeds train on all images, as its mark was a proxy)",
+    )
     parser.add_argument("--gpus", type=int, default=0, help="GPUs: seeds side by side via Ray")
     parser.add_argument("--cpus", type=int, default=1, help="CPUs: >1 runs seeds via Ray")
     parser.add_argument(
@@ -158,6 +164,19 @@ def seed_configs(row, args, device: str, parallel: bool) -> list:
     return [config_of(row, **run, seed=seed) for seed in seeds]
 
 
+def confirmation_target(args, settings: dict) -> float:
+    """The pass mark: --target, else the search's, except that a mark set for a subset
+    search (98.5% on 12,000 images, say) says nothing about a model trained on all 60,000
+    and scored on all 10,000 test images: that is judged by the product's mark."""
+    if args.target is not None:
+        return args.target
+    probe = settings.get("train_subset") or settings.get("test_subset")
+    full = not (args.train_subset or args.test_subset or args.smoke_test)
+    if probe and full:
+        return max(settings["target_acc"], SETTINGS_DEFAULTS["target_acc"])
+    return settings["target_acc"]
+
+
 def start_ray(args) -> dict | None:
     """Ray task options for a seed, once Ray runs (None: seeds train here, one by one)."""
     address = args.address or os.environ.get("RAY_ADDRESS")
@@ -200,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as exc:  # --address / RAY_ADDRESS names no running cluster
         print(f"error: cannot join the Ray cluster: {exc}; check --address", file=sys.stderr)
         return 2
-    target = args.target if args.target is not None else settings["target_acc"]
+    target = confirmation_target(args, settings)
     device = "cuda" if args.gpus else "cpu"
     prov = provenance(device)
     rows = [row for _, row in candidates.iterrows()]
