@@ -324,3 +324,32 @@ def test_a_cohort_confirmation_is_one_run_and_reproduces(smoke_search, tmp_path)
         [*command, str(copy / "confirmed" / trial), "--seed", "2", "--epochs", "1"], **RUN
     )
     assert again.returncode == 0 and "bit for bit identical" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize(
+    "failure, code, words",
+    [(KeyboardInterrupt, 130, "interrupted:"), ("ray", 1, "error: Ray lost a seed's run")],
+    ids=["ctrl-c", "raylet-died"],
+)
+def test_a_retrain_stopped_under_its_seeds_is_one_line_and_keeps_what_was_written(
+    smoke_search, tmp_path, monkeypatch, capsys, failure, code, words
+):
+    from ray.exceptions import LocalRayletDiedError
+
+    import tune_mnist.retrain as retrain_module
+
+    folder, _ = smoke_search
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("best", "confirmed"))
+    before = (copy / "trials.parquet").read_bytes()
+    error = LocalRayletDiedError() if failure == "ray" else failure()
+
+    def dies(*args, **kwargs):
+        raise error
+        yield  # a generator, as train_groups is
+
+    monkeypatch.setattr(retrain_module, "train_groups", dies)
+    assert retrain_module.main(["--results", str(copy), "--seeds", "1", *SUBSET]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(words) and err.count("\n") == 1, err
+    assert (copy / "trials.parquet").read_bytes() == before

@@ -219,6 +219,35 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as exc:  # --address / RAY_ADDRESS names no running cluster
         print(f"error: cannot join the Ray cluster: {exc}; check --address", file=sys.stderr)
         return 2
+    from ray.exceptions import RayError
+
+    try:
+        return confirm_all(args, folder, candidates, settings, data, parallel)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the candidates whose seeds had all finished are written; rerun the "
+            "same command for the others",
+            file=sys.stderr,
+        )
+        return 130
+    except RayError as exc:  # a raylet or worker died under a seed (a node lost, OOM kill)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"error: Ray lost a seed's run ({type(exc).__name__}: {first[:160]}); the "
+            "candidates finished before it are written; rerun the same command",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if parallel is not None:
+            import ray
+
+            ray.shutdown()
+
+
+def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int:
+    """Train every candidate's seeds and write each candidate (card, weights, rows) as soon
+    as its own seeds are done. 0 when one passed."""
     target = confirmation_target(args, settings)
     device = "cuda" if args.gpus else "cpu"
     prov = provenance(device)
@@ -264,10 +293,6 @@ def main(argv: list[str] | None = None) -> int:
             f"(target {target}%); card in {out}",
             flush=True,
         )
-    if parallel:
-        import ray
-
-        ray.shutdown()
     return 0 if any_passed else 1
 
 
