@@ -182,3 +182,15 @@ def test_campaign_table_takes_only_five_seed_models_chosen_on_validation(tmp_pat
     block = render(models)
     assert "Campaign 2 Pareto table" in block and "| 2,500 | slim" in block
     assert block.count("`python scripts/retrain_best.py") >= 4 + 3  # results rows + campaign
+
+
+def test_a_reproduce_command_names_the_epochs_when_the_search_ran_fewer(tmp_path):
+    """A 6-epoch subset probe confirmed at 15 epochs: retrain_best.py defaults to the
+    search's 6, so the command must say 15."""
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "search.json").write_text('{"settings": {"epochs": 6}}')
+    pd.DataFrame(seed_rows("p", 3000, [99.5] * 3, threads=1)).to_parquet(
+        tmp_path / "probe" / "confirmations.parquet"
+    )
+    _, models = collect(tmp_path)
+    assert models.iloc[0]["command"].endswith("--threads 1 --epochs 15")

@@ -9,6 +9,7 @@ Only these confirmations count: a search's own run is one test-selected seed.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import matplotlib
@@ -129,12 +130,21 @@ def architecture(c: TrainConfig) -> str:
 
 def reproduce(row: pd.Series, experiment: str, root: Path, seeds: int = MIN_SEEDS) -> str:
     """retrain_best.py for this model's trial and seeds with the thread count they were
-    trained with (a row of 0 used torch's default, which --threads 0 asks for again)."""
-    epochs = int(row["epochs"]) if int(row["epochs"]) != 15 else None
+    trained with (a row of 0 used torch's default, which --threads 0 asks for again), and
+    --epochs where they differ from the search's (retrain_best.py's default)."""
+    epochs = int(row["epochs"]) if int(row["epochs"]) != search_epochs(root / experiment) else None
     threads = int(row["threads"]) if "threads" in row and row["threads"] == row["threads"] else 0
     return reproduce_command(
         str(root / experiment), str(row["trial_id"]), max(seeds, MIN_SEEDS), threads, epochs
     )
+
+
+def search_epochs(folder: Path) -> int:
+    """The epochs a search ran its trials for (15 when its search.json is not there)."""
+    try:
+        return int(json.loads((folder / "search.json").read_text())["settings"]["epochs"])
+    except (OSError, ValueError, KeyError):
+        return 15
 
 
 def chosen_on(row: pd.Series) -> str:
