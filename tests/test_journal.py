@@ -158,3 +158,16 @@ def test_a_kill_between_two_table_files_never_leaves_trials_without_its_partners
     paths = writer.write()
     assert [p.name for p in paths][-1] == "trials.parquet"
     assert {p.name for p in paths} == {"trials.parquet", "epochs.parquet", "passing.parquet"}
+
+
+def test_a_replayed_epoch_is_marked_and_not_counted_as_this_runs_training(tmp_path):
+    """An epoch trained before a kill, its report recovered from the checkpoint on resume:
+    the row says so, and the summary's training time does not count it twice."""
+    writer = _writer(tmp_path)
+    a = _trial("a")
+    _run(writer, a, 1)
+    busy = writer.busy_s
+    writer.on_trial_result([a], a, {**_report(2), "replayed": True})
+    _, epochs, _ = writer.tables()
+    assert epochs["replayed"].tolist() == [False, True] and epochs["replayed"].dtype == bool
+    assert writer.busy_s == busy

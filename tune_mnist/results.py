@@ -38,6 +38,8 @@ EPOCH_COLUMNS = [
     "params",
     "diverged",
     "start_epoch",
+    # trained before a kill, reported after it from the checkpoint's copy of the report
+    "replayed",
     "node_id",  # the Ray node that trained the epoch (a retried trial may change node)
 ]
 _DTYPES = {"bool": "bool", "int": "int64", "float": "float64", "str": "string"}
@@ -60,6 +62,7 @@ def epoch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         epoch = row.get("epoch")
         if epoch is not None and epoch == epoch and epoch >= 1:  # epoch == epoch: not NaN
             by_epoch[int(epoch)] = {k: row.get(k) for k in EPOCH_COLUMNS[1:]}
+            by_epoch[int(epoch)]["replayed"] = bool(row.get("replayed", False))
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -164,6 +167,7 @@ def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
             "params": "int64",
             "diverged": "bool",
             "start_epoch": "int64",
+            "replayed": "bool",
             "node_id": "string",
         }
     )

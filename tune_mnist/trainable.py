@@ -149,8 +149,8 @@ def run_trial(
     start_epoch = int(resume["epoch"]) if resume else 0  # > 0: continued from a checkpoint
     known = max(ledger.epochs.get(trial_id, 0), ray_epoch)
     for report in history:  # epochs trained before a kill whose reports never got journaled
-        if known < report["epoch"] <= start_epoch:
-            tune.report(report)
+        if known < report["epoch"] <= start_epoch:  # (its start_epoch stays its own run's)
+            tune.report({**report, "replayed": True})
     # a cohort (settings.seeds_per_trial > 1) reports its members' mean, min, std and lists
     run = train_cohort if train_config.cohort > 1 else train
     run(

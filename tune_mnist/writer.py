@@ -97,8 +97,8 @@ class ResultsWriter:
 
     def on_trial_result(self, trials, trial, result) -> None:
         self.journal.start(trial.trial_id, trial.config, self.prov)
-        if not self.journal.ended(trial.trial_id):
-            self.busy_s += float(result.get("epoch_s") or 0.0)
+        if not self.journal.ended(trial.trial_id) and not result.get("replayed"):
+            self.busy_s += float(result.get("epoch_s") or 0.0)  # trained by this process
         # Ray stores the report's checkpoint before the report reaches the driver, and names
         # its folder in the report: the journal keeps it relative to the experiment folder
         folder = result.get("checkpoint_dir_name")
