@@ -135,6 +135,10 @@ def test_labels_name_the_architecture_then_only_the_recipe_changes():
     )
     assert changed == "loop 8-12-16 x2 b64 lr0.0524 ema0.999 clean3 aug5/0.08/0.9-1.1"
     assert label(arch="lean", weight_decay=0.005) == "lean 8-12-(8)-16-12-16 wd0.005"
+    sgd = label(arch="super_light", optimizer="sgd", momentum=0.9, brightness=0.2, contrast=0.1)
+    assert sgd == "super_light sgd m0.9"  # brightness/contrast without a probability: off
+    photo = label(arch="super_light", brightness=0.2, contrast=0.1, photometric_p=0.5)
+    assert photo == "super_light photo0.2/0.1p0.5"
     # a row from before ema_decay existed (NaN after a concat) ran without EMA
     assert describe(pd.Series({**seed_rows("t", 1, [99.0])[0], "ema_decay": float("nan")})) == (
         "slim 8-12-16 x2"

@@ -36,8 +36,11 @@ RECIPE = {
     "label_smoothing": "ls{:g}",
     "ema_decay": "ema{:g}",
     "clean_epochs": "clean{:.0f}",
+    "optimizer": "{}",
+    "momentum": "m{:g}",
 }
 AUGMENT = ("rotate_deg", "translate_frac", "scale_min", "scale_max")
+PHOTOMETRIC = ("brightness", "contrast", "photometric_p")
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
@@ -98,13 +101,16 @@ def describe(row: pd.Series) -> str:
 
 
 def recipe(config: TrainConfig) -> str:
-    """`b64 ema0.999 clean3 aug5/0.05/0.95-1.05`: batch, peak rate, weight decay, label
-    smoothing, EMA decay, clean final epochs and augmentation (degrees / shift / zoom
-    range), each only where it differs from super_light's recipe."""
+    """`b64 ema0.999 clean3 sgd m0.9 aug5/0.05/0.95-1.05 photo0.2/0.2p0.5`: batch, peak rate,
+    weight decay, label smoothing, EMA decay, clean final epochs, optimizer and momentum,
+    warp (degrees / shift / zoom range) and brightness/contrast (max change / probability),
+    each only where it differs from super_light's recipe."""
     value = config.to_dict()
     parts = [form.format(value[k]) for k, form in RECIPE.items() if value[k] != DEFAULTS[k]]
     if any(value[k] != DEFAULTS[k] for k in AUGMENT):
         parts.append("aug{:g}/{:g}/{:g}-{:g}".format(*(value[k] for k in AUGMENT)))
+    if value["photometric_p"] and (value["brightness"] or value["contrast"]):
+        parts.append("photo{:g}/{:g}p{:g}".format(*(value[k] for k in PHOTOMETRIC)))
     return " ".join(parts)
 
 
@@ -175,8 +181,8 @@ def pareto(models: pd.DataFrame, budgets=BUDGETS, strict: bool = False) -> pd.Da
 
 def results_markdown(models: pd.DataFrame) -> str:
     lines = [
-        "| model | params | mean (3 seeds) | min | std | all >= 99.4 | epochs | chosen on "
-        "| reproduce |",
+        "| model | params | mean (3+ seeds: see reproduce) | min | std | all >= 99.4 | epochs "
+        "| chosen on | reproduce |",
         "| --- | ---: | ---: | ---: | ---: | :---: | ---: | :---: | --- |",
     ]
     for m in models[models["seeds"] >= MIN_SEEDS].itertuples():
