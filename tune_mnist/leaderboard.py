@@ -86,8 +86,9 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     # groupby keeps first-seen order on both sides, so these rows line up with `models`
     first = seeds.groupby(key, sort=False).head(1)
     models["model"] = [describe(row) for _, row in first.iterrows()]
+    ran = {name: search_epochs(root / name) for name in first["experiment"].unique()}
     models["command"] = [
-        reproduce(row, row["experiment"], root, int(n))
+        reproduce(row, row["experiment"], root, int(n), ran[row["experiment"]])
         for (_, row), n in zip(first.iterrows(), models["seeds"], strict=True)
     ]
     models["chosen_on"] = [chosen_on(row) for _, row in first.iterrows()]
@@ -134,11 +135,13 @@ def architecture(c: TrainConfig) -> str:
     return c.arch
 
 
-def reproduce(row: pd.Series, experiment: str, root: Path, seeds: int = MIN_SEEDS) -> str:
+def reproduce(
+    row: pd.Series, experiment: str, root: Path, seeds: int = MIN_SEEDS, search_ran: int = 15
+) -> str:
     """retrain_best.py for this model's trial and seeds with the thread count they were
     trained with (a row of 0 used torch's default, which --threads 0 asks for again), and
     --epochs where they differ from the search's (retrain_best.py's default)."""
-    epochs = int(row["epochs"]) if int(row["epochs"]) != search_epochs(root / experiment) else None
+    epochs = int(row["epochs"]) if int(row["epochs"]) != search_ran else None
     threads = int(row["threads"]) if "threads" in row and row["threads"] == row["threads"] else 0
     return reproduce_command(
         str(root / experiment), str(row["trial_id"]), max(seeds, MIN_SEEDS), threads, epochs

@@ -280,12 +280,12 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
             args.epochs,
             subsets=(first.train_subset, first.test_subset),
         )
-        write_card(out, row, configs[0], runs, summary, prov, command)
-        rows = confirmation_rows(row, rank + 1, runs, summary, configs[0], prov)
+        write_card(out, row, first, runs, summary, prov, command)
+        rows = confirmation_rows(row, rank + 1, runs, summary, first, prov)
         append_confirmations(folder, rows)
         append_confirmations(folder, epoch_rows(rows, runs), "confirmation_epochs.parquet")
         if passed and not any_passed:
-            write_card(folder / "best", row, configs[0], runs, summary, prov, command)
+            write_card(folder / "best", row, first, runs, summary, prov, command)
         any_passed = any_passed or passed
         print(
             f"  mean {summary['mean_test_acc']:.2f}% ± {summary['std_test_acc']:.2f}, "
