@@ -84,7 +84,9 @@ def test_clean_epochs_train_the_last_epochs_on_unwarped_images(mnist, monkeypatc
     seen = []
     real = core.train_epoch
     monkeypatch.setattr(
-        core, "train_epoch", lambda c, s, d, spec: seen.append(spec.on) or real(c, s, d, spec)
+        core,
+        "train_epoch",
+        lambda c, s, d, spec, steps: seen.append(spec.on) or real(c, s, d, spec, steps),
     )
     train(quick(epochs=3, clean_epochs=1, rotate_deg=15.0), mnist)
     assert seen == [True, True, False]

@@ -35,12 +35,12 @@ from tune_mnist.engine import (
     optimisation,
     outcome,
     prepare_run,
-    step,
     training_batches,
     warps,
 )
 from tune_mnist.fuse import Fused, fuse, unfuse
 from tune_mnist.models import count_params
+from tune_mnist.steps import Steps
 
 # per-member figures of an epoch; the cohort's metrics are their mean, min and std
 MEMBER_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
@@ -76,28 +76,44 @@ def make_cohort_state(config: TrainConfig, device: torch.device, n_train: int) -
     return CohortState(fused, optimizer, scheduler, ema, generators[0], generators=generators)
 
 
-def cohort_epoch(config: TrainConfig, state: CohortState, data: MNIST, spec: AugmentSpec):
-    """One pass; per-member (mean loss, accuracy %) as (K,) tensors (no sync)."""
-    state.model.train()
-    k = len(state.generators)
-    total_loss = torch.zeros(k, device=data.device)
-    correct = torch.zeros(k, device=data.device, dtype=torch.long)
-    streams = [training_batches(config, data, g, spec) for g in state.generators]
-    for parts in zip(*streams, strict=True):
-        images = torch.cat([images for _, images, _ in parts], dim=1)  # (B, K, 28, 28)
-        target = torch.stack([labels for _, _, labels in parts], dim=1)  # (B, K)
-        output = state.model(normalize(images))  # (B, K, 10)
+def cohort_loss(config: TrainConfig, model: Fused):
+    """A cohort's step arithmetic: the sum of the members' mean losses (so each member's
+    gradient is its own), and per-member loss sums and correct counts, (K,) each."""
+
+    def compute(images: torch.Tensor, target: torch.Tensor):
+        output = model(normalize(images))  # (B, K, 10)
         losses = F.cross_entropy(
             output.flatten(0, 1),
             target.flatten(),
             label_smoothing=config.label_smoothing,
             reduction="none",
         ).view_as(target)
-        step(state, losses.mean(dim=0).sum())  # the sum of the members' mean losses
-        total_loss += losses.detach().sum(dim=0)
-        correct += (output.argmax(2) == target).sum(dim=0)
+        correct = (output.argmax(2) == target).sum(dim=0)
+        return losses.mean(dim=0).sum(), losses.detach().sum(dim=0), correct
+
+    return compute
+
+
+def cohort_epoch(
+    config: TrainConfig,
+    state: CohortState,
+    data: MNIST,
+    spec: AugmentSpec,
+    steps: Steps | None = None,
+):
+    """One pass; per-member (mean loss, accuracy %) as (K,) tensors (no sync)."""
+    if steps is None:
+        steps = Steps(config, state, cohort_loss(config, state.model), data.device)
+    state.model.train()
+    steps.begin_epoch()
+    whole = data.device.type == "cuda"  # see engine.training_batches
+    streams = [training_batches(config, data, g, spec, whole) for g in state.generators]
+    for parts in zip(*streams, strict=True):
+        images = torch.cat([images for _, images, _ in parts], dim=1)  # (B, K, 28, 28)
+        target = torch.stack([labels for _, _, labels in parts], dim=1)  # (B, K)
+        steps(images, target)
     n = len(data.train_y)
-    return total_loss / n, correct * 100.0 / n
+    return steps.loss_sum / n, steps.correct * 100.0 / n
 
 
 def evaluate_cohort(model: Fused, images: torch.Tensor, labels: torch.Tensor):
@@ -138,7 +154,7 @@ def member_history(history: list[dict[str, Any]], k: int) -> list[dict[str, Any]
     for metrics in history:
         row = {"epoch": metrics["epoch"]}
         row |= {n: metrics[f"{n}_seeds"][k] for n in MEMBER_METRICS if f"{n}_seeds" in metrics}
-        row |= {n: metrics[n] for n in ("lr", "epoch_s", "params")}
+        row |= {n: metrics[n] for n in ("lr", "epoch_s", "params", "graphed") if n in metrics}
         add_avg3(row, out)
         row["diverged"] = not math.isfinite(row["train_loss"]) or row["train_loss"] > DIVERGED_LOSS
         out.append(row)
@@ -155,12 +171,14 @@ def train_cohort(
     if resume is not None:
         state.load_state_dict(resume)
     params = count_params(state.model) // config.cohort
+    steps = Steps(config, state, cohort_loss(config, state.model), device)
     started = time.perf_counter()
     status = "completed"
     while state.epoch < config.epochs:
         epoch_start = time.perf_counter()
-        lr = state.scheduler.get_last_lr()[0]
-        train_loss, train_acc = cohort_epoch(config, state, data, warps(config, state, spec))
+        lr = float(state.scheduler.get_last_lr()[0])  # a device tensor under a CUDA graph
+        spec_now = warps(config, state, spec)
+        train_loss, train_acc = cohort_epoch(config, state, data, spec_now, steps)
         per = {"train_loss": train_loss.tolist(), "train_acc": train_acc.tolist()}
         if len(data.val_y):
             per["val_loss"], per["val_acc"] = evaluate_cohort(
@@ -171,6 +189,7 @@ def train_cohort(
         )
         state.epoch += 1
         metrics = {"epoch": state.epoch, **summarise_members(per), "lr": lr, "params": params}
+        metrics["graphed"] = steps.replaying
         metrics["epoch_s"] = time.perf_counter() - epoch_start
         metrics["seeds"] = cohort_seeds(config)
         add_avg3(metrics, state.history)

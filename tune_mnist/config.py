@@ -70,6 +70,9 @@ class TrainConfig:
     train_subset: int = 0  # use only the first N training images (after val_size); 0 = all
     test_subset: int = 0  # evaluate on the first N test images; 0 = all 10,000
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    # CUDA only (ignored on CPU): capture each training step in one CUDA graph (see steps.py)
+    cuda_graph: bool = True
+    precision: str = "fp32"  # fp32 | bf16 (forward and loss autocast to bfloat16; weights fp32)
 
     def __post_init__(self) -> None:
         for name, (low, high) in _RANGES.items():
@@ -80,6 +83,11 @@ class TrainConfig:
             raise ConfigError(
                 f"optimizer={self.optimizer!r} is not known: valid names are "
                 f"{', '.join(OPTIMIZERS)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision={self.precision!r} is not known: valid names are "
+                f"{', '.join(PRECISIONS)}"
             )
         if not self.max_lr > 0:
             raise ConfigError(f"max_lr={self.max_lr!r} must be > 0")
@@ -138,6 +146,7 @@ class TrainConfig:
 
 # Inclusive numeric ranges checked on construction (the comments above say the same).
 OPTIMIZERS = ("adamw", "sgd")
+PRECISIONS = ("fp32", "bf16")
 
 _RANGES: dict[str, tuple[float, float]] = {
     "width1": (2, 64),

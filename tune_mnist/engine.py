@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from tune_mnist.augment import AugmentSpec, augment
+from tune_mnist.augment import AugmentSpec, apply, augment, concat, draw, sliced
 from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.data import MNIST, batches, normalize
 from tune_mnist.models import build_from_config, count_params
+from tune_mnist.steps import Steps, optimizer_options
 
 EVAL_BATCH = 5000  # images per forward pass at evaluation (no gradients, so big is fine)
 # A mean training loss above this has exploded (chance level is ln 10 = 2.3): BatchNorm keeps
@@ -113,16 +114,19 @@ def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
             "step, which the one-cycle schedule cannot take: change the images, epochs, "
             "batch size or pct_start"
         )
+    # CUDA: fused or capturable kernels (steps.py); CPU: torch's defaults, as pinned
+    options = optimizer_options(config, next(model.parameters()).device)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             model.parameters(),
             lr=config.max_lr,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
+            **options,
         )
     else:
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay
+            model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay, **options
         )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -143,38 +147,73 @@ def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
     return optimizer, scheduler, ema
 
 
-def training_batches(config: TrainConfig, data: MNIST, generator: torch.Generator, spec):
+def training_batches(
+    config: TrainConfig, data: MNIST, generator: torch.Generator, spec, whole_epoch=False
+):
     """One epoch's (index, augmented [0, 1] images, labels), in the order `generator` draws:
     the batch order first (one randperm), then each batch's warp. The pinned-reproduction
-    tests read the same stream, so a change here shows up there."""
-    for index in batches(len(data.train_y), config.batch_size, generator, data.device):
+    tests read the same stream, so a change here shows up there. `whole_epoch` (the GPU
+    path) draws the same numbers batch by batch, then warps all the epoch's images at once:
+    the same images, without a dozen small kernels in every step."""
+    order = batches(len(data.train_y), config.batch_size, generator, data.device)
+    if whole_epoch:
+        yield from _whole_epoch(order, data, generator, spec)
+        return
+    for index in order:
         images = data.train_x[index].unsqueeze(1).float() / 255.0
         yield index, augment(images, spec, generator), data.train_y[index]
 
 
-def step(state: RunState, loss: torch.Tensor) -> None:
-    """One optimiser step on `loss`: AdamW, the per-batch one-cycle rate, the weight average."""
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    state.optimizer.step()
-    state.scheduler.step()
-    if state.ema is not None:
-        state.ema.update_parameters(state.model)
+WARP_CHUNK = 16384  # images warped per call on the whole-epoch path (bounds its memory)
 
 
-def train_epoch(config: TrainConfig, state: RunState, data: MNIST, spec: AugmentSpec):
-    """One pass over the training set; returns (mean loss, accuracy %) as tensors (no sync)."""
-    state.model.train()
-    total_loss = torch.zeros((), device=data.device)
-    correct = torch.zeros((), device=data.device, dtype=torch.long)
-    n = len(data.train_y)
-    for index, images, target in training_batches(config, data, state.generator, spec):
-        output = state.model(normalize(images))
+def _whole_epoch(order, data: MNIST, generator: torch.Generator, spec: AugmentSpec):
+    draws = concat([draw(spec, len(index), generator, data.device) for index in order])
+    index = torch.cat(order)
+    images = data.train_x[index].unsqueeze(1).float() / 255.0
+    if spec.on:
+        images = torch.cat(
+            [
+                apply(
+                    images[start : start + WARP_CHUNK],
+                    spec,
+                    sliced(draws, start, start + WARP_CHUNK),
+                )
+                for start in range(0, len(index), WARP_CHUNK)
+            ]
+        )
+    start = 0
+    for batch in order:
+        stop = start + len(batch)
+        yield batch, images[start:stop], data.train_y[batch]
+        start = stop
+
+
+def single_loss(config: TrainConfig, model: nn.Module):
+    """A single model's step arithmetic: (mean loss, its sum over the batch, correct)."""
+
+    def compute(images: torch.Tensor, target: torch.Tensor):
+        output = model(normalize(images))
         loss = F.cross_entropy(output, target, label_smoothing=config.label_smoothing)
-        step(state, loss)
-        total_loss += loss.detach() * len(index)
-        correct += (output.argmax(1) == target).sum()
-    return total_loss / n, correct * 100.0 / n
+        return loss, loss.detach() * len(target), (output.argmax(1) == target).sum()
+
+    return compute
+
+
+def train_epoch(
+    config: TrainConfig, state: RunState, data: MNIST, spec: AugmentSpec, steps: Steps | None = None
+):
+    """One pass over the training set; returns (mean loss, accuracy %) as tensors (no sync).
+    `steps` carries a run's CUDA graph from epoch to epoch (made afresh when None)."""
+    if steps is None:
+        steps = Steps(config, state, single_loss(config, state.model), data.device)
+    state.model.train()
+    steps.begin_epoch()
+    whole = data.device.type == "cuda"  # see training_batches
+    for _, images, target in training_batches(config, data, state.generator, spec, whole):
+        steps(images, target)
+    n = len(data.train_y)
+    return steps.loss_sum / n, steps.correct * 100.0 / n
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -244,12 +283,14 @@ def train(
     if resume is not None:
         state.load_state_dict(resume)
     params = count_params(state.model)
+    steps = Steps(config, state, single_loss(config, state.model), device)
     started = time.perf_counter()
     status = "completed"
     while state.epoch < config.epochs:
         epoch_start = time.perf_counter()
-        lr = state.scheduler.get_last_lr()[0]
-        train_loss, train_acc = train_epoch(config, state, data, warps(config, state, spec))
+        lr = float(state.scheduler.get_last_lr()[0])  # a device tensor under a CUDA graph
+        spec_now = warps(config, state, spec)
+        train_loss, train_acc = train_epoch(config, state, data, spec_now, steps)
         test_loss, test_acc = evaluate(state.eval_model, data.test_x, data.test_y)
         state.epoch += 1
         metrics = {
@@ -261,6 +302,7 @@ def train(
             "lr": lr,  # learning rate at the start of the epoch
             "epoch_s": time.perf_counter() - epoch_start,
             "params": params,
+            "graphed": steps.replaying,  # steps ran from a CUDA graph (False on CPU)
         }
         if len(data.val_y):  # what a search selects on (absent with val_size 0)
             val_loss, val_acc = evaluate(state.eval_model, data.val_x, data.val_y)

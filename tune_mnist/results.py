@@ -40,6 +40,7 @@ EPOCH_COLUMNS = [
     "start_epoch",
     # trained before a kill, reported after it from the checkpoint's copy of the report
     "replayed",
+    "graphed",  # its full batches ran from a captured CUDA graph (False on CPU; steps.py)
     "node_id",  # the Ray node that trained the epoch (a retried trial may change node)
 ]
 _DTYPES = {"bool": "bool", "int": "int64", "float": "float64", "str": "string"}
@@ -63,6 +64,7 @@ def epoch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if epoch is not None and epoch == epoch and epoch >= 1:  # epoch == epoch: not NaN
             by_epoch[int(epoch)] = {k: row.get(k) for k in EPOCH_COLUMNS[1:]}
             by_epoch[int(epoch)]["replayed"] = bool(row.get("replayed", False))
+            by_epoch[int(epoch)]["graphed"] = bool(row.get("graphed", False))
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -168,6 +170,7 @@ def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
             "diverged": "bool",
             "start_epoch": "int64",
             "replayed": "bool",
+            "graphed": "bool",
             "node_id": "string",
         }
     )
