@@ -2,8 +2,10 @@
 
 One training epoch of `--arch` (augmented, as in training) for single seeds and for cohorts of
 K seeds, epochs interleaved (single, K=3, single, K=3, ...) so machine load hits all alike;
-the best of `--repeats` counts. A K-cohort trains K models per epoch, so its model-epochs per
-second are K / its epoch time; every figure is printed as a ratio to the single run's.
+the best of `--repeats` counts. On CUDA each size runs eager (fused AdamW), as one CUDA graph,
+and as a graph with bf16 autocast (see tune_mnist/steps.py). A K-cohort trains K models per
+epoch, so its model-epochs per second are K / its epoch time; every figure is printed as a
+ratio to the eager single run's.
 
     python scripts/bench_fused.py --data-dir ../shared/mnist            # K = 1, 3 on a CPU
     python scripts/bench_fused.py --device cuda --sizes 1,3,8,32,128    # on a GPU
@@ -19,25 +21,39 @@ import time
 import torch
 
 from tune_mnist.augment import AugmentSpec
-from tune_mnist.cohort import cohort_epoch, make_cohort_state
+from tune_mnist.cohort import cohort_epoch, cohort_loss, make_cohort_state
 from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.data import DataError, load_mnist
-from tune_mnist.engine import make_state, resolve_device, train_epoch
+from tune_mnist.engine import make_state, resolve_device, single_loss, train_epoch
+from tune_mnist.steps import Steps
 
 
 def time_epoch(config: TrainConfig, data, device: torch.device) -> float:
-    """Seconds for one augmented epoch: a single run (cohort 1) or a fused cohort."""
+    """Seconds for one augmented epoch, the second of a run (the first warms up: kernels,
+    and on CUDA the graph's capture): a single run (cohort 1) or a fused cohort."""
     spec = AugmentSpec.from_config(config)
     if config.cohort == 1:
         state = make_state(config, device, len(data.train_y))
-        started = time.perf_counter()
-        loss, _ = train_epoch(config, state, data, spec)
+        steps = Steps(config, state, single_loss(config, state.model), device)
+        epoch = train_epoch
     else:
         state = make_cohort_state(config, device, len(data.train_y))
+        steps = Steps(config, state, cohort_loss(config, state.model), device)
+        epoch = cohort_epoch
+    for _ in range(2):
         started = time.perf_counter()
-        loss, _ = cohort_epoch(config, state, data, spec)
-    loss.sum().item()  # waits for the device
+        loss, _ = epoch(config, state, data, spec, steps)
+        loss.sum().item()  # waits for the device
+    if steps.graphed and not steps.replaying:
+        raise RuntimeError("the CUDA graph was not captured")
     return time.perf_counter() - started
+
+
+MODES = {  # name -> config changes; graph and bf16 only where CUDA runs
+    "eager": {"cuda_graph": False},
+    "graph": {"cuda_graph": True},
+    "graph+bf16": {"cuda_graph": True, "precision": "bf16"},
+}
 
 
 def parse_args(argv):
@@ -65,33 +81,38 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
+        device = resolve_device(args.device)
+        modes = ["eager"] + (["graph", "graph+bf16"] if device.type == "cuda" else [])
         config = TrainConfig(
-            arch=args.arch, epochs=1, device=args.device, threads=args.threads,
+            arch=args.arch, epochs=2, device=args.device, threads=args.threads,
             train_subset=args.train_subset,
         )  # fmt: skip
-        configs = {k: config.replace(cohort=k) for k in args.sizes}
-        device = resolve_device(args.device)
+        configs = {
+            (mode, k): config.replace(cohort=k, **MODES[mode]) for mode in modes for k in args.sizes
+        }
         data = load_mnist(args.data_dir, device=device).subset(args.train_subset)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    best = {k: float("inf") for k in configs}
+    best = {key: float("inf") for key in configs}
     for _ in range(args.repeats):
-        for k, cfg in configs.items():
-            best[k] = min(best[k], time_epoch(cfg, data, device))
-    base = 1 / best[args.sizes[0]] * args.sizes[0]  # model-epochs per second of the first
+        for key, cfg in configs.items():
+            best[key] = min(best[key], time_epoch(cfg, data, device))
+    first = args.sizes[0]
+    base = first / best[("eager", first)]  # model-epochs per second of the first eager size
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     print(
-        f"{args.arch}, {len(data.train_y):,} images an epoch, {device}, "
-        f"{torch.get_num_threads()} thread(s), best of {args.repeats}:"
+        f"{args.arch}, {len(data.train_y):,} images an epoch, {name}, "
+        f"{torch.get_num_threads()} thread(s), best of {args.repeats} (2nd epoch of a run):"
     )
-    for k, seconds in best.items():
+    for (mode, k), seconds in best.items():
         rate = k / seconds
         print(
-            f"  K={k:<4d} {seconds:7.2f} s an epoch  {rate:7.3f} model-epochs/s  "
-            f"x{rate / base:.2f} the K={args.sizes[0]} rate  "
-            f"(cost {seconds / (k * best[args.sizes[0]] / args.sizes[0]):.2f}x of {k} runs)"
+            f"  {mode:<10s} K={k:<4d} {seconds:7.3f} s an epoch  {rate:8.3f} model-epochs/s  "
+            f"x{rate / base:.2f} the eager K={first} rate  "
+            f"(cost {seconds / (k * best[('eager', first)] / first):.2f}x of {k} eager runs)"
         )
     return 0
 

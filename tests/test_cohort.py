@@ -115,5 +115,10 @@ def test_bench_fused_prints_rates_as_ratios(monkeypatch, capsys, mnist):
     assert bench_main(["--smoke-test", "--threads", "1", "--sizes", "1,2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "2,560 images" in lines[0] and len(lines) == 3
-    assert "K=1" in lines[1] and "x1.00 the K=1 rate" in lines[1] and "K=2" in lines[2]
+    assert (
+        "K=1" in lines[1]
+        and "eager" in lines[1]
+        and "x1.00 the eager K=1 rate" in lines[1]
+        and "K=2" in lines[2]
+    )
     assert bench_main(["--sizes", "0"]) == 2 and bench_main(["--sizes", "x"]) == 2

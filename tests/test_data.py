@@ -112,3 +112,17 @@ def test_data_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("TUNE_MNIST_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert resolve_data_dir() == tmp_path / "cache" / "tune_mnist" / "mnist"
+
+
+def test_a_device_copy_is_kept_for_the_same_data_only(small):
+    from tune_mnist.data import on_device
+
+    meta = torch.device("meta")  # takes the accelerator path on a machine without one
+    first = on_device(small, meta)
+    assert first.device == meta and on_device(small, meta) is first
+    assert on_device(small.subset(1000, 1000), meta) is not first  # other data: a new copy
+    changed = small.subset()
+    changed.train_y = changed.train_y.clone()
+    changed.train_y[0] = (changed.train_y[0] + 1) % 10  # one label differs
+    assert on_device(changed, meta) is not on_device(small, meta)
+    assert on_device(small, torch.device("cpu")) is small

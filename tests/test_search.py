@@ -124,6 +124,11 @@ def _epochs_logged(trial_dir):
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
+def _one_done_one_midway(experiment) -> bool:
+    logged = [_epochs_logged(d) for d in _trial_dirs(experiment)]
+    return 10 in logged and any(2 <= n < 9 for n in logged)
+
+
 def test_killed_search_resumes_without_retraining(tmp_path):
     results = tmp_path / "results"
     # 10 epochs: a wide window in which one trial has ended and another is midway (Ray writes
@@ -141,16 +146,16 @@ def test_killed_search_resumes_without_retraining(tmp_path):
     deadline = time.time() + 400
     try:
         while time.time() < deadline:  # kill once one trial is done and another is midway
-            logged = [_epochs_logged(d) for d in _trial_dirs(experiment)]
-            if 10 in logged and any(2 <= n < 9 for n in logged):
-                break
+            if _one_done_one_midway(experiment):
+                time.sleep(1.0)  # let Ray snapshot the experiment state after the last checkpoint
+                if _one_done_one_midway(experiment):  # still (result.json lags a loaded driver)
+                    break
             assert proc.poll() is None, "the search ended before it could be killed"
             for table in (results / "r1").glob("*.parquet"):  # readable at every moment
                 pd.read_parquet(table)
             time.sleep(0.5)
         else:
             pytest.fail("no trial finished in time")
-        time.sleep(1.0)  # let Ray snapshot the experiment state after the last checkpoint
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -166,7 +171,10 @@ def test_killed_search_resumes_without_retraining(tmp_path):
     for name in finished_before:
         assert after[name] == 10, "a trial finished before the kill was trained again"
     final = load(results / "r1")
-    assert len(final.trials) == 4 and (final.trials["status"] == "completed").all()
+    # `lost`: a trial started after Ray's last snapshot (a reused worker starts the next
+    # trial at once); the resumed searcher proposes again, so 4 trials still run in full
+    ran = final.trials[final.trials["status"] != "lost"]
+    assert len(ran) == 4 and (ran["status"] == "completed").all(), final.trials["status"]
     for trial_id, group in final.epochs.groupby("trial_id"):
         assert list(group["epoch"]) == list(range(1, 11)), trial_id
     assert (final.epochs["start_epoch"] > 0).any(), "no trial continued from a checkpoint"

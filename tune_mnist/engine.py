@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tune_mnist.augment import AugmentSpec, apply, augment, concat, draw, sliced
 from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.data import MNIST, batches, normalize
+from tune_mnist.data import MNIST, batches, normalize, on_device
 from tune_mnist.models import build_from_config, count_params
 from tune_mnist.steps import Steps, optimizer_options
 
@@ -240,9 +240,7 @@ def prepare_run(config: TrainConfig, data: MNIST) -> tuple[torch.device, MNIST, 
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     data = data.holdout(config.val_size).subset(config.train_subset, config.test_subset)
-    if data.device != device:
-        data = data.to(device)
-    return device, data, AugmentSpec.from_config(config)
+    return device, on_device(data, device), AugmentSpec.from_config(config)
 
 
 def warps(config: TrainConfig, state: RunState, spec: AugmentSpec) -> AugmentSpec:
