@@ -134,7 +134,7 @@ def test_bf16_autocasts_the_forward_pass(mnist):
 
 
 def test_the_whole_epoch_augmentation_gives_the_per_batch_images(mnist, monkeypatch):
-    monkeypatch.setattr(engine, "WARP_CHUNK", 700)  # several chunks, cut inside batches
+    monkeypatch.setattr(engine, "WARP_CHUNK", 700)  # 4 chunks of 8 batches of 96
     config = TrainConfig(
         batch_size=96,
         shear_deg=5.0,

@@ -89,10 +89,6 @@ def concat(parts: list[Draws]) -> Draws:
     return {name: torch.cat([d[name] for d in parts]) for name in parts[0]} if parts else {}
 
 
-def sliced(d: Draws, start: int, stop: int) -> Draws:
-    return {name: t[start:stop] for name, t in d.items()}
-
-
 def affine_matrices(d: Draws) -> torch.Tensor:
     """(n, 3, 3) forward affine maps in normalised [-1, 1] coordinates."""
     scale = d["scale"]

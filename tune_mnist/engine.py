@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from tune_mnist.augment import AugmentSpec, apply, augment, concat, draw, sliced
+from tune_mnist.augment import AugmentSpec, apply, augment, concat, draw
 from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.data import MNIST, batches, normalize, on_device
 from tune_mnist.models import build_from_config, count_params
@@ -168,25 +168,27 @@ WARP_CHUNK = 16384  # images warped per call on the whole-epoch path (bounds its
 
 
 def _whole_epoch(order, data: MNIST, generator: torch.Generator, spec: AugmentSpec):
-    draws = concat([draw(spec, len(index), generator, data.device) for index in order])
-    index = torch.cat(order)
-    images = data.train_x[index].unsqueeze(1).float() / 255.0
-    if spec.on:
-        images = torch.cat(
-            [
-                apply(
-                    images[start : start + WARP_CHUNK],
-                    spec,
-                    sliced(draws, start, start + WARP_CHUNK),
-                )
-                for start in range(0, len(index), WARP_CHUNK)
-            ]
-        )
-    start = 0
-    for batch in order:
-        stop = start + len(batch)
-        yield batch, images[start:stop], data.train_y[batch]
-        start = stop
+    """Every batch's random numbers first, in the per-batch order, then the images warped
+    WARP_CHUNK at a time as the epoch reaches them: four calls an epoch instead of 469, and
+    a K-seed cohort holds K chunks, not K warped epochs, on the device."""
+    draws = [draw(spec, len(index), generator, data.device) for index in order]
+    group: list[int] = []
+    size = 0
+    for i, index in enumerate(order):
+        group.append(i)
+        size += len(index)
+        if size < WARP_CHUNK and i + 1 < len(order):
+            continue
+        index = torch.cat([order[j] for j in group])
+        images = data.train_x[index].unsqueeze(1).float() / 255.0
+        if spec.on:
+            images = apply(images, spec, concat([draws[j] for j in group]))
+        start = 0
+        for j in group:
+            stop = start + len(order[j])
+            yield order[j], images[start:stop], data.train_y[order[j]]
+            start = stop
+        group, size = [], 0
 
 
 def single_loss(config: TrainConfig, model: nn.Module):
