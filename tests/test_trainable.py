@@ -20,10 +20,13 @@ from tune_mnist.trainable import (
 )
 
 
-def _checkpoint(folder, epoch: int, torn: bool = False) -> None:
+def _checkpoint(folder, epoch: int, torn=False, reports=True, state_epoch=None) -> None:
     folder.mkdir(parents=True)
-    torch.save({"epoch": epoch, "weights": torch.arange(4.0)}, folder / STATE_FILE)
-    (folder / HISTORY_FILE).write_text(json.dumps([{"epoch": e} for e in range(1, epoch + 1)]))
+    state = {"epoch": epoch if state_epoch is None else state_epoch, "weights": torch.arange(4.0)}
+    torch.save(state, folder / STATE_FILE)
+    if reports:  # (checkpoints of older versions had no reports file)
+        history = [{"epoch": e} for e in range(1, epoch + 1)]
+        (folder / HISTORY_FILE).write_text(json.dumps(history))
     if torn:  # a node died while copying it into storage
         data = (folder / STATE_FILE).read_bytes()
         (folder / STATE_FILE).write_bytes(data[: len(data) // 3])
@@ -46,6 +49,43 @@ def test_a_retry_continues_from_the_newest_readable_checkpoint_in_storage(tmp_pa
         )
     assert state["epoch"] == 3 and [h["epoch"] for h in history] == [1, 2, 3]
     assert ray_epoch == 0  # Ray itself knew of none
+
+
+def _restore_counting_loads(monkeypatch, newest, trial):
+    import tune_mnist.trainable as trainable
+
+    loads = []
+    real = trainable._load
+    monkeypatch.setattr(trainable, "_load", lambda c: loads.append(c.path) or real(c))
+    stored = stored_checkpoints(pyarrow.fs.LocalFileSystem(), str(trial))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tune.get_checkpoint outside a trial: None
+        return restored_state(newest, stored), loads
+
+
+def test_only_the_newest_state_is_loaded_each_folder_once(tmp_path, monkeypatch):
+    trial = tmp_path / "run_trial_abc"
+    for epoch in range(1, 6):
+        _checkpoint(trial / f"checkpoint_00000{epoch}", epoch=epoch)
+    newest = str(trial / "checkpoint_000005")  # the journal names a folder storage lists too
+    (state, history, _), loads = _restore_counting_loads(monkeypatch, newest, trial)
+    assert state["epoch"] == 5 and len(history) == 5 and loads == [newest]
+
+
+def test_a_folder_without_reports_is_ranked_by_its_state(tmp_path, monkeypatch):
+    trial = tmp_path / "run_trial_abc"
+    _checkpoint(trial / "checkpoint_000000", epoch=3)
+    _checkpoint(trial / "checkpoint_000001", epoch=6, reports=False)
+    (state, history, _), loads = _restore_counting_loads(monkeypatch, None, trial)
+    assert state["epoch"] == 6 and history == [] and len(loads) == 1
+
+
+def test_reports_that_overstate_the_state_do_not_win(tmp_path, monkeypatch):
+    trial = tmp_path / "run_trial_abc"
+    _checkpoint(trial / "checkpoint_000000", epoch=5, state_epoch=2)  # overwritten, torn
+    _checkpoint(trial / "checkpoint_000001", epoch=4)
+    (state, history, _), loads = _restore_counting_loads(monkeypatch, None, trial)
+    assert state["epoch"] == 4 and len(history) == 4 and len(loads) == 2
 
 
 def _two_epochs(config):

@@ -57,20 +57,25 @@ class CohortState(RunState):
     generators: list[torch.Generator] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "generators": [g.get_state() for g in self.generators]}
+        generators = [g.get_state() for g in self.generators]
+        member_rng = [rng.clone() for rng in self.model.member_rng or []]
+        return {**super().state_dict(), "generators": generators, "member_rng": member_rng}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         for generator, saved in zip(self.generators, state["generators"], strict=True):
             generator.set_state(saved)
+        if state.get("member_rng"):  # (absent in checkpoints from before it existed)
+            self.model.member_rng = [rng.clone() for rng in state["member_rng"]]
 
 
 def make_cohort_state(config: TrainConfig, device: torch.device, n_train: int) -> CohortState:
-    singles = [
-        make_state(config.replace(seed=seed, cohort=1), device, n_train)
-        for seed in cohort_seeds(config)
-    ]
+    singles, rngs = [], []
+    for seed in cohort_seeds(config):
+        singles.append(make_state(config.replace(seed=seed, cohort=1), device, n_train))
+        rngs.append(torch.get_rng_state())  # where this seed's run draws its dropout from
     fused = fuse([single.model for single in singles]).to(device)
+    fused.member_rng = rngs  # used on a CPU, where the members run one by one (fuse.py)
     generators = [single.generator for single in singles]
     optimizer, scheduler, ema = optimisation(config, fused, n_train)
     return CohortState(fused, optimizer, scheduler, ema, generators[0], generators=generators)
@@ -82,13 +87,19 @@ def cohort_loss(config: TrainConfig, model: Fused):
 
     def compute(images: torch.Tensor, target: torch.Tensor):
         output = model(normalize(images))  # (B, K, 10)
-        losses = F.cross_entropy(
-            output.flatten(0, 1),
-            target.flatten(),
-            label_smoothing=config.label_smoothing,
-            reduction="none",
-        ).view_as(target)
         correct = (output.argmax(2) == target).sum(dim=0)
+        smoothing = config.label_smoothing
+        if output.device.type == "cpu":  # member by member, summed as its single run sums
+            means = torch.stack(
+                [
+                    F.cross_entropy(output[:, k], target[:, k], label_smoothing=smoothing)
+                    for k in range(model.k)
+                ]
+            )
+            return means.sum(), means.detach() * len(target), correct
+        losses = F.cross_entropy(
+            output.flatten(0, 1), target.flatten(), label_smoothing=smoothing, reduction="none"
+        ).view_as(target)
         return losses.mean(dim=0).sum(), losses.detach().sum(dim=0), correct
 
     return compute
@@ -117,7 +128,9 @@ def cohort_epoch(
 
 
 def evaluate_cohort(model: Fused, images: torch.Tensor, labels: torch.Tensor):
-    """Per-member (mean cross-entropy, accuracy %) as lists, every member on the same images."""
+    """Per-member (mean cross-entropy, accuracy %) as lists, every member on the same images,
+    each summed and divided as `engine.evaluate` does for one model (so a member whose
+    weights equal its single run's reads exactly its single run's figures)."""
     model.eval()
     total = torch.zeros(model.k, device=images.device)
     correct = torch.zeros(model.k, device=images.device, dtype=torch.long)
@@ -126,12 +139,11 @@ def evaluate_cohort(model: Fused, images: torch.Tensor, labels: torch.Tensor):
             x = normalize(images[start : start + EVAL_BATCH])
             y = labels[start : start + EVAL_BATCH]
             output = model(x.expand(-1, model.k, -1, -1))
-            target = y[:, None].expand(-1, model.k)
-            losses = F.cross_entropy(output.flatten(0, 1), target.flatten(), reduction="none")
-            total += losses.view_as(target).sum(dim=0)
-            correct += (output.argmax(2) == target).sum(dim=0)
+            for k in range(model.k):
+                total[k] += F.cross_entropy(output[:, k], y, reduction="sum")
+            correct += (output.argmax(2) == y[:, None]).sum(dim=0)
     n = len(labels)
-    return (total / n).tolist(), (correct * 100.0 / n).tolist()
+    return [t / n for t in total.tolist()], [c * 100.0 / n for c in correct.tolist()]
 
 
 def summarise_members(per_member: dict[str, list[float]]) -> dict[str, Any]:

@@ -12,6 +12,12 @@ Fusing K copies makes each kernel K times wider instead of launching K times as 
 Member k's input is channel k of an (N, K, 28, 28) batch, its own images; the fused network
 returns (N, K, 10). All registered architectures end in `flatten(1)` of (N, 10 * K, 1, 1), whose
 rows reshape member-major into (N, K, 10). Shared modules (`loop`'s reused conv) stay shared.
+
+That is the GPU path. On a CPU, which is compute-bound, the fused layout gains nothing and its
+copies cost (every layer's member blocks split and joined again: a 3-seed cohort cost 1.19x
+three single runs): there `Fused` runs each member's own network on views of the fused
+tensors instead, so the weights, their gradients, the optimiser state and the checkpoints are
+one and the same on both devices.
 """
 
 from __future__ import annotations
@@ -19,14 +25,20 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 FUSED_KINDS = (nn.Conv2d, nn.BatchNorm2d)
 
 
 class Fused(nn.Module):
     """`body` is a member's network with every conv and BatchNorm widened K-fold."""
+
+    # CPU: run the members one by one (below); tests turn it off to check the grouped body
+    one_by_one_on_cpu = True
+    # each member's CPU random state for dropout, set by cohort.make_cohort_state: with it a
+    # member's masks, and so its whole CPU training, are those of its single run
+    member_rng: list[torch.Tensor] | None = None
 
     def __init__(self, body: nn.Module, k: int, template: nn.Module):
         super().__init__()
@@ -38,37 +50,42 @@ class Fused(nn.Module):
         """(N, K, H, W) images, member k's in channel k -> (N, K, classes) logits."""
         if x.dim() != 4 or x.shape[1] != self.k:
             raise ValueError(f"expected (N, {self.k}, H, W) input, got {tuple(x.shape)}")
+        if x.device.type == "cpu" and self.k > 1 and self.one_by_one_on_cpu:
+            return self._one_by_one(x)
         return self.body(x).reshape(x.shape[0], self.k, -1)
 
-
-class BlockConv2d(nn.Conv2d):
-    """A grouped conv over `members` channel blocks. On a GPU it runs as one grouped kernel;
-    on a CPU as one conv per block on views of the same weight, because PyTorch's CPU grouped
-    conv is slower than the separate convs (super_light, K=3, forward + backward: 169 ms
-    grouped against 144 ms separate, 1 thread). The weights and gradients are the same."""
-
-    members: int = 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or self.members == 1:
-            return super().forward(x)
-        groups = self.groups // self.members
-        blocks = zip(x.chunk(self.members, 1), self.weight.chunk(self.members, 0), strict=True)
-        bias = self.bias.chunk(self.members) if self.bias is not None else [None] * self.members
-        return torch.cat(
-            [
-                F.conv2d(xk, wk, bk, self.stride, self.padding, self.dilation, groups)
-                for (xk, wk), bk in zip(blocks, bias, strict=True)
-            ],
-            dim=1,
-        )
+    def _one_by_one(self, x: torch.Tensor) -> torch.Tensor:
+        """On a CPU, each member's own network on its own images, on views of the fused
+        weights and statistics (gradients and BatchNorm updates land in the fused tensors).
+        A CPU is compute-bound: the fused layout only adds copies there (every layer's
+        member blocks split and joined again), while K plain runs of the template cost K."""
+        template = self._template[0].train(self.training)
+        tensors = dict(self.body.named_parameters()) | dict(self.body.named_buffers())
+        rngs = self.member_rng if self.training and self.member_rng else None
+        outer = torch.get_rng_state() if rngs else None
+        outputs = []
+        for k in range(self.k):
+            # a 0-dim buffer (BatchNorm's step count) is shared: each member counts on a copy
+            own = {n: _block(t, k, self.k) if t.dim() else t.clone() for n, t in tensors.items()}
+            if rngs:  # member k's dropout masks: those its own single run draws
+                torch.set_rng_state(rngs[k])
+            outputs.append(functional_call(template, own, (x[:, k : k + 1],)))
+            if rngs:
+                rngs[k] = torch.get_rng_state()
+        if outer is not None:
+            torch.set_rng_state(outer)
+        if self.training:  # the shared step counts, once for the K members
+            for module in self.body.modules():
+                if isinstance(module, nn.BatchNorm2d) and module.num_batches_tracked is not None:
+                    module.num_batches_tracked.add_(1)
+        return torch.stack(outputs, dim=1)
 
 
 def _fused_conv(convs: list[nn.Conv2d]) -> nn.Conv2d:
     first, k = convs[0], len(convs)
     if first.padding_mode != "zeros":
         raise ValueError("fuse() supports zero-padded convs only")
-    fused = BlockConv2d(
+    fused = nn.Conv2d(
         first.in_channels * k,
         first.out_channels * k,
         first.kernel_size,
@@ -78,7 +95,6 @@ def _fused_conv(convs: list[nn.Conv2d]) -> nn.Conv2d:
         groups=first.groups * k,  # block k of the output reads block k of the input only
         bias=first.bias is not None,
     )
-    fused.members = k
     with torch.no_grad():
         fused.weight.copy_(torch.cat([c.weight for c in convs]))
         if first.bias is not None:

@@ -65,6 +65,17 @@ def _in_storage() -> list[tune.Checkpoint]:
     return stored_checkpoints(storage.storage_filesystem, storage.trial_fs_path)
 
 
+def _epoch_of(checkpoint: tune.Checkpoint) -> int | None:
+    """The epoch a checkpoint holds, from its small reports file alone (a bucket's state.pt
+    is not downloaded for this); None when that file is missing, empty or unreadable."""
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{HISTORY_FILE}") as f:
+            history = json.loads(f.read())
+        return int(history[-1]["epoch"])
+    except (*UNREADABLE, LookupError, TypeError):
+        return None
+
+
 def restored_state(
     newest: str | None, stored: list[tune.Checkpoint] = ()
 ) -> tuple[dict[str, Any] | None, list[dict], int]:
@@ -72,21 +83,42 @@ def restored_state(
     storage (`stored`), the reports made up to it, and the epoch of Ray's own: after a hard
     kill Ray's snapshot can name an older epoch than the last one the trial saved. (Ray
     numbers a resumed trial's checkpoints from its snapshot, so a folder may since hold a
-    later epoch than its name says: hence epochs are read, not names, and the history.)"""
+    later epoch than its name says: hence epochs are read, not names, and the history.)
+    Each folder's epoch is read from its reports file; only the newest readable state is
+    loaded (a torn one: the next newest)."""
     sources = [tune.get_checkpoint, lambda: tune.Checkpoint(newest) if newest else None]
     sources += [lambda c=c: c for c in stored]
-    found = []
-    for source in sources:
+    candidates: list[tuple[int, int, tune.Checkpoint, tuple | None]] = []
+    seen: set[str] = set()
+    ray_epoch = 0
+    for order, source in enumerate(sources):
         try:
             checkpoint = source()
-            found.append(_load(checkpoint) if checkpoint is not None else None)
-        except UNREADABLE:  # gone, torn by a kill or unreadable: the others, or none
-            found.append(None)
-    ray_epoch = int(found[0][0]["epoch"]) if found[0] else 0
-    state, history = max(
-        (pair for pair in found if pair), key=lambda pair: int(pair[0]["epoch"]), default=(None, [])
-    )
-    return state, history, ray_epoch
+        except UNREADABLE:  # gone: the others, or none
+            continue
+        if checkpoint is None or checkpoint.path in seen:  # the same folder, named twice
+            continue
+        seen.add(checkpoint.path)
+        epoch, loaded = _epoch_of(checkpoint), None
+        if epoch is None:  # no readable reports file: the state itself says
+            try:
+                loaded = _load(checkpoint)
+                epoch = int(loaded[0]["epoch"])
+            except UNREADABLE:
+                continue
+        ray_epoch = epoch if order == 0 else ray_epoch
+        candidates.append((epoch, order, checkpoint, loaded))
+    best = None  # (the epoch its state holds, state, history)
+    for epoch, _, checkpoint, loaded in sorted(candidates, key=lambda c: (-c[0], c[1])):
+        try:
+            state, history = loaded or _load(checkpoint)
+        except UNREADABLE:  # torn by a kill, or gone since: the next newest
+            continue
+        if best is None or int(state["epoch"]) > best[0]:
+            best = (int(state["epoch"]), state, history)
+        if int(state["epoch"]) == epoch:  # its reports file told the truth: done
+            break  # (else a folder overwritten and torn since: look further)
+    return (best[1], best[2], ray_epoch) if best else (None, [], ray_epoch)
 
 
 def placement(device: str) -> dict[str, Any]:
