@@ -77,7 +77,7 @@ def parse_args(argv):
         "--cohort",
         action=argparse.BooleanOptionalAction,
         help="train a candidate's seeds at once as one fused network (default: with --gpus; "
-        "on a CPU it gains nothing, and a fused seed's last bits differ from a lone run's)",
+        "on a CPU it gains nothing: there the seeds run one by one, bit for bit lone runs)",
     )
     parser.add_argument(
         "--train-subset",
