@@ -135,15 +135,9 @@ def test_bf16_autocasts_the_forward_pass(mnist):
 
 def test_the_whole_epoch_augmentation_gives_the_per_batch_images(mnist, monkeypatch):
     monkeypatch.setattr(engine, "WARP_CHUNK", 700)  # 4 chunks of 8 batches of 96
-    config = TrainConfig(
-        batch_size=96,
-        shear_deg=5.0,
-        perspective=0.2,
-        perspective_p=0.5,
-        brightness=0.2,
-        contrast=0.3,
-        photometric_p=0.5,
-    )
+    warps = {"shear_deg": 5.0, "perspective": 0.2, "perspective_p": 0.5}  # every kind on
+    photometric = {"brightness": 0.2, "contrast": 0.3, "photometric_p": 0.5}
+    config = TrainConfig(batch_size=96, **warps, **photometric)
     data, spec = mnist.subset(3000, 10), AugmentSpec.from_config(config)
     streams = []
     for whole in (False, True):
