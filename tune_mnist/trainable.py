@@ -169,6 +169,7 @@ def run_trial(
                 "epoch": 0,
                 "params": params,
                 "over_budget": True,
+                "start_epoch": 0,  # every report names where its run started (nothing trained)
                 "diverged": False,
                 **{name: 0.0 if mode == "max" else float("inf") for name, mode in names.items()},
                 "trial_s": time.perf_counter() - started,
