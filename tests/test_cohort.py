@@ -4,7 +4,7 @@ import pytest
 import torch
 from test_pinned import ARCHS
 
-from tune_mnist.cohort import cohort_seeds, make_cohort_state, train_cohort
+from tune_mnist.cohort import cohort_seeds, make_cohort_state, member_loss_sums, train_cohort
 from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.engine import make_state, train
 from tune_mnist.fuse import unfuse
@@ -21,6 +21,18 @@ def test_members_start_from_their_own_seeds_weights(name):
         single = make_state(config.replace(seed=seed, cohort=1), torch.device("cpu"), 1000)
         for key, value in single.model.state_dict().items():
             assert torch.equal(member.state_dict()[key], value), (seed, key)
+
+
+def test_batched_eval_loss_equals_member_by_member():
+    """The GPU's one-call evaluation loss gives each member what its own call gives."""
+    generator = torch.Generator().manual_seed(0)
+    output = torch.randn(300, 5, 10, generator=generator) * 3
+    labels = torch.randint(0, 10, (300,), generator=generator)
+    one_by_one = member_loss_sums(output, labels, batched=False)
+    batched = member_loss_sums(output, labels, batched=True)
+    assert batched.shape == (5,) and torch.allclose(batched, one_by_one, rtol=1e-6, atol=1e-4)
+    second = torch.nn.functional.cross_entropy(output[:, 1], labels, reduction="sum")
+    assert one_by_one[1] == second and not torch.allclose(batched[0], batched[1])
 
 
 FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")

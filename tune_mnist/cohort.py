@@ -35,8 +35,10 @@ from tune_mnist.engine import (
     optimisation,
     outcome,
     prepare_run,
+    run_steps,
     training_batches,
     warps,
+    whole_epoch,
 )
 from tune_mnist.fuse import Fused, fuse, unfuse
 from tune_mnist.models import count_params
@@ -115,16 +117,18 @@ def cohort_epoch(
     """One pass; per-member (mean loss, accuracy %) as (K,) tensors (no sync)."""
     if steps is None:
         steps = Steps(config, state, cohort_loss(config, state.model), data.device)
-    state.model.train()
-    steps.begin_epoch()
-    whole = data.device.type == "cuda"  # see engine.training_batches
+    whole = whole_epoch(data)
     streams = [training_batches(config, data, g, spec, whole) for g in state.generators]
-    for parts in zip(*streams, strict=True):
-        images = torch.cat([images for _, images, _ in parts], dim=1)  # (B, K, 28, 28)
-        target = torch.stack([labels for _, _, labels in parts], dim=1)  # (B, K)
-        steps(images, target)
-    n = len(data.train_y)
-    return steps.loss_sum / n, steps.correct * 100.0 / n
+    batches = (stack_members(parts) for parts in zip(*streams, strict=True))
+    return run_steps(steps, state.model, batches, len(data.train_y))
+
+
+def stack_members(parts) -> tuple[torch.Tensor, torch.Tensor]:
+    """The members' (index, images, labels) batches as one cohort batch: images
+    (B, K, 28, 28), member k on channel k, and labels (B, K)."""
+    images = torch.cat([images for _, images, _ in parts], dim=1)
+    target = torch.stack([labels for _, _, labels in parts], dim=1)
+    return images, target
 
 
 def evaluate_cohort(model: Fused, images: torch.Tensor, labels: torch.Tensor):
@@ -139,11 +143,23 @@ def evaluate_cohort(model: Fused, images: torch.Tensor, labels: torch.Tensor):
             x = normalize(images[start : start + EVAL_BATCH])
             y = labels[start : start + EVAL_BATCH]
             output = model(x.expand(-1, model.k, -1, -1))
-            for k in range(model.k):
-                total[k] += F.cross_entropy(output[:, k], y, reduction="sum")
+            total += member_loss_sums(output, y, batched=output.device.type != "cpu")
             correct += (output.argmax(2) == y[:, None]).sum(dim=0)
     n = len(labels)
     return [t / n for t in total.tolist()], [c * 100.0 / n for c in correct.tolist()]
+
+
+def member_loss_sums(output: torch.Tensor, y: torch.Tensor, batched: bool) -> torch.Tensor:
+    """Each member's summed cross-entropy on one eval batch, (K,). On a CPU member by member,
+    summed as `engine.evaluate` sums a single model (bit for bit); on a GPU one call for all
+    K members (K=128 would otherwise launch ~4,600 small kernels an epoch), equal up to the
+    order of the float additions."""
+    if batched:  # (B, K, 10) -> (B, 10, K): classes on dim 1, as cross_entropy expects
+        target = y[:, None].expand(-1, output.shape[1])
+        return F.cross_entropy(output.transpose(1, 2), target, reduction="none").sum(dim=0)
+    return torch.stack(
+        [F.cross_entropy(output[:, k], y, reduction="sum") for k in range(output.shape[1])]
+    )
 
 
 def summarise_members(per_member: dict[str, list[float]]) -> dict[str, Any]:

@@ -209,12 +209,23 @@ def train_epoch(
     `steps` carries a run's CUDA graph from epoch to epoch (made afresh when None)."""
     if steps is None:
         steps = Steps(config, state, single_loss(config, state.model), data.device)
-    state.model.train()
+    stream = training_batches(config, data, state.generator, spec, whole_epoch(data))
+    return run_steps(steps, state.model, ((x, y) for _, x, y in stream), len(data.train_y))
+
+
+def whole_epoch(data: MNIST) -> bool:
+    """Augment a whole epoch at once (see training_batches): on a GPU, where the per-batch
+    kernels would cost more than the warp itself; a CPU keeps the per-batch path."""
+    return data.device.type == "cuda"
+
+
+def run_steps(steps: Steps, model: nn.Module, batches, n: int):
+    """The loop a single run and a cohort share: every (images, target) batch through
+    `steps`, then (mean loss, accuracy %) over the `n` training images, as tensors."""
+    model.train()
     steps.begin_epoch()
-    whole = data.device.type == "cuda"  # see training_batches
-    for _, images, target in training_batches(config, data, state.generator, spec, whole):
+    for images, target in batches:
         steps(images, target)
-    n = len(data.train_y)
     return steps.loss_sum / n, steps.correct * 100.0 / n
 
 
