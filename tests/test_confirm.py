@@ -190,6 +190,10 @@ def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed):
     bad = retrain("--results", str(copy), "--trials", "nope")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "nope" in bad.stderr and done_ids[0] in bad.stderr
+    twice = f"{names[1]},{names[1]}"
+    for given, says in (("", "empty"), (" , ", "empty"), (twice, "twice")):
+        bad = retrain("--results", str(copy), "--trials", given)  # never "the best ones"
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and says in bad.stderr
 
 
 def test_report_builds_every_picture(confirmed):

@@ -114,7 +114,7 @@ def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
         raise InputError(
             f"{folder}: unreadable results ({type(exc).__name__}); rerun the search"
         ) from None
-    if args.trials:
+    if args.trials is not None:  # `--trials ''` is an empty list, not "the best ones"
         return folder, named_trials(folder, args.trials), meta["settings"]
     if passing.empty:
         raise InputError(f"{folder}: no passing trial to confirm (see trials.parquet)")
@@ -128,6 +128,9 @@ def named_trials(folder: Path, names: str) -> pd.DataFrame:
     wanted = [name.strip() for name in names.split(",") if name.strip()]
     trained = trials[trials["status"].isin(["completed", "asha_stopped"])]
     missing = [name for name in wanted if name not in trained.index]
+    twice = sorted({name for name in wanted if wanted.count(name) > 1})
+    if twice:
+        raise InputError(f"--trials: {', '.join(twice)} named twice; name each trial once")
     if missing or not wanted:
         raise InputError(
             f"--trials: {', '.join(missing) or 'empty'} not a completed or ASHA-stopped trial "
