@@ -150,6 +150,9 @@ BAD_SPACES = {
         "max_failures_negative",
         "data_dir_missing",
         "resume_unknown",
+        "cpus_per_trial_0",
+        "storage_bad_uri",
+        "storage_unknown_scheme",
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_data):
@@ -168,6 +171,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_
         "max_failures_negative": ["--max-failures", "-1"],
         "data_dir_missing": ["--data-dir", str(tmp_path / "no" / "mnist")],
         "resume_unknown": ["--resume"],
+        "cpus_per_trial_0": ["--cpus-per-trial", "0"],
+        "storage_bad_uri": ["--storage", "s3:/no-bucket"],
+        "storage_unknown_scheme": ["--storage", "nosuchfs://x/y"],
     }.get(case, [])
     done = run_search(tmp_path / "results", *args, *extra, timeout=120)
     assert done.returncode == 2, (case, done.stderr[-2000:])

@@ -154,6 +154,18 @@ def test_smoke_confirmations_are_never_published(root):
     assert "tiny" not in set(models["trial_id"]) and "smoke-x" not in set(seeds["experiment"])
 
 
+@pytest.mark.parametrize("kind", ["missing", "folder", "binary", "no_markers"])
+def test_a_bad_readme_is_one_line_exit_2_before_anything_is_written(root, tmp_path, kind, capsys):
+    readme = {"missing": tmp_path / "no.md", "folder": tmp_path}.get(kind, tmp_path / "R.md")
+    if kind == "binary":
+        readme.write_bytes(b"\x89PNG\xff\xfe")
+    if kind == "no_markers":
+        readme.write_text("# title\n")
+    assert main(["--results", str(root), "--readme", str(readme)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (root / "leaderboard.csv").exists() and not (root / "leaderboard.png").exists()
+
+
 def test_no_confirmations_is_one_line_exit_2(tmp_path, capsys):
     assert main(["--results", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 
 from tune_mnist.config import TrainConfig  # noqa: E402
 from tune_mnist.confirm import InputError, config_of, reproduce_command  # noqa: E402
+from tune_mnist.store import atomic_write_text  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
 TARGET = 99.4  # % final-epoch test accuracy every seed must reach
@@ -273,16 +274,27 @@ def render(models: pd.DataFrame) -> str:
     )
 
 
-def update_readme(readme: Path, block: str) -> bool:
-    """Replace the text between the markers; False when it was already current."""
-    text = readme.read_text()
+def read_readme(readme: Path) -> str:
+    """The README's text, checked for the markers before anything is written."""
+    try:
+        text = readme.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"--readme {readme}: cannot read it ({why}); pass the README") from None
     if START not in text or END not in text:
         raise InputError(f"{readme}: add the markers {START} and {END} where the table goes")
+    return text
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace the text between the markers (atomically: a crash leaves the old README
+    whole); False when it was already current."""
+    text = read_readme(readme)
     head, rest = text.split(START, 1)
     new = head + block + rest.split(END, 1)[1]
     if new == text:
         return False
-    readme.write_text(new)
+    atomic_write_text(readme, new)
     return True
 
 
@@ -300,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds, models = collect(root)
         block = render(models)
+        if args.readme:  # a wrong --readme fails before the csv and the plot are written
+            read_readme(Path(args.readme))
         if args.check:
             current = Path(args.readme).read_text() if args.readme else ""
             if block not in current:

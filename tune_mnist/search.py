@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None):
         raise UsageError(f"--samples {args.samples}: must be >= 1")
     if args.gpus is not None and args.gpus < 0:
         raise UsageError(f"--gpus {args.gpus}: must be >= 0 (0 = CPU only)")
+    for flag, value in (
+        ("--trials-per-gpu", args.trials_per_gpu),
+        ("--cpus-per-trial", args.cpus_per_trial),
+    ):
+        if value < 1:  # checked here too: without --gpus the plan is made after Ray starts
+            raise UsageError(f"{flag} {value}: must be >= 1")
     if args.resume and not args.name:
         raise UsageError("--resume needs --name of the experiment to continue")
     return args
@@ -85,6 +91,7 @@ def prepare(args):
         folder = RESULTS / name
     storage = args.storage or str((RESULTS / RAY_DIR).resolve())
     experiment = f"{storage.rstrip('/')}/{name}"
+    check_storage(storage, experiment)
     check_free(RESULTS, name)  # a live search of that name: refused before anything else
     check_folder(args, name, folder, storage, experiment)
     if args.resume:
@@ -143,6 +150,21 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
         )
     if not args.resume and started:
         raise UsageError(f"{folder} exists: pass --resume to continue it, or another --name")
+
+
+def check_storage(storage: str, experiment: str) -> None:
+    """A storage URI Ray cannot parse (`s3:/x`, an unknown scheme) fails here, in one line,
+    instead of as pyarrow's traceback from inside Ray. Parsing an URI contacts nothing."""
+    from ray.train._internal.storage import get_fs_and_path
+
+    try:
+        for path in (storage, experiment):  # `gs://` parses; `gs:/<name>` made of it does not
+            get_fs_and_path(path, None)
+    except (ValueError, ImportError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise UsageError(
+            f"--storage {storage}: not a storage root Ray can use ({str(exc).splitlines()[0]}); "
+            "give a local folder or a URI such as s3://bucket/path"
+        ) from None
 
 
 def _experiment_exists(experiment: str) -> bool:
