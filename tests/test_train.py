@@ -147,6 +147,37 @@ def test_cli_bad_value_is_one_line_exit_2():
     assert done.stderr.strip().count("\n") == 0 and "dropout" in done.stderr
 
 
+@pytest.mark.parametrize("case", ["under_a_file", "a_folder", "cohort_on_a_file"])
+def test_an_unwritable_out_fails_before_training(tmp_path, case, capsys):
+    from tune_mnist.train import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out, more = {
+        "under_a_file": (blocker / "m.pt", []),
+        "a_folder": (tmp_path, []),
+        "cohort_on_a_file": (blocker, ["--seeds", "1,2"]),
+    }[case]
+    assert main(["--epochs", "1", "--train-subset", "1000", "--out", str(out), *more]) == 2
+    seen = capsys.readouterr()
+    assert seen.err.startswith("error: --out") and seen.err.count("\n") == 1
+    assert seen.out == ""  # refused before the data was read or a model built
+    assert blocker.read_text() == "x"
+
+
+def test_ctrl_c_is_one_line_and_saves_nothing(tmp_path, monkeypatch, capsys):
+    import tune_mnist.train as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train", interrupted)
+    out = tmp_path / "m.pt"
+    assert cli.main(["--epochs", "1", "--train-subset", "1000", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted") and err.count("\n") == 1 and not out.exists()
+
+
 def test_a_one_step_warm_up_is_one_line_exit_2(capsys):
     from tune_mnist.train import main
 

@@ -7,6 +7,7 @@ One --flag per TrainConfig field; the training itself is `tune_mnist.engine` (on
 from __future__ import annotations
 
 import math
+import os
 
 from tune_mnist.cohort import cohort_seeds, train_cohort
 from tune_mnist.config import ConfigError, TrainConfig
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--seeds replaces --seed and --cohort: give one of them")
             args.seed, args.cohort = parse_seeds(args.seeds)
         config = config_from_args(args)
+        out = args.out or (
+            "runs" if config.cohort > 1 else f"runs/{config.arch}-seed{config.seed}.pt"
+        )
+        check_out(out, folder=config.cohort > 1)
         data = load_mnist(args.data_dir, device=resolve_device(config.device))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -83,13 +88,35 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # what only the data decides: too few steps for the schedule
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or f"runs/{config.arch}-seed{config.seed}.pt"
+    except KeyboardInterrupt:
+        print("interrupted: nothing saved; the same command retrains it", file=sys.stderr)
+        return 130
     _save(result, config, out)
     print(
         f"{result.status}: final test acc {result.final.get('test_acc', math.nan):.2f}% "
         f"in {result.seconds:.1f}s; saved {out}"
     )
     return 0 if result.status == "completed" else 1
+
+
+def check_out(out: str, folder: bool) -> None:
+    """Fail before training, not after it, when the model cannot be written: `out`'s
+    folder (a cohort's `out` itself) must be makeable and writable, a file not a folder."""
+    from pathlib import Path
+
+    path = Path(out)
+    where = path if folder else path.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise ConfigError(
+            f"--out {out}: cannot make {where} ({why}); pick a writable path"
+        ) from None
+    if not os.access(where, os.W_OK):
+        raise ConfigError(f"--out {out}: {where} is not writable; pick a writable path")
+    if not folder and path.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; name the model file, e.g. {out}/model.pt")
 
 
 def _main_cohort(config: TrainConfig, data: MNIST, out: str | None) -> int:
