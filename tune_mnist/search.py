@@ -154,7 +154,7 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
 
 def check_storage(storage: str, experiment: str) -> None:
     """A storage URI Ray cannot parse (`s3:/x`, an unknown scheme) fails here, in one line,
-    instead of as pyarrow's traceback from inside Ray. Parsing an URI contacts nothing."""
+    instead of as pyarrow's traceback from inside Ray (which parses the same URI next)."""
     from ray.train._internal.storage import get_fs_and_path
 
     try:
