@@ -31,6 +31,7 @@ from tune_mnist.engine import (
     RunState,
     TrainResult,
     add_avg3,
+    layout,
     make_state,
     optimisation,
     outcome,
@@ -46,6 +47,7 @@ from tune_mnist.steps import Steps
 
 # per-member figures of an epoch; the cohort's metrics are their mean, min and std
 MEMBER_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+SHARED_METRICS = ("lr", "epoch_s", "params", "graphed", "precision")  # one value for all members
 
 
 def cohort_seeds(config: TrainConfig) -> list[int]:
@@ -76,7 +78,7 @@ def make_cohort_state(config: TrainConfig, device: torch.device, n_train: int) -
     for seed in cohort_seeds(config):
         singles.append(make_state(config.replace(seed=seed, cohort=1), device, n_train))
         rngs.append(torch.get_rng_state())  # where this seed's run draws its dropout from
-    fused = fuse([single.model for single in singles]).to(device)
+    fused = layout(fuse([single.model for single in singles]).to(device), config)
     fused.member_rng = rngs  # used on a CPU, where the members run one by one (fuse.py)
     generators = [single.generator for single in singles]
     optimizer, scheduler, ema = optimisation(config, fused, n_train)
@@ -182,7 +184,7 @@ def member_history(history: list[dict[str, Any]], k: int) -> list[dict[str, Any]
     for metrics in history:
         row = {"epoch": metrics["epoch"]}
         row |= {n: metrics[f"{n}_seeds"][k] for n in MEMBER_METRICS if f"{n}_seeds" in metrics}
-        row |= {n: metrics[n] for n in ("lr", "epoch_s", "params", "graphed") if n in metrics}
+        row |= {n: metrics[n] for n in SHARED_METRICS if n in metrics}
         add_avg3(row, out)
         row["diverged"] = not math.isfinite(row["train_loss"]) or row["train_loss"] > DIVERGED_LOSS
         out.append(row)
@@ -217,7 +219,7 @@ def train_cohort(
         )
         state.epoch += 1
         metrics = {"epoch": state.epoch, **summarise_members(per), "lr": lr, "params": params}
-        metrics["graphed"] = steps.replaying
+        metrics["graphed"], metrics["precision"] = steps.replaying, steps.precision
         metrics["epoch_s"] = time.perf_counter() - epoch_start
         metrics["seeds"] = cohort_seeds(config)
         add_avg3(metrics, state.history)

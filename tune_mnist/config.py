@@ -73,6 +73,9 @@ class TrainConfig:
     # CUDA only (ignored on CPU): capture each training step in one CUDA graph (see steps.py)
     cuda_graph: bool = True
     precision: str = "fp32"  # fp32 | bf16 (forward and loss autocast to bfloat16; weights fp32)
+    # conv weights and activations stored NHWC (torch.channels_last): the same arithmetic in
+    # another order, so other float rounding; on a CPU the faster layout (README, The CPU step)
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         for name, (low, high) in _RANGES.items():
@@ -183,6 +186,27 @@ _RANGES: dict[str, tuple[float, float]] = {
     "test_subset": (0, 10000),
     "threads": (0, 1024),
 }
+
+# The step variants a search may run its CPU trials in (settings.cpu_step, --cpu-step), as
+# the TrainConfig fields each sets. `auto` is the fastest variant whose accuracy was measured
+# to hold (README, "The CPU step"): channels-last, in fp32. bf16 is opt-in: it gained nothing
+# over channels-last on AMD Zen 5, and its accuracy is not yet measured on 5 seeds.
+CPU_STEPS: dict[str, dict[str, object]] = {
+    "plain": {"precision": "fp32", "channels_last": False},  # every row published before
+    "channels_last": {"precision": "fp32", "channels_last": True},
+    "bf16": {"precision": "bf16", "channels_last": False},
+    "bf16_channels_last": {"precision": "bf16", "channels_last": True},
+}
+AUTO_CPU_STEP = "channels_last"
+
+
+def cpu_step_fields(name: str, device: str) -> dict[str, object]:
+    """The TrainConfig fields of step variant `name` (or `auto`) for a run on `device`: none
+    on a GPU, whose step is a CUDA graph (bf16 there is the config's own choice)."""
+    if not device.startswith("cpu"):
+        return {}
+    return dict(CPU_STEPS[AUTO_CPU_STEP if name == "auto" else name])
+
 
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 

@@ -121,7 +121,7 @@ def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> list[S
             float(result.final.get("test_acc", float("nan"))),
             result.params,
             result.seconds,
-            {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+            {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()},
             config.device,
             result.history,
             cohort=config.cohort,

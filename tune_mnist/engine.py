@@ -99,10 +99,19 @@ def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
 
 def make_state(config: TrainConfig, device: torch.device, n_train: int) -> RunState:
     torch.manual_seed(config.seed)  # model init and dropout masks
-    model = build_from_config(config).to(device)
+    model = layout(build_from_config(config).to(device), config)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)  # batch order and augmentation
     return RunState(model, *optimisation(config, model, n_train), generator=generator)
+
+
+def layout(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """The model in the config's memory format, before any optimiser holds its parameters.
+    The weights' values are unchanged (the pins hold); only their strides move, and with them
+    the order in which the convolutions sum, so the runs differ in float rounding."""
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
@@ -314,6 +323,7 @@ def train(
             "epoch_s": time.perf_counter() - epoch_start,
             "params": params,
             "graphed": steps.replaying,  # steps ran from a CUDA graph (False on CPU)
+            "precision": steps.precision,  # what the steps ran in (bf16 can fall back)
         }
         if len(data.val_y):  # what a search selects on (absent with val_size 0)
             val_loss, val_acc = evaluate(state.eval_model, data.val_x, data.val_y)

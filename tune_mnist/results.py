@@ -41,6 +41,7 @@ EPOCH_COLUMNS = [
     # trained before a kill, reported after it from the checkpoint's copy of the report
     "replayed",
     "graphed",  # its full batches ran from a captured CUDA graph (False on CPU; steps.py)
+    "precision",  # what its steps ran in: fp32 or bf16 (bf16 falls back where unsupported)
     "node_id",  # the Ray node that trained the epoch (a retried trial may change node)
 ]
 _DTYPES = {"bool": "bool", "int": "int64", "float": "float64", "str": "string"}
@@ -171,6 +172,7 @@ def build_tables(trials, space, cpus: int, provenance: dict[str, str]):
             "start_epoch": "int64",
             "replayed": "bool",
             "graphed": "bool",
+            "precision": "string",
             "node_id": "string",
         }
     )

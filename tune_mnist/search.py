@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from tune_mnist.config import CPU_STEPS
 from tune_mnist.plan import UsageError, plan_resources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,12 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--smoke", action="store_true", help="search_spaces/smoke.yaml: seconds")
     parser.add_argument("--smoke-test", dest="smoke", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-report", action="store_true", help="skip the plots at the end")
+    parser.add_argument(
+        "--cpu-step",
+        choices=["auto", *CPU_STEPS],
+        help="how CPU trials run their steps (default: the space's settings.cpu_step); auto = "
+        "the fastest variant measured to keep accuracy (README, The CPU step)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed {args.seed}: must be 0..{2**32 - 1} (the Optuna sampler's seed)")
@@ -86,6 +93,8 @@ def prepare(args):
         space = load_space(args.space or ROOT / "search_spaces" / default)
         if args.samples:
             space.settings["samples"] = args.samples
+        if args.cpu_step:
+            space.settings["cpu_step"] = args.cpu_step
         stamped = f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         name = check_name(stamped if args.name is None else args.name)  # '' is refused
         folder = RESULTS / name
@@ -136,6 +145,10 @@ def resumed_space(args, folder: Path):
     if args.samples and args.samples != samples:
         raise UsageError(f"--samples {args.samples}: {folder.name!r} was started with {samples}")
     space.settings["samples"] = samples
+    step = meta.get("settings", {}).get("cpu_step", space.settings["cpu_step"])
+    if args.cpu_step and args.cpu_step != step:
+        raise UsageError(f"--cpu-step {args.cpu_step}: {folder.name!r} was started with {step}")
+    space.settings["cpu_step"] = step
     return space
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tune_mnist.config import ConfigError, TrainConfig
+from tune_mnist.config import CPU_STEPS, ConfigError, TrainConfig, cpu_step_fields
 from tune_mnist.models import MODELS, model_param_names
 
 
@@ -50,6 +50,11 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "seeds_per_trial": 1,  # seeds each trial trains as one fused cohort; metrics = their mean
     "train_subset": 0,  # first N training images (0 = all); smoke spaces use a subset
     "test_subset": 0,  # first N test images (0 = all)
+    # how CPU trials run their steps: plain (fp32, contiguous), channels_last, bf16,
+    # bf16_channels_last, or auto (tune_mnist.steps.CPU_STEPS); a field the space fixes or
+    # searches (precision, channels_last) wins. Absent = plain: the searches recorded before
+    # it existed rebuild their rows as they ran
+    "cpu_step": "plain",
 }
 # Per-epoch metrics a search may select on (Optuna) or stop on (ASHA), with the direction that
 # is better. The *_avg3 means of the last 3 epochs are steadier at ASHA's rungs: while the
@@ -138,7 +143,8 @@ class SearchSpace:
         values["cohort"] = self.settings["seeds_per_trial"]
         values["train_subset"] = self.settings["train_subset"]
         values["test_subset"] = self.settings["test_subset"]
-        return TrainConfig.from_dict({**values, **run})
+        step = cpu_step_fields(self.settings["cpu_step"], str(run.get("device", "cpu")))
+        return TrainConfig.from_dict({**step, **values, **run})
 
 
 def _dist(where: str, spec: Any) -> Dist:
@@ -269,6 +275,10 @@ def _settings(block: Any) -> dict[str, Any]:
         raise SpaceError("settings.grace_period: must be <= settings.epochs")
     if not settings["reduction_factor"] > 1:
         raise SpaceError("settings.reduction_factor: must be > 1")
+    if settings["cpu_step"] != "auto" and settings["cpu_step"] not in CPU_STEPS:
+        raise SpaceError(
+            f"settings.cpu_step: {settings['cpu_step']!r}; allowed: auto, {', '.join(CPU_STEPS)}"
+        )
     if not isinstance(settings["pareto"], bool):
         raise SpaceError(f"settings.pareto: {settings['pareto']!r}; must be true or false")
     if not (isinstance(settings["target_acc"], (int, float)) and 0 < settings["target_acc"] <= 100):

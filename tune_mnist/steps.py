@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import cache
 
 import torch
 
@@ -49,6 +50,31 @@ def optimizer_options(config: TrainConfig, device: torch.device) -> dict[str, bo
     return {"fused": True}
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast where the device has bfloat16 arithmetic: any CUDA device torch runs
+    on, a CPU with AVX512-BF16 or AMX (else torch emulates it, slower than fp32); one line
+    on stderr, once per process, where it falls back."""
+    if device.type != "cpu":
+        return True
+    from tune_mnist.store import cpu_flags
+
+    if cpu_flags() & CPU_BF16_FLAGS:
+        return True
+    _say_once(
+        "tune_mnist: precision bf16 asked, but this CPU has no bfloat16 instructions "
+        f"({' or '.join(sorted(CPU_BF16_FLAGS))}); training in fp32"
+    )
+    return False
+
+
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 (Linux), Arm "bf16"
+
+
+@cache
+def _say_once(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 class Steps:
     """Runs the training steps of one run (a single model or a fused cohort) and keeps the
     epoch's loss and accuracy sums on the device; see the module docstring."""
@@ -64,7 +90,7 @@ class Steps:
         self.state, self.compute = state, compute
         self.batch_size = config.batch_size
         self.graphed = graphed(config, device) if graph is None else graph
-        self.bf16 = config.precision == "bf16"
+        self.bf16 = config.precision == "bf16" and bf16_supported(device)
         self.device = device
         self.loss_sum: torch.Tensor | None = None  # shaped by the first step's sums
         self.correct: torch.Tensor | None = None
@@ -73,6 +99,11 @@ class Steps:
         self.betas = _rates_on_device(state.optimizer, device) if self.graphed else None
         if not self.graphed:
             _rates_as_floats(state.optimizer)
+
+    @property
+    def precision(self) -> str:
+        """What the steps run in: the config's precision, or fp32 where bf16 fell back."""
+        return "bf16" if self.bf16 else "fp32"
 
     @property
     def replaying(self) -> bool:

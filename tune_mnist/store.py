@@ -57,7 +57,9 @@ def save_model(path: str | Path, model: nn.Module, config: TrainConfig, **extra:
     path = Path(path)
     if path.suffix != ".pt":
         path = path / MODEL_FILE
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # contiguous: a channels-last run's weights are saved in the one layout every reader
+    # expects (a no-op, byte for byte, for the contiguous weights of every other run)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"state_dict": state, "config": config.to_dict(), "extra": extra}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -162,16 +164,31 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
 
 @lru_cache(maxsize=1)
-def cpu_name() -> str:
-    """`AMD EPYC (family 25 model 17; avx2 avx512f ...)`: the CPU kind a number was made on."""
+def cpu_info() -> dict[str, str]:
+    """The first CPU's fields of /proc/cpuinfo (empty where there is none: not Linux)."""
     info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
     except OSError:
+        pass
+    return info
+
+
+def cpu_flags() -> frozenset[str]:
+    """Instruction-set flags of this CPU (x86 `flags`, Arm `Features`); empty if unknown."""
+    info = cpu_info()
+    return frozenset((info.get("flags", "") + " " + info.get("Features", "")).split())
+
+
+@lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """`AMD EPYC (family 25 model 17; avx2 avx512f ...)`: the CPU kind a number was made on."""
+    info = cpu_info()
+    if not info:
         return platform.processor() or platform.machine()
-    flags = set(info.get("flags", "").split())
+    flags = cpu_flags()
     isa = " ".join(f for f in ISA_FLAGS if f in flags)
     model = info.get("model name") or platform.machine()
     return f"{model} (family {info.get('cpu family', '?')} model {info.get('model', '?')}; {isa})"
