@@ -40,6 +40,9 @@ def smoke_search(tmp_path_factory):
     its 4,000 budget. Returns (results/<name> folder, the driver's stdout)."""
     folder = tmp_path_factory.mktemp("smoke")
     space = space_file(folder, points=OVER_BUDGET_POINT)
-    done = run_search(folder / "results", "--space", str(space), "--name", "s1")
+    # --cpu-step auto: the search -> retrain -> reproduce chain runs the channels-last step
+    done = run_search(
+        folder / "results", "--space", str(space), "--name", "s1", "--cpu-step", "auto"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder / "results" / "s1", done.stdout

@@ -200,6 +200,12 @@ CPU_STEPS: dict[str, dict[str, object]] = {
 AUTO_CPU_STEP = "channels_last"
 
 
+def cpu_step_of(config: TrainConfig) -> str:
+    """The name in CPU_STEPS of the variant `config` runs its CPU steps in."""
+    mine = {"precision": config.precision, "channels_last": config.channels_last}
+    return next(name for name, fields in CPU_STEPS.items() if fields == mine)
+
+
 def cpu_step_fields(name: str, device: str) -> dict[str, object]:
     """The TrainConfig fields of step variant `name` (or `auto`) for a run on `device`: none
     on a GPU, whose step is a CUDA graph (bf16 there is the config's own choice)."""

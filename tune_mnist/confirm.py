@@ -221,15 +221,24 @@ def epoch_rows(confirmations: list[dict[str, Any]], runs: list[SeedRun]) -> list
 
 
 def reproduce_command(
-    results: str, trial_id: str, seeds: int, threads: int, epochs=None, subsets=(0, 0)
+    results: str,
+    trial_id: str,
+    seeds: int,
+    threads: int,
+    epochs=None,
+    subsets=(0, 0),
+    cpu_step: str | None = None,
 ) -> str:
     """The retrain_best.py call that trains these seeds again with the same numbers: the
     thread count is part of it (1 and 2 threads give different sums, so other accuracies),
-    and so are the image subsets of a quick look (0, 0: all images, not written)."""
+    and so are the image subsets of a quick look (0, 0: all images, not written) and the CPU
+    step variant (None: the rows made before it was recorded, all plain)."""
     parts = ["python", "scripts/retrain_best.py", "--results", results, "--trials", trial_id]
     parts += ["--seeds", str(seeds), "--threads", str(threads)]
     if epochs:
         parts += ["--epochs", str(epochs)]
+    if cpu_step:
+        parts += ["--cpu-step", cpu_step]
     for flag, size in zip(("--train-subset", "--test-subset"), subsets, strict=True):
         if size:
             parts += [flag, str(size)]

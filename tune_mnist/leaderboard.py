@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tune_mnist.config import TrainConfig  # noqa: E402
+from tune_mnist.config import TrainConfig, cpu_step_of  # noqa: E402
 from tune_mnist.confirm import InputError, config_of, reproduce_command  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
 
@@ -144,8 +144,16 @@ def reproduce(
     --epochs where they differ from the search's (retrain_best.py's default)."""
     epochs = int(row["epochs"]) if int(row["epochs"]) != search_ran else None
     threads = int(row["threads"]) if "threads" in row and row["threads"] == row["threads"] else 0
+    # rows that record their step variant name it (older rows ran the plain step, unnamed)
+    recorded = pd.notna(row.get("channels_last"))
+    step = cpu_step_of(config_of(row)) if recorded and row.get("device") == "cpu" else None
     return reproduce_command(
-        str(root / experiment), str(row["trial_id"]), max(seeds, MIN_SEEDS), threads, epochs
+        str(root / experiment),
+        str(row["trial_id"]),
+        max(seeds, MIN_SEEDS),
+        threads,
+        epochs,
+        cpu_step=step,
     )
 
 

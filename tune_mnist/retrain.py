@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.config import CPU_STEPS, cpu_step_fields, cpu_step_of
 from tune_mnist.confirm import (
     InputError,
     config_of,
@@ -88,6 +89,12 @@ def parse_args(argv):
     )
     parser.add_argument(
         "--test-subset", type=int, default=0, help="score on the first N test images (0: all)"
+    )
+    parser.add_argument(
+        "--cpu-step",
+        choices=["auto", *CPU_STEPS],
+        help="how CPU seeds run their steps (default: as the search's trial ran them; "
+        "README, The CPU step); recorded, and written into the reproduce command",
     )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--smoke-test", action="store_true", help="1 seed, 1 epoch, subset")
@@ -164,6 +171,8 @@ def seed_configs(row, args, device: str, parallel: bool) -> list:
     run["threads"] = threads or torch.get_num_threads()
     if args.smoke_test:
         run |= {"epochs": 1, "train_subset": 2000, "test_subset": 1000}
+    if args.cpu_step:
+        run |= cpu_step_fields(args.cpu_step, device)
     return [config_of(row, **run, seed=seed) for seed in seeds]
 
 
@@ -282,6 +291,7 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
             first.threads,
             args.epochs,
             subsets=(first.train_subset, first.test_subset),
+            cpu_step=cpu_step_of(first) if device == "cpu" else None,
         )
         write_card(out, row, first, runs, summary, prov, command)
         rows = confirmation_rows(row, rank + 1, runs, summary, first, prov)

@@ -17,6 +17,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_mnist.config import TrainConfig, cpu_step_fields, cpu_step_of
 from tune_mnist.join import check_reachable, use_auth_token
 from tune_mnist.journal import EMPTY
 from tune_mnist.plan import Plan, plan_resources
@@ -235,6 +236,12 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             f"each {plan.per_trial}; results in {folder}",
             flush=True,
         )
+        if device == "cpu":
+            step = space.settings["cpu_step"]
+            chosen = cpu_step_of(TrainConfig(**cpu_step_fields(step, "cpu")))
+            own = sorted({"precision", "channels_last"} & (set(space.fixed) | set(space.shared)))
+            where = f"; the space's own {', '.join(own)} win" if own else ""
+            print(f"CPU step: {chosen} (cpu_step {step}{where}; README, The CPU step)")
         writer = ResultsWriter(folder, space, args.cpus_per_trial, prov, experiment)
         set_live(writer)
         # Ray's "Resume experiment with: Tuner.restore(...)" on Ctrl-C: ours names the command
