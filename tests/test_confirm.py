@@ -105,6 +105,53 @@ def test_reproduce_matches_a_confirmation_bit_for_bit_and_catches_a_change(confi
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "[1, 2]" in bad.stderr
 
 
+def test_a_seed_retrained_again_supersedes_its_old_row_which_moves_to_the_history(
+    confirmed, tmp_path
+):
+    folder, _ = confirmed
+    copy = tmp_path / "again"
+    shutil.copytree(folder, copy)
+    before = pd.read_parquet(copy / "confirmations.parquet")
+    trial = str(before["trial_id"].iloc[0])
+    done = retrain("--results", str(copy), "--trials", trial, "--seeds", "1")
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    rows = pd.read_parquet(copy / "confirmations.parquet")  # a plain read: current rows only
+    assert not rows.duplicated(["trial_id", "seed"]).any() and len(rows) == len(before)
+    newest = rows[(rows["trial_id"] == trial) & (rows["seed"] == 1)]["confirmed_at"].iloc[0]
+    assert newest > before["confirmed_at"].max()
+    history = pd.read_parquet(copy / "confirmations_history.parquet")
+    assert list(history[["trial_id", "seed"]].itertuples(index=False)) == [(trial, 1)]
+    curves = pd.read_parquet(copy / "confirmation_epochs.parquet")
+    assert set(curves["confirmed_at"]) == set(rows["confirmed_at"])
+    old_curves = pd.read_parquet(copy / "confirmation_epochs_history.parquet")
+    assert set(old_curves["confirmed_at"]) == set(history["confirmed_at"])
+
+
+def test_reproduce_full_checks_a_confirmation_without_curves_by_its_final_figure_and_weights(
+    confirmed, tmp_path
+):
+    folder, _ = confirmed
+    trial = json.loads((folder / "best" / "model_card.json").read_text())["trial_id"]
+    copy = tmp_path / "old"
+    shutil.copytree(folder, copy)
+    (copy / "confirmation_epochs.parquet").unlink()  # as before curves were kept
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "reproduce.py"),
+        str(copy / "confirmed" / trial),
+    ]
+    same = subprocess.run([*command, "--seed", "1", "--full"], **RUN)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "bit for bit identical to the final test accuracy and the weights file" in same.stdout
+    weights = copy / "confirmed" / trial / "seed1.pt"
+    payload = torch.load(weights, weights_only=True)
+    first = next(iter(payload["state_dict"]))
+    payload["state_dict"][first] = payload["state_dict"][first] + 1e-6
+    torch.save(payload, weights)
+    changed = subprocess.run([*command, "--seed", "1", "--full"], **RUN)
+    assert changed.returncode == 1 and f"DIFFERS weights {first}" in changed.stdout
+
+
 def test_smoke_test_of_retrain_best_runs(smoke_search, tmp_path):
     folder, _ = smoke_search
     copy = tmp_path / "copy"

@@ -17,14 +17,16 @@ from tune_mnist.results import load
 pytestmark = pytest.mark.slow
 
 
-def _search(tmp_path, *args, points="", samples=2, epochs=3, **extra):
+def _search(tmp_path, *args, points="", samples=2, epochs=3, code=0, out=None, **extra):
     space = space_file(
         tmp_path, epochs=epochs, grace=epochs, samples=samples, max_params=8000, points=points
     )
     done = run_search(
         tmp_path / "results", "--space", str(space), "--name", "f", "--no-report", *args, **extra
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == code, done.stdout[-3000:] + done.stderr[-3000:]
+    if out is not None:
+        out.append(done)
     return load(tmp_path / "results" / "f")
 
 
@@ -36,12 +38,37 @@ def test_trial_failing_once_is_retried_from_its_checkpoint(tmp_path):
         assert list(group["start_epoch"]) == [0, 1, 1]  # epochs 2-3 after a restore
 
 
-def test_trial_failing_every_time_is_recorded_as_error(tmp_path):
-    results = _search(tmp_path, "--max-failures", "1", TUNE_MNIST_FAIL_AT_EPOCH="2")
+def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tmp_path):
+    """Every trial failed: the search ran but trained nothing, and a script must see that
+    (exit 1, one line naming the first cause); each failure is one line as it happens."""
+    runs = []
+    env = {"TUNE_MNIST_FAIL_AT_EPOCH": "2"}
+    results = _search(tmp_path, "--max-failures", "1", code=1, out=runs, **env)
     trials = results.trials
     assert (trials["status"] == "error").all() and not trials["passed"].any()
     assert trials["error"].str.contains("injected failure at epoch 2").all()
     assert (trials["epochs_run"] == 1).all()
+    done = runs[0]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no trial trained: trial " in errors[0]
+    assert "injected failure at epoch 2" in errors[0] and "1 more failed trial" in errors[0]
+    failed = [line for line in done.stdout.splitlines() if " failed (" in line]
+    assert len(failed) == 2 and all("Ray's full error: " in line for line in failed)
+    assert "Trial task failed" not in done.stderr  # Ray's traceback is in its error file
+    assert done.stdout.count("    failed: trial ") == 2  # the summary lists each with its cause
+
+
+def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path):
+    """A one-step warm-up (128 images, batch 64, 1 epoch, pct_start 0.5) fails every trial at
+    its first step: the fixed values say so before Ray starts."""
+    text = space_file(tmp_path, epochs=1, grace=1, samples=3, max_params=8000).read_text()
+    text = text.replace("train_subset: 5000", "train_subset: 128")
+    text = text.replace("fixed: {batch_size: 64}", "fixed: {batch_size: 64, pct_start: 0.5}")
+    (tmp_path / "space.yaml").write_text(text)
+    done = run_search(tmp_path / "results", "--space", str(tmp_path / "space.yaml"), "--name", "w")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert "warm-up of exactly one step" in done.stderr and "pct_start 0.5" in done.stderr
+    assert not (tmp_path / "results" / "w").exists() and "Ray" not in done.stdout
 
 
 def test_diverging_trial_is_not_retried_and_never_passes(tmp_path):

@@ -53,3 +53,20 @@ def test_a_committed_confirmation_retrains_bit_for_bit(trial):
             stacklevel=1,
         )
         assert done.returncode == 1 and "note: " in done.stdout, done.stdout + done.stderr
+
+
+def test_a_confirmation_without_curves_gets_the_command_that_checks_it_in_full():
+    """Campaign 1's confirmations predate the per-epoch curves: they are confirmed models all
+    the same, and the message gives the exact command that checks them (--full)."""
+    confirmed = ROOT / "results" / "default-12" / "confirmed" / "4ef0c387"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "reproduce.py"), str(confirmed), "--seed", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "not a confirmed model" not in done.stderr
+    assert "confirmed before per-epoch curves were kept" in done.stderr
+    assert f"scripts/reproduce.py {confirmed} --seed 2 --full" in done.stderr

@@ -140,6 +140,30 @@ def test_not_yaml_is_one_line(tmp_path):
         load_space(path)
 
 
+@pytest.mark.parametrize(
+    "text, key, lines",
+    [
+        (
+            "settings:\n  epochs: 3\n  samples: 2\n  epochs: 5\narch: {super_light: {}}\n",
+            "epochs",
+            "2 and 4",
+        ),
+        (
+            "settings: {epochs: 3}\narch:\n  super_light: {}\n  super_light: {}\n",
+            "super_light",
+            "3 and 4",
+        ),
+        ("arch: {super_light: {}}\nsettings: {}\narch: {tiny: {}}\n", "arch", "1 and 3"),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path, text, key, lines):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as caught:
+        load_space(path)
+    message = str(caught.value)
+    assert f"key {key!r} is given twice (lines {lines})" in message and "\n" not in message
+
+
 def test_yaml_tags_are_refused(tmp_path):
     path = write(tmp_path, BASE + "\ndescription: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(SpaceError, match="not valid YAML"):

@@ -200,6 +200,19 @@ CPU_STEPS: dict[str, dict[str, object]] = {
 AUTO_CPU_STEP = "channels_last"
 
 
+def schedule_problem(epochs: int, batch_size: int, pct_start: float, n_train: int) -> str | None:
+    """Why the one-cycle schedule cannot run this recipe, or None. torch's OneCycleLR divides
+    by (warm-up steps - 1): a warm-up of exactly one step fails at the first step."""
+    total = epochs * math.ceil(n_train / batch_size)
+    if float(pct_start * total) - 1 == 0:
+        return (
+            f"{total} steps with pct_start {pct_start} make a warm-up of exactly one step, "
+            "which the one-cycle schedule cannot take: change the images, epochs, batch size "
+            "or pct_start"
+        )
+    return None
+
+
 def cpu_step_of(config: TrainConfig) -> str:
     """The name in CPU_STEPS of the variant `config` runs its CPU steps in."""
     mine = {"precision": config.precision, "channels_last": config.channels_last}

@@ -21,7 +21,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tune_mnist.augment import AugmentSpec, apply, augment, concat, draw
-from tune_mnist.config import ConfigError, TrainConfig
+from tune_mnist.config import ConfigError, TrainConfig, schedule_problem
 from tune_mnist.data import MNIST, batches, normalize, on_device
 from tune_mnist.models import build_from_config, count_params
 from tune_mnist.steps import Steps, optimizer_options
@@ -116,13 +116,9 @@ def layout(model: nn.Module, config: TrainConfig) -> nn.Module:
 
 def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
     """(AdamW or SGD, its one-cycle schedule stepped per batch, the weight average or None)."""
-    total = config.epochs * steps_per_epoch(config, n_train)
-    if float(config.pct_start * total) - 1 == 0:  # torch's OneCycleLR divides by zero here
-        raise ConfigError(
-            f"{total} steps with pct_start {config.pct_start} make a warm-up of exactly one "
-            "step, which the one-cycle schedule cannot take: change the images, epochs, "
-            "batch size or pct_start"
-        )
+    problem = schedule_problem(config.epochs, config.batch_size, config.pct_start, n_train)
+    if problem:
+        raise ConfigError(problem)
     # CUDA: fused or capturable kernels (steps.py); CPU: torch's defaults, as pinned
     options = optimizer_options(config, next(model.parameters()).device)
     if config.optimizer == "sgd":

@@ -16,19 +16,20 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from tune_mnist.confirm import InputError, config_of
 
 COMPARED = ("lr", "train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def recorded(folder: Path, seed: int | None) -> tuple[pd.Series, pd.DataFrame]:
+def recorded(folder: Path, seed: int | None) -> tuple[pd.Series, pd.DataFrame | None]:
     """(confirmation row, its per-epoch curve) of trial `folder.name`: the newest run of that
-    seed, the one the leaderboard publishes."""
+    seed, the one the leaderboard publishes. The curve is None for a confirmation made before
+    per-epoch curves were kept (check_in_full checks those)."""
     experiment, trial = folder.parent.parent, folder.name
     try:
         rows = pd.read_parquet(experiment / "confirmations.parquet")
-        curves = pd.read_parquet(experiment / "confirmation_epochs.parquet")
     except (OSError, ValueError) as exc:
         raise InputError(
             f"{folder}: not a confirmed model under results/<search>/confirmed/<trial> "
@@ -43,11 +44,15 @@ def recorded(folder: Path, seed: int | None) -> tuple[pd.Series, pd.DataFrame]:
     if rows.empty:
         raise InputError(f"--seed {seed}: not confirmed for {trial}; confirmed seeds: {seeds}")
     row = rows.sort_values("confirmed_at").iloc[-1]
+    try:
+        curves = pd.read_parquet(experiment / "confirmation_epochs.parquet")
+    except FileNotFoundError:
+        return row, None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{experiment}: unreadable confirmation curves ({exc})") from None
     key = (curves["trial_id"] == trial) & (curves["seed"] == seed)
     curve = curves[key & (curves["confirmed_at"] == row["confirmed_at"])].sort_values("epoch")
-    if curve.empty:
-        raise InputError(f"{trial} seed {seed}: no per-epoch curve recorded, nothing to compare")
-    return row, curve.reset_index(drop=True)
+    return row, (curve.reset_index(drop=True) if len(curve) else None)
 
 
 def differences(found: list[dict], curve: pd.DataFrame) -> list[str]:
@@ -89,6 +94,12 @@ def parse_args(argv):
     parser.add_argument("confirmed", nargs="?", help="results/<search>/confirmed/<trial>")
     parser.add_argument("--seed", type=int, help="confirmed seed to rerun (default: the first)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs to rerun and compare")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="retrain every epoch and compare the final test accuracy and the saved weights "
+        "file too (the check for confirmations made before per-epoch curves were kept)",
+    )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--smoke-test", action="store_true", help="1 epoch of the smallest model")
     args = parser.parse_args(argv)
@@ -126,9 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         row, curve = recorded(Path(args.confirmed), args.seed)
-        if args.epochs > len(curve):
-            raise InputError(f"--epochs {args.epochs}: only {len(curve)} epochs recorded")
         config = config_of(row, device="cpu")
+        if curve is None and not args.full:
+            raise InputError(
+                f"{row['trial_id']} seed {config.seed} was confirmed before per-epoch curves "
+                "were kept: nothing to compare epoch by epoch; check it in full (all "
+                f"{config.epochs} epochs; compares its final test accuracy and weights file): "
+                f"python scripts/reproduce.py {args.confirmed} --seed {config.seed} --full"
+            )
+        args.epochs = config.epochs if args.full else args.epochs
+        if curve is not None and args.epochs > len(curve):
+            raise InputError(f"--epochs {args.epochs}: only {len(curve)} epochs recorded")
         data = load_mnist(args.data_dir)
     except (InputError, ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -152,13 +171,35 @@ def main(argv: list[str] | None = None) -> int:
 
         first = int(row["cohort_first"])
         results = train_cohort(config.replace(seed=first), data, on_epoch=show)
-        history = results[config.seed - first].history
+        result = results[config.seed - first]
     else:
-        history = train(config, data, on_epoch=show).history
-    diffs = differences(history, curve)
+        result = train(config, data, on_epoch=show)
+    diffs, compared = [], []
+    if curve is not None:
+        diffs += differences(result.history, curve)
+        compared.append(f"the recorded curve ({', '.join(COMPARED)} per epoch)")
+    if args.full:
+        diffs += final_differences(result, row, Path(args.confirmed) / f"seed{config.seed}.pt")
+        compared.append("the final test accuracy and the weights file")
     for line in diffs:
         print(f"  DIFFERS {line}")
-    figures = len(COMPARED) * args.epochs
-    verdict = "bit for bit identical" if not diffs else f"{len(diffs)} of {figures} figures differ"
-    print(f"{verdict} to the recorded curve ({', '.join(COMPARED)} per epoch)")
+    verdict = "bit for bit identical" if not diffs else f"{len(diffs)} figures differ"
+    print(f"{verdict} to {' and '.join(compared)}")
     return 0 if not diffs else 1
+
+
+def final_differences(result, row: pd.Series, weights: Path) -> list[str]:
+    """The full run against the recorded final test accuracy and the saved weights."""
+    from tune_mnist.store import read_model_file
+
+    out = []
+    final = result.final.get("test_acc")
+    if final != row["final_test_acc"]:
+        out.append(f"final test_acc: {final!r} now, {row['final_test_acc']!r} recorded")
+    if not weights.is_file():
+        return out + [f"weights: {weights} is missing"]
+    saved = read_model_file(weights)["state_dict"]
+    for name, value in result.model.state_dict().items():
+        if name not in saved or not torch.equal(value.detach().cpu().contiguous(), saved[name]):
+            out.append(f"weights {name}: not the tensor saved in {weights.name}")
+    return out

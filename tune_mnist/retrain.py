@@ -390,7 +390,8 @@ def append_confirmations(
     folder: Path, rows: list[dict], name: str = "confirmations.parquet"
 ) -> None:
     """Read-append-replace under an exclusive lock: two retrain_best.py runs on the same
-    experiment (say, --trials a and --trials b side by side) must not drop each other's rows."""
+    experiment (say, --trials a and --trials b side by side) must not drop each other's rows.
+    Rows a later retrain of the same seed supersedes then move to the history tables."""
     import fcntl
 
     from tune_mnist.results import write_parquet
@@ -402,3 +403,42 @@ def append_confirmations(
         if path.is_file():
             frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
         write_parquet(path, frame)
+        retire_superseded(folder)
+
+
+HISTORY = {  # current table -> where its superseded rows go
+    "confirmations.parquet": "confirmations_history.parquet",
+    "confirmation_epochs.parquet": "confirmation_epochs_history.parquet",
+}
+
+
+def retire_superseded(folder: Path) -> int:
+    """Move every confirmation row (and its curve) that a later retrain of the same trial and
+    seed superseded (its seed<N>.pt now holds the newer run) to the history tables, so that
+    a plain read of confirmations.parquet returns the current rows only. Returns how many
+    rows moved. Called under the confirmations lock."""
+    from tune_mnist.results import write_parquet
+
+    path = folder / "confirmations.parquet"
+    if not path.is_file():
+        return 0
+    rows = pd.read_parquet(path)
+    order = rows["confirmed_at"].astype(str).rank(method="first")  # ties: file order
+    newest = order.groupby([rows["trial_id"], rows["seed"]]).transform("max")
+    old = order < newest
+    if not old.any():
+        return 0
+    current = rows.loc[~old, ["trial_id", "seed", "confirmed_at"]]
+    tables = {path: (rows[~old], rows[old])}
+    curves_path = folder / "confirmation_epochs.parquet"
+    if curves_path.is_file():
+        curves = pd.read_parquet(curves_path)
+        keys = curves.merge(current, how="left", indicator=True)["_merge"] == "both"
+        tables[curves_path] = (curves[keys.to_numpy()], curves[~keys.to_numpy()])
+    for table, (keep, retired) in tables.items():
+        history = folder / HISTORY[table.name]
+        if history.is_file():  # the history first: a crash between leaves rows in both
+            retired = pd.concat([pd.read_parquet(history), retired], ignore_index=True)
+        write_parquet(history, retired.reset_index(drop=True))
+        write_parquet(table, keep.reset_index(drop=True))
+    return int(old.sum())

@@ -246,6 +246,9 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         set_live(writer)
         # Ray's "Resume experiment with: Tuner.restore(...)" on Ctrl-C: ours names the command
         logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+        # a failed trial is one line of ours (writer.on_trial_error: its cause and Ray's error
+        # file), not Ray's traceback logged again for every failure and retry
+        logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
         ledger = writer.ledger()  # empty for a new search
         tuner = make_tuner(args, space, name, storage, experiment, data, plan, ledger)
         tuner.fit()
@@ -294,11 +297,28 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
     )
     if ended < total:  # Ctrl-C or SIGTERM: Ray Tune stopped its loop and saved its state
         raise SearchInterrupted(ended, total)
+    if not trials_df["status"].isin(TRAINED).any():  # a script must not read success here
+        print(f"error: no trial trained: {first_cause(trials_df)}", file=sys.stderr, flush=True)
+        return 1
     if not args.no_report:
         from tune_mnist.report import build
 
         print(f"  report: {build(folder)}", flush=True)
     return 0
+
+
+TRAINED = ("completed", "asha_stopped", "diverged")  # trials that trained to their end
+
+
+def first_cause(trials: pd.DataFrame) -> str:
+    """Why no trial trained, in one line: the first failed trial's cause, or the statuses."""
+    failed = trials[trials["status"] == "error"]
+    if len(failed):
+        row = failed.iloc[0]
+        more = f" (and {len(failed) - 1} more failed trials)" if len(failed) > 1 else ""
+        return f"trial {row['trial_id']}: {row.get('error') or 'error'}{more}"
+    counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().items())
+    return f"{counts or 'no trials'}; see trials.parquet"
 
 
 class SearchInterrupted(Exception):

@@ -116,6 +116,7 @@ def prepare(args):
             torch.cuda.device_count(),
         )
     data = load_mnist(args.data_dir)
+    space.check_schedule(len(data.train_y))  # a recipe no trial could train: refused now
     return space, name, folder, storage, experiment, data
 
 

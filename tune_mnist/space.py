@@ -25,7 +25,13 @@ from typing import Any
 
 import yaml
 
-from tune_mnist.config import CPU_STEPS, ConfigError, TrainConfig, cpu_step_fields
+from tune_mnist.config import (
+    CPU_STEPS,
+    ConfigError,
+    TrainConfig,
+    cpu_step_fields,
+    schedule_problem,
+)
 from tune_mnist.models import MODELS, model_param_names
 
 
@@ -134,6 +140,32 @@ class SearchSpace:
             )
         return out
 
+    def check_schedule(self, n_images: int) -> None:
+        """Refuse, before Ray starts, a recipe whose fixed or listed values the one-cycle
+        schedule cannot run on this many training images (every trial would fail at its
+        first step); a rate range is checked by each trial as it starts."""
+        n_train = n_images - self.settings["val_size"]
+        if self.settings["train_subset"]:
+            n_train = min(n_train, self.settings["train_subset"])
+        for batch in self._listed("batch_size"):
+            for start in self._listed("pct_start"):
+                problem = schedule_problem(self.settings["epochs"], batch, start, n_train)
+                if problem:
+                    raise SpaceError(
+                        f"{self.path}: epochs {self.settings['epochs']}, {n_train} training "
+                        f"images, batch_size {batch}, pct_start {start}: {problem}"
+                    )
+
+    def _listed(self, name: str) -> list:
+        """Every value `name` can take that is known before any trial: fixed, constant or a
+        choice (a range gives none); the TrainConfig default where the space is silent."""
+        if name in self.fixed:
+            return [self.fixed[name]]
+        dist = self.shared.get(name)
+        if dist is None:
+            return [getattr(TrainConfig, name)]
+        return list(dist.values) if dist.kind in ("const", "choice") else []
+
     def train_config(self, trial_config: dict[str, Any], **run: Any) -> TrainConfig:
         """The TrainConfig of one trial: its sampled values, branch prefixes stripped, plus the
         run settings (epochs, subsets) and `run` overrides (device, threads)."""
@@ -201,13 +233,39 @@ def _fields(where: str, block: Any, allowed: list[str], arch: str | None) -> dic
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: the file would say
+    two things, and plain YAML silently keeps the last."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKey(f"key {key!r} is given twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+def read_yaml(path: Path):
+    """A YAML file read with the safe loader, duplicate keys refused."""
+    return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader: no objects
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Parse and validate a search-space file (safe YAML loader only)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = read_yaml(path)
     except OSError as exc:
         raise SpaceError(f"{path}: cannot read ({exc.strerror})") from None
+    except DuplicateKey as exc:
+        raise SpaceError(f"{path}: {exc}; keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

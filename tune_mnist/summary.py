@@ -36,6 +36,9 @@ def format_summary(
     lines.append("  " + ", ".join(f"{s}: {counts.get(s, 0)}" for s in shown))
     if ended < total:
         lines.append(f"  {total - ended} trial(s) left: --resume continues them")
+    if "error" in trials_df:
+        for _, row in trials_df[trials_df["status"] == "error"].iterrows():
+            lines.append(f"    failed: trial {row['trial_id']} {row['arch']}: {row['error']}")
     done, grid = epochs_summary(trials_df, settings["epochs"])
     saved = 100 * (1 - done / grid) if grid else 0.0
     lines.append(f"  epochs trained {done} vs {grid} for every trial in full ({saved:.0f}% saved)")

@@ -63,6 +63,24 @@ def error_text(trial) -> str:
     return lines[-1][:500] if lines else "error (no error file)"
 
 
+def config_summary(config: dict) -> str:
+    """`lean 8-12-6-10-8-16 max_lr 0.04`: a trial's architecture and sampled numbers, short."""
+    values = {key.split(":", 1)[-1]: value for key, value in config.items()}
+    parts = [str(values.get("arch", "?"))]
+    widths = [
+        values[k]
+        for k in ("width1", "width2", "squeeze_width", "width3", "width4", "width5")
+        if k in values
+    ]
+    if widths:
+        parts.append("-".join(str(w) for w in widths))
+    for key in ("max_lr", "batch_size", "dropout"):
+        if key in values:
+            value = values[key]
+            parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return " ".join(parts)
+
+
 class ResultsWriter:
     """Journals each event (tune_mnist.journal), then rewrites the tables from the journal."""
 
@@ -116,7 +134,13 @@ class ResultsWriter:
         self.progress()
 
     def on_trial_error(self, trials, trial) -> None:
-        self.journal.end(trial.trial_id, "ERROR", error_text(trial))
+        cause = error_text(trial)
+        self.journal.end(trial.trial_id, "ERROR", cause)
+        where = f"; Ray's full error: {trial.error_file}" if trial.error_file else ""
+        print(
+            f"trial {trial.trial_id} failed ({config_summary(trial.config)}): {cause}{where}",
+            flush=True,
+        )
         self.write(trials)
         self.progress()
 
