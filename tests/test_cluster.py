@@ -215,3 +215,48 @@ def test_an_address_where_nothing_answers_is_one_line_at_once(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot join the Ray cluster at"), lines
     assert not list((tmp_path / "r").glob("*/trials.parquet"))
+
+
+CLUSTER_UTILS = """
+import sys, time
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": GPUS})
+cluster.add_node(num_cpus=1, num_gpus=GPUS)
+cluster.wait_for_nodes()
+open(sys.argv[1] + ".part", "w").write(cluster.address)
+import os; os.rename(sys.argv[1] + ".part", sys.argv[1])
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_a_cluster_made_by_rays_own_cluster_utils_runs_the_smoke_search(tmp_path, gpus):
+    """Users start clusters in many ways; one started without token authentication by Ray's
+    `cluster_utils.Cluster` (head + 1 node, 1 CPU each, logical GPUs or none) must run the
+    search although this machine holds a token: every trial used to fail ("The actor never
+    ran"), since the driver then spoke token authentication to a cluster without it."""
+    tmp = tempfile.mkdtemp(prefix="tm-cu-", dir="/tmp")  # short: Ray's socket paths
+    address_file = Path(tmp) / "address"
+    env = {**os.environ, "RAY_TMPDIR": tmp, **LOOPBACK_ENV}
+    env.pop("RAY_AUTH_MODE", None)
+    env.pop("RAY_ADDRESS", None)
+    script = CLUSTER_UTILS.replace("GPUS", str(gpus))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(address_file)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(address_file.is_file, 300, "the cluster", lambda: proc.poll() is None)
+        driver = {**env, "RAY_AUTH_TOKEN": "0123456789abcdef" * 4}  # a token on this machine
+        address = address_file.read_text()
+        done = run("search.py", tmp_path / "r", driver, "--smoke", "--address", address)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        trials = pd.read_parquet(next((tmp_path / "r").glob("*/trials.parquet")))
+        assert len(trials) == 6 and (trials["epochs_run"] > 0).all(), trials["status"].tolist()
+    finally:
+        stop_session(proc)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -202,11 +202,9 @@ def start_ray(args) -> dict | None:
     import ray
 
     if address:
-        from tune_mnist.join import check_reachable, use_auth_token
+        from tune_mnist.join import join
 
-        check_reachable(address)
-        use_auth_token()
-        ray.init(address=address, log_to_driver=True)
+        join(address, log_to_driver=True)
         have = ray.cluster_resources().get("GPU", 0)
         if args.gpus > have:  # the seeds' tasks would wait forever for a GPU
             ray.shutdown()

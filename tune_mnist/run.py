@@ -18,7 +18,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_mnist.config import TrainConfig, cpu_step_fields, cpu_step_of
-from tune_mnist.join import check_reachable, use_auth_token
+from tune_mnist.join import join
 from tune_mnist.journal import EMPTY
 from tune_mnist.plan import Plan, plan_resources
 from tune_mnist.results import write_tables
@@ -61,10 +61,8 @@ def start_ray(address: str | None) -> None:
     # starve behind any normal process; ours run at normal priority (a cluster keeps its own)
     os.environ.setdefault("RAY_worker_niceness", "0")
     if address:
-        check_reachable(address)
-        use_auth_token()
         # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        join(address, log_to_driver=False, logging_level=logging.WARNING)
         return
     import torch
 
