@@ -98,10 +98,14 @@ def rows(root: Path) -> pd.DataFrame:
             out.append(
                 {"model": model, "variant": path.parent.name, "seed": config["seed"]}
                 | {"final_test_acc": extra["final_test_acc"], "cpu": extra.get("cpu", "?")}
-                | {"source": str(path.relative_to(ROOT)), "precision": config["precision"]}
+                | {"source": _shown(path), "precision": config["precision"]}
                 | {"channels_last": config.get("channels_last", False)}
             )
     return pd.DataFrame(out)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def table(frame: pd.DataFrame) -> str:
