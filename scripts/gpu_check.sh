@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure issue 16 asks for, from one run (~9 min on an H200), each step under its
+# Every GPU figure the GPU step is judged by, from one run (~9 min on an H200), each step under its
 # own timeout, logs and figures under $OUT (default gpu-check/): figures.md collects them.
 #
 #   . .gpu-bundle/setup.sh && bash scripts/gpu_check.sh     # on the GPU machine (../shared/gpu)

@@ -5,7 +5,17 @@ import pytest
 from searchutil import ROOT
 
 from tune_mnist.config import TrainConfig
-from tune_mnist.leaderboard import END, START, collect, describe, main, pareto, update_readme
+from tune_mnist.leaderboard import (
+    END,
+    HISTORY_END,
+    HISTORY_START,
+    START,
+    collect,
+    describe,
+    main,
+    pareto,
+    update_readme,
+)
 
 
 def seed_rows(trial, params, accs, arch="slim", epochs=15, **config):
@@ -104,19 +114,25 @@ def test_pareto_breaks_a_printed_tie_for_the_passing_then_smaller_model(tmp_path
     assert best["trial_id"] == "passes" and best["passed"]
 
 
-def test_readme_block_is_rewritten_between_markers_and_checked(root, tmp_path, capsys):
-    readme = tmp_path / "README.md"
+def test_readme_and_history_blocks_are_rewritten_between_markers_and_checked(
+    root, tmp_path, capsys
+):
+    readme, history = tmp_path / "README.md", tmp_path / "history.md"
     readme.write_text(f"# title\n\n{START}\nold\n{END}\n\nafter\n")
-    assert main(["--results", str(root), "--readme", str(readme)]) == 0
-    text = readme.read_text()
+    history.write_text(f"# history\n\n{HISTORY_START}\nold\n{HISTORY_END}\n")
+    both = ["--results", str(root), "--readme", str(readme), "--history", str(history)]
+    assert main(both) == 0
+    text, old = readme.read_text(), history.read_text()
     assert text.startswith("# title") and text.endswith("after\n") and "old" not in text
-    assert "| 3,000 | slim" in text and "99.45%" in text
+    # the fixture's models were all chosen on test: none in the README, all in the history
+    assert "| model | params | seeds | mean |" in text and "slim" not in text.split("By budget")[0]
+    assert "| 3,000 | slim" in old and "99.45%" in old and "| test |" in old
     assert (root / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["--results", str(root), "--readme", str(readme), "--check"]) == 0
+    assert main([*both, "--check"]) == 0
     block = START + text.split(START)[1].split(END)[0] + END
     assert not update_readme(readme, block)  # already current: file untouched
-    readme.write_text(text.replace("99.45%", "99.99%"))
-    assert main(["--results", str(root), "--readme", str(readme), "--check"]) == 1
+    history.write_text(old.replace("99.45%", "99.99%"))
+    assert main([*both, "--check"]) == 1
     assert "stale" in capsys.readouterr().out
 
 
@@ -174,7 +190,8 @@ def test_no_confirmations_is_one_line_exit_2(tmp_path, capsys):
 def test_committed_readme_matches_committed_confirmations(monkeypatch):
     """The README's tables are generated from results/*/confirmations.parquet, never typed."""
     monkeypatch.chdir(ROOT)
-    assert main(["--results", "results", "--readme", "README.md", "--check"]) == 0
+    args = ["--results", "results", "--readme", "README.md", "--history", "docs/history.md"]
+    assert main([*args, "--check"]) == 0
 
 
 def test_campaign_table_takes_only_five_seed_models_chosen_on_validation(tmp_path):
@@ -196,8 +213,10 @@ def test_campaign_table_takes_only_five_seed_models_chosen_on_validation(tmp_pat
     from tune_mnist.leaderboard import render
 
     block = render(models)
-    assert "Campaign 2 Pareto table" in block and "| 2,500 | slim" in block
-    assert block.count("`python scripts/retrain_best.py") >= 4 + 3  # results rows + campaign
+    assert "By budget" in block and "| 2,500 | slim" in block
+    assert "three" not in block and "--trials test " not in block  # 3 seeds; chosen on test
+    # the 2 honest rows, and the 6 budgets from 2,500 to 8,000 that hold one of them
+    assert block.count("`python scripts/retrain_best.py") == 2 + 6
 
 
 def test_a_reproduce_command_names_the_epochs_when_the_search_ran_fewer(tmp_path):

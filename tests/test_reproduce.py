@@ -17,8 +17,9 @@ from tune_mnist.store import cpu_name
 
 pytestmark = pytest.mark.slow
 
-# the 3,848-parameter separable model (session 6: records its CPU kind), and a separable 7,8xx
-# one confirmed before the cpu column existed, whose kind session 7 found by retraining it
+# the 3,848-parameter separable model (retrained 2026-11-28: records its CPU kind), and a
+# separable 7,8xx one confirmed before the cpu column existed, whose kind was found on
+# 2026-12-01 by retraining it
 INTEL = (
     "Intel(R) Xeon(R) Processor (family 6 model 167; avx2 avx512f avx512_vnni avx512_bf16 amx_tile)"
 )

@@ -1,0 +1,81 @@
+"""The documents a newcomer reads: a short README with the Quickstart near the top, links
+that resolve, and text that speaks of the project, not of how it was made."""
+
+import re
+import subprocess
+
+from searchutil import ROOT
+
+MAX_README_LINES = 250
+QUICKSTART_BY_LINE = 40
+# words of how the project was made (work periods and tracker numbers), spelled in parts
+# so that this file does not match itself
+PERIOD = "sess" + "ions?"
+MADE = re.compile(
+    rf"\b(this|that|last|next|earlier|previous|a later) {PERIOD}\b"
+    rf"|\b{PERIOD} \(?\d|\bissues? #?\d+\b",
+    re.IGNORECASE,
+)
+ANY_PERIOD = re.compile(rf"\b{PERIOD}\b", re.IGNORECASE)
+PROSE_OK = ("SSH " + "session",)  # a user's login, not the project's history
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def tracked_text_files() -> list:
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    out = []
+    for name in listed:
+        path = ROOT / name
+        if not path.is_file() or path.suffix in (".pt", ".png", ".parquet", ".gz"):
+            continue
+        try:
+            out.append((name, path.read_text()))
+        except UnicodeDecodeError:
+            continue  # binary
+    return out
+
+
+def test_the_readme_is_short_and_starts_with_the_quickstart():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= MAX_README_LINES, f"README has {len(lines)} lines"
+    heading = next(i for i, line in enumerate(lines, 1) if line.startswith("## Quickstart"))
+    assert heading <= QUICKSTART_BY_LINE
+    assert "<!-- leaderboard:start -->" in lines  # the generated honest table is there
+
+
+def test_no_tracked_text_speaks_of_how_the_project_was_made():
+    found = []
+    for name, text in tracked_text_files():
+        if name == "tests/test_docs.py":
+            continue
+        prose = name.endswith((".md", ".yaml", ".html"))
+        for number, line in enumerate(text.splitlines(), 1):
+            cleaned = line
+            for allowed in PROSE_OK:
+                cleaned = cleaned.replace(allowed, "")
+            if MADE.search(cleaned) or (prose and ANY_PERIOD.search(cleaned)):
+                found.append(f"{name}:{number}: {line.strip()[:100]}")
+    assert not found, "\n".join(found[:20])
+
+
+def test_the_check_catches_such_words():
+    assert MADE.search("as measured in " + "sess" + "ion 6")
+    assert MADE.search("retrained this " + "sess" + "ion")
+    assert MADE.search("see " + "issue 17")
+    assert not MADE.search("pytest's scope='" + "sess" + "ion'")
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    pages = [ROOT / "README.md", ROOT / "search_spaces" / "README.md"]
+    pages += sorted((ROOT / "docs").glob("*.md"))
+    broken = []
+    for page in pages:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+://|mailto:", target):
+                continue
+            path = target.split("#")[0]
+            if path and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert len(pages) > 5 and not broken, broken
