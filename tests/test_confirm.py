@@ -254,6 +254,9 @@ def test_report_builds_every_picture(confirmed):
             assert image.size[0] >= 600 and image.size[1] >= 150
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 4 and "Passing configurations" in text
+    # it opens in words, and its headings are titles, not code words
+    assert re.search(r"<p>7 trials: \d+ [a-z]", text) and "{" not in text.split("<p>")[1][:200]
+    assert "<h2>Where ASHA stopped trials</h2>" in text and "<h2>asha</h2>" not in text
 
 
 @pytest.fixture(scope="module")

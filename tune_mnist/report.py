@@ -255,6 +255,33 @@ def passing_table(results: Results) -> str:
     return table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
 
 
+TITLES = {  # each picture's section heading
+    "pareto": "Accuracy against size: the front the search found",
+    "curves": "Learning curves",
+    "asha": "Where ASHA stopped trials",
+    "importance": "Which parameters mattered",
+}
+STATUS_WORDS = {
+    "completed": "trained in full",
+    "asha_stopped": "stopped early by ASHA",
+    "over_budget": "over the parameter budget (never trained)",
+    "diverged": "diverged",
+    "error": "failed",
+    "interrupted": "interrupted (--resume continues them)",
+    "running": "still running",
+    "pending": "not yet started",
+    "lost": "lost to a kill before Ray recorded them",
+}
+
+
+def opening(trials) -> str:
+    """`16 trials: 4 trained in full, 9 stopped early by ASHA and 3 over the budget.`"""
+    counts = trials["status"].value_counts()
+    parts = [f"{n} {STATUS_WORDS.get(status, status)}" for status, n in counts.items()]
+    listed = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+    return f"{len(trials)} trials: {listed}." if parts else "No trials."
+
+
 def build(folder: str | Path) -> Path:
     folder = Path(folder)
     results = load(folder)
@@ -266,11 +293,10 @@ def build(folder: str | Path) -> Path:
     asha(results, settings, images["asha"])
     note = importance(results, settings, meta["space"], images["importance"])
     embedded = "\n".join(
-        f'<h2>{name}</h2><img alt="{name}" src="data:image/png;base64,'
+        f'<h2>{TITLES[name]}</h2><img alt="{TITLES[name]}" src="data:image/png;base64,'
         f'{base64.b64encode(path.read_bytes()).decode()}">'
         for name, path in images.items()
     )
-    counts = results.trials["status"].value_counts().to_dict()
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>tune_mnist report: {html.escape(folder.name)}</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:auto}} img{{max-width:100%}}
@@ -278,7 +304,7 @@ table{{border-collapse:collapse;font-size:12px}}
 td,th{{padding:2px 6px;border-bottom:1px solid #ddd}}
 </style></head><body>
 <h1>Search {html.escape(folder.name)}</h1>
-<p>{len(results.trials)} trials: {html.escape(json.dumps(counts))}. Space
+<p>{html.escape(opening(results.trials))} Space
 {html.escape(meta["space"])}; target {settings["target_acc"]}%, budget
 {settings["max_params"]:,} parameters, {settings["epochs"]} epochs.
 Trials were selected on {html.escape(selected_on(results)[1])}; test accuracy is reported

@@ -295,8 +295,8 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
         rows = confirmation_rows(row, rank + 1, runs, summary, first, prov)
         append_confirmations(folder, rows)
         append_confirmations(folder, epoch_rows(rows, runs), "confirmation_epochs.parquet")
-        if passed and not any_passed:
-            write_card(folder / "best", row, first, runs, summary, prov, command)
+        if passed and not any_passed:  # best/: the first passing candidate, not a copy
+            link(folder / "best", Path("confirmed") / str(row["trial_id"]))
         any_passed = any_passed or passed
         print(
             f"  mean {summary['mean_test_acc']:.2f}% ± {summary['std_test_acc']:.2f}, "
@@ -311,14 +311,13 @@ def write_card(out: Path, row, config, runs, summary, prov, command: str) -> Non
     """Weights of every seed (model.pt = the first seed, not the luckiest) and the card."""
     from tune_mnist.models import build_from_config
 
-    for index, run in enumerate(runs):
+    for run in runs:
         model = build_from_config(config.replace(seed=run.seed))
         model.load_state_dict(run.state_dict)
         seed_config = config.replace(seed=run.seed, device="cpu")
         extra = {"final_test_acc": run.final_test_acc, "params": run.params, **prov}
         save_model(out / f"seed{run.seed}.pt", model, seed_config, **extra)
-        if index == 0:
-            save_model(out / "model.pt", model, seed_config, **extra)
+    link(out / "model.pt", f"seed{runs[0].seed}.pt")  # what load_model(out) reads
     card = {
         "trial_id": str(row["trial_id"]),
         "arch": config.arch,
@@ -337,6 +336,19 @@ def write_card(out: Path, row, config, runs, summary, prov, command: str) -> Non
     }
     write_json(out / "model_card.json", card)
     atomic_write_text(out / "model_card.md", card_markdown(card))
+
+
+def link(path: Path, target: str | Path) -> None:
+    """`path` becomes a relative symlink to `target`, atomically (a crash leaves the old
+    entry or the new one); an old copy in its place (a folder, a file) is replaced."""
+    import shutil
+
+    tmp = path.with_name(f".{path.name}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    if path.is_dir() and not path.is_symlink():  # results written before best/ was a link
+        shutil.rmtree(path)
+    os.replace(tmp, path)
 
 
 def card_markdown(card: dict) -> str:
