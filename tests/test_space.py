@@ -27,16 +27,27 @@ def write(tmp_path, text):
     return path
 
 
-SHIPPED = sorted(p.stem for p in (ROOT / "search_spaces").glob("*.yaml"))
+SPACES = ROOT / "search_spaces"
+SHIPPED = sorted(str(p.relative_to(SPACES)) for p in SPACES.rglob("*.yaml"))
 
 
 def test_the_main_spaces_are_shipped():  # the glob below must not pass by finding nothing
-    assert {"default", "lean", "smoke", "separable_8k_b"} <= set(SHIPPED)
+    assert {"default.yaml", "smoke.yaml", "campaign3_8k.yaml"} <= set(SHIPPED)
+    assert {"experiments/lean.yaml", "experiments/separable_8k_b.yaml"} <= set(SHIPPED)
+
+
+def test_every_space_is_listed_in_the_folders_readme_with_its_results():
+    readme = (SPACES / "README.md").read_text()
+    for name in SHIPPED:
+        assert f"`{name}`" in readme, name
+    for meta in sorted((ROOT / "results").glob("*/search.json")):  # each record resolves
+        assert (meta.parent / "space.yaml").is_file(), meta.parent.name
+        assert f"`results/{meta.parent.name}`" in readme, meta.parent.name
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_spaces_load(name):
-    space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
+    space = load_space(SPACES / name)
     assert space.settings["samples"] >= 2
     # every shipped space selects and stops on held-out training images, never on test
     assert space.settings["metric"].startswith("val_")
@@ -93,7 +104,7 @@ def test_conditional_space_never_leaks_branch_params(tmp_path):
 
 
 def test_points_use_branch_names():
-    space = load_space("search_spaces/tiny.yaml")
+    space = load_space("search_spaces/experiments/tiny.yaml")
     for point, written in zip(space.optuna_points(), space.points, strict=True):
         assert point["tiny:width1"] == written["width1"] and "width1" not in point
         assert point["max_lr"] == written["max_lr"]  # shared fields keep their names
@@ -200,7 +211,7 @@ def test_thin_deep_space_starts_from_the_public_anchor_and_its_probe_searches_th
     from tune_mnist.models import build_from_config, count_params
 
     full = load_space(ROOT / "search_spaces" / "thin_deep.yaml")
-    probe = load_space(ROOT / "search_spaces" / "thin_deep_probe.yaml")
+    probe = load_space(ROOT / "search_spaces" / "experiments" / "thin_deep_probe.yaml")
     assert (full.shared, full.branches, full.fixed) == (probe.shared, probe.branches, probe.fixed)
     assert full.settings["pareto"] and full.settings["seeds_per_trial"] == 3
     constants = {

@@ -291,7 +291,9 @@ def build(folder: str | Path) -> Path:
     pareto(results, settings, images["pareto"])
     curves(results, settings, images["curves"])
     asha(results, settings, images["asha"])
-    note = importance(results, settings, meta["space"], images["importance"])
+    kept = folder / "space.yaml"  # the space the search ran, kept with it
+    space_path = kept if kept.is_file() else meta["space"]
+    note = importance(results, settings, space_path, images["importance"])
     embedded = "\n".join(
         f'<h2>{TITLES[name]}</h2><img alt="{TITLES[name]}" src="data:image/png;base64,'
         f'{base64.b64encode(path.read_bytes()).decode()}">'
