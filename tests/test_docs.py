@@ -3,6 +3,7 @@ that resolve, and text that speaks of the project, not of how it was made."""
 
 import re
 import subprocess
+import sys
 
 from searchutil import ROOT
 
@@ -79,3 +80,19 @@ def test_every_relative_link_in_the_docs_resolves():
             if path and not (page.parent / path).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert len(pages) > 5 and not broken, broken
+
+
+def test_each_scripts_help_states_its_exit_statuses_as_the_readme_does():
+    readme = (ROOT / "README.md").read_text()
+    assert "## Exit statuses" in readme
+    for script in ("search.py", "retrain_best.py", "reproduce.py"):
+        assert f"`{script}`" in readme.split("## Exit statuses")[1].split("##")[0]
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / script), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        text = " ".join(done.stdout.split())
+        assert done.returncode == 0 and "exit status: 0 " in text and "; 2 bad" in text, script

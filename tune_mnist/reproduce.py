@@ -89,7 +89,11 @@ def environment_notes(row: pd.Series) -> list[str]:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="scripts/reproduce.py", description=__doc__.split("\n")[0]
+        prog="scripts/reproduce.py",
+        description=__doc__.split("\n")[0],
+        epilog="exit status: 0 bit for bit identical; 1 a figure or the weights differ; 2 bad "
+        "input, or a confirmation without per-epoch curves (the line gives the --full "
+        "command)",
     )
     parser.add_argument("confirmed", nargs="?", help="results/<search>/confirmed/<trial>")
     parser.add_argument("--seed", type=int, help="confirmed seed to rerun (default: the first)")

@@ -35,7 +35,10 @@ from tune_mnist.store import atomic_write_text, provenance, save_model, write_js
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="scripts/retrain_best.py", description="Retrain a search's best configs over seeds."
+        prog="scripts/retrain_best.py",
+        description="Retrain a search's best configs over seeds.",
+        epilog="exit status: 0 every seed of a candidate passed; 1 it ran but none passed, or "
+        "Ray lost a seed's run; 2 bad input; 130 Ctrl-C (finished candidates are kept)",
     )
     parser.add_argument("--results", help="experiment folder (default: newest under results/)")
     parser.add_argument(
