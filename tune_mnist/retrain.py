@@ -436,12 +436,12 @@ def retire_superseded(folder: Path) -> int:
     if not path.is_file():
         return 0
     rows = pd.read_parquet(path)
-    order = rows["confirmed_at"].astype(str).rank(method="first")  # ties: file order
-    newest = order.groupby([rows["trial_id"], rows["seed"]]).transform("max")
-    old = order < newest
+    if not {"trial_id", "seed"} <= set(rows.columns):
+        return 0
+    old = rows.duplicated(["trial_id", "seed"], keep="last")  # rows are appended in order
     if not old.any():
         return 0
-    current = rows.loc[~old, ["trial_id", "seed", "confirmed_at"]]
+    current = rows.loc[~old, [c for c in ("trial_id", "seed", "confirmed_at") if c in rows]]
     tables = {path: (rows[~old], rows[old])}
     curves_path = folder / "confirmation_epochs.parquet"
     if curves_path.is_file():
