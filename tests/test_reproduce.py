@@ -50,10 +50,15 @@ def test_a_committed_confirmation_retrains_bit_for_bit(trial):
         assert "bit for bit identical" in done.stdout
     else:
         warnings.warn(
-            f"{trial} reproduces on {kind}, this is {cpu_name()}: bit-identity not checkable",
+            f"{trial} reproduces on {kind}, this is {cpu_name()}: bit-identity not guaranteed",
             stacklevel=1,
         )
-        assert done.returncode == 1 and "note: " in done.stdout, done.stdout + done.stderr
+        # another kind may sum in the same order (AMD Zen 4 and Zen 5 do) or not: the script
+        # must name the CPU it cannot vouch for, and its verdict and exit status must agree
+        assert "note: " in done.stdout and "CPU" in done.stdout, done.stdout + done.stderr
+        same = "bit for bit identical" in done.stdout
+        assert done.returncode == (0 if same else 1), done.stdout + done.stderr
+        assert same or "figures differ" in done.stdout
 
 
 def test_a_confirmation_without_curves_gets_the_command_that_checks_it_in_full():
