@@ -89,7 +89,10 @@ def test_without_validation_figures_nothing_is_ranked():
         pick(old, "accuracy", 1)
 
 
-@pytest.mark.parametrize("name", ["default", "lean", "smoke", "separable_8k_b", "pareto_probe"])
+@pytest.mark.parametrize(
+    "name",
+    ["default", "campaign3_8k", "smoke", *(f"experiments/{n}" for n in ("lean", "pareto_probe"))],
+)
 def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
     """What make_tuner hands Optuna, ASHA and Tune for a shipped space: never a test metric."""
     from argparse import Namespace
