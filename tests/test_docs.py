@@ -64,7 +64,7 @@ def test_no_tracked_text_speaks_of_how_the_project_was_made():
 def test_the_check_catches_such_words():
     assert MADE.search("as measured in " + "sess" + "ion 6")
     assert MADE.search("retrained this " + "sess" + "ion")
-    assert MADE.search("see " + "issue 17")
+    assert MADE.search("see iss" + "ue 17")
     assert not MADE.search("pytest's scope='" + "sess" + "ion'")
 
 
