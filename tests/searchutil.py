@@ -58,3 +58,14 @@ def run_search(results: Path, *args: str, timeout=600, **extra) -> subprocess.Co
         env=env(results, **extra),
         cwd=ROOT,
     )
+
+
+def run_script(name: str, *args: str, timeout=900) -> subprocess.CompletedProcess:
+    """`python scripts/<name> args...` from the checkout, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )

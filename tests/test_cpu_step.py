@@ -3,13 +3,11 @@ recorded; a CPU without bfloat16 instructions falls back to fp32 with one line."
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
-from searchutil import ROOT, space_file
+from searchutil import run_script, space_file
 
 import tune_mnist.steps as steps_module
 import tune_mnist.store as store
@@ -110,13 +108,8 @@ def test_search_rows_record_the_variant_and_retrain_can_override_it(smoke_search
     shutil.copytree(folder, copy)
     confirmed = copy / "confirmations.parquet"  # other tests may have confirmed there first
     before = len(pd.read_parquet(confirmed)) if confirmed.is_file() else 0
-    command = [sys.executable, str(ROOT / "scripts" / "retrain_best.py"), "--results", str(copy)]
-    done = subprocess.run(
-        [*command, "--smoke-test", "--cpu-step", "plain"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    done = run_script(
+        "retrain_best.py", "--results", str(copy), "--smoke-test", "--cpu-step", "plain"
     )
     assert done.returncode in (0, 1), done.stderr[-2000:]  # 1 epoch may not pass: no error
     rows = pd.read_parquet(confirmed)
@@ -129,13 +122,7 @@ def test_search_rows_record_the_variant_and_retrain_can_override_it(smoke_search
 
 @pytest.mark.slow
 def test_the_benchmark_prints_a_ratio_for_every_variant_of_both_models():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_cpu_step.py"), "--smoke-test"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+    done = run_script("bench_cpu_step.py", "--smoke-test")
     assert done.returncode == 0, done.stderr[-2000:]
     tables = done.stdout.split("\n\n")[1:]
     assert len(tables) == 2 and "super_light" in tables[0] and "2,992" in tables[1]

@@ -1,25 +1,16 @@
 """scripts/selection_study.py on the committed results: every section, figures in range."""
 
 import re
-import subprocess
-import sys
 
 import pytest
-from searchutil import ROOT
+from searchutil import ROOT, run_script
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_study_reports_rungs_metrics_search_figures_and_noise(tmp_path):
     out = tmp_path / "figures.md"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "selection_study.py"), "--smoke-test"]
-        + ["--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
+    done = run_script("selection_study.py", "--smoke-test", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     for title in ("## 1. Rungs", "## 2. Metrics", "## 3. Search-time", "## 4. Noise floors"):
@@ -37,13 +28,7 @@ def test_the_study_reports_rungs_metrics_search_figures_and_noise(tmp_path):
 
 def test_the_cpu_step_accuracy_smoke_test_trains_and_tabulates_without_touching_results():
     before = sorted((ROOT / "results" / "cpu-step").rglob("*"))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "cpu_step_accuracy.py"), "--smoke-test"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
+    done = run_script("cpu_step_accuracy.py", "--smoke-test")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| super_light | channels_last | 1 |" in done.stdout
     assert "| lean3k | channels_last | 1 |" in done.stdout
