@@ -76,7 +76,22 @@ def test_asha_stopped_some_and_epochs_match(smoke):
         assert list(epochs) == list(range(1, row["epochs_run"] + 1))
     assert "search summary" in stdout and "% saved" in stdout and "slot time" in stdout
     assert "progress: 7 of 7 trials ended, 0 running" in stdout  # and an estimate before it
-    assert re.search(r"progress: [1-6] of 7 trials ended, \d running, .* min left", stdout)
+    assert re.search(r"progress: [1-6] of 7 trials ended, \d running[^,]*, .* min left", stdout)
+
+
+def test_each_trial_is_a_line_when_it_starts_and_when_it_ends(smoke):
+    """Ray's own reporter is off (its tables and notices): our lines say what each trial is
+    and how it ended, on validation."""
+    results, stdout = smoke
+    words = {
+        "completed": "completed 3 epochs, val_acc ",
+        "asha_stopped": "stopped by ASHA at epoch ",
+        "over_budget": "over budget (",
+    }
+    for _, row in results.trials.iterrows():
+        assert f"trial {row['trial_id']} started: {row['arch']}" in stdout
+        assert f"trial {row['trial_id']} ended: {words[row['status']]}" in stdout
+    assert "Trial status:" not in stdout and "╭" not in stdout  # Ray's tables
 
 
 def test_passed_means_a_full_run_at_target(smoke):

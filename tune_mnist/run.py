@@ -130,7 +130,9 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
             # --resume ("Could not recover from checkpoint as it does not exist on storage")
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             callbacks=[Relay()],  # stateless: see tune_mnist.writer
-            verbose=1,
+            # Ray's reporter stays silent (quiet_ray_reporter): the writer prints a line per
+            # trial start, end and failure, and a heartbeat with the ETA
+            verbose=0,
         ),
     )
 
@@ -207,6 +209,14 @@ def _repointing(set_state):
     return repointed
 
 
+def quiet_ray_reporter() -> None:
+    """Ray's new output engine prints a 2-line notice and an end-of-run table for every
+    failed trial whatever the verbosity (Ray 2.60: on_trial_error is not gated); its legacy
+    engine, which RAY_AIR_NEW_OUTPUT=0 selects (a documented switch), prints nothing at
+    verbosity 0. Set in the driver only, before Tuner.fit reads it."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+
+
 def run_search(args, space, name, folder, storage, experiment, data) -> int:
     started = time.perf_counter()
     start_ray(args.address)
@@ -242,11 +252,13 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             print(f"CPU step: {chosen} (cpu_step {step}{where}; README, The CPU step)")
         writer = ResultsWriter(folder, space, args.cpus_per_trial, prov, experiment)
         set_live(writer)
-        # Ray's "Resume experiment with: Tuner.restore(...)" on Ctrl-C: ours names the command
-        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+        # Ray's "Resume experiment with: Tuner.restore(...)" on Ctrl-C (ours names the command)
+        # and "Trials did not complete: [...]" (ours names each failed trial and its cause)
+        logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
         # a failed trial is one line of ours (writer.on_trial_error: its cause and Ray's error
         # file), not Ray's traceback logged again for every failure and retry
         logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+        quiet_ray_reporter()
         ledger = writer.ledger()  # empty for a new search
         tuner = make_tuner(args, space, name, storage, experiment, data, plan, ledger)
         tuner.fit()

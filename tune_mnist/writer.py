@@ -17,6 +17,7 @@ from tune_mnist.journal import Journal, Ledger, TrialRecord, resolve
 from tune_mnist.results import TrialView, build_tables, write_tables
 
 WRITE_EVERY_S = 10.0  # tables follow running trials' epochs at most this often
+HEARTBEAT_S = 60.0  # a progress line at least this often while trials train
 _LIVE: ResultsWriter | None = None
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 
@@ -63,6 +64,23 @@ def error_text(trial) -> str:
     return lines[-1][:500] if lines else "error (no error file)"
 
 
+def end_text(last: dict, space) -> str:
+    """`completed 15 epochs, val_acc 99.46%` / `stopped by ASHA at epoch 12, ...` /
+    `over budget (4,099 > 4,000 parameters), not trained`: how a trial ended, on validation."""
+    if last.get("over_budget"):
+        limit = space.settings["max_params"]
+        return f"over budget ({last.get('params', 0):,} > {limit:,} parameters), not trained"
+    epoch, val = int(last.get("epoch") or 0), last.get("val_acc")
+    if last.get("diverged"):
+        return f"diverged at epoch {epoch} (loss not finite), never passes"
+    how = (
+        f"completed {epoch} epochs"
+        if epoch >= space.settings["epochs"]
+        else f"stopped by ASHA at epoch {epoch}"
+    )
+    return how + (f", val_acc {val:.2f}%" if val is not None else "")
+
+
 def config_summary(config: dict) -> str:
     """`lean 8-12-6-10-8-16 max_lr 0.04`: a trial's architecture and sampled numbers, short."""
     values = {key.split(":", 1)[-1]: value for key, value in config.items()}
@@ -94,6 +112,9 @@ class ResultsWriter:
         self.checked = False  # for trials that Ray lost (see on_step_begin)
         self.busy_s = 0.0  # training seconds reported to this process
         self.peak_running = 0  # most trials Ray ran at once (holding their resources)
+        self.beat = time.time()  # when the last progress line was printed
+        self.epochs: dict[str, int] = {}  # each running trial's newest epoch
+        self.seen: set[str] = set()  # trials started by this process
 
     def on_step_begin(self, trials) -> None:
         """Once, when Ray's loop starts: a journaled trial that Ray's restored state does not
@@ -111,7 +132,16 @@ class ResultsWriter:
 
     def on_trial_start(self, trials, trial) -> None:
         self.trials = trials
+        # a second start in this process is Ray's retry after a failure; a trial the journal
+        # knew before this process began is continued by a --resume
+        how = "started"
+        if trial.trial_id in self.seen:
+            how = "restarted after a failure"
+        elif trial.trial_id in self.journal.read():
+            how = "resumed"
+        self.seen.add(trial.trial_id)
         self.journal.start(trial.trial_id, trial.config, self.prov)
+        print(f"trial {trial.trial_id} {how}: {config_summary(trial.config)}", flush=True)
 
     def on_trial_result(self, trials, trial, result) -> None:
         self.journal.start(trial.trial_id, trial.config, self.prov)
@@ -122,14 +152,20 @@ class ResultsWriter:
         folder = result.get("checkpoint_dir_name")
         checkpoint = f"{trial.storage.trial_dir_name}/{folder}" if folder else ""
         self.journal.epoch(trial.trial_id, result, checkpoint)
+        self.epochs[trial.trial_id] = int(result.get("epoch") or 0)
         if time.time() - self.written > WRITE_EVERY_S:
             self.write(trials)
+        if time.time() - self.beat > HEARTBEAT_S:
+            self.progress()
 
     def on_trial_complete(self, trials, trial) -> None:
         # `done` marks a real end: the trainable returned, or the scheduler stopped it. A
         # trial stopped because the search was interrupted has no `done`: it stays resumable.
-        if (trial.last_result or {}).get("done"):
+        last = trial.last_result or {}
+        if last.get("done"):
             self.journal.end(trial.trial_id, "TERMINATED")
+            print(f"trial {trial.trial_id} ended: {end_text(last, self.space)}", flush=True)
+        self.epochs.pop(trial.trial_id, None)
         self.write(trials)
         self.progress()
 
@@ -141,6 +177,7 @@ class ResultsWriter:
             f"trial {trial.trial_id} failed ({config_summary(trial.config)}): {cause}{where}",
             flush=True,
         )
+        self.epochs.pop(trial.trial_id, None)
         self.write(trials)
         self.progress()
 
@@ -196,14 +233,25 @@ class ResultsWriter:
         return ended, running, total
 
     def progress(self) -> None:
-        """`progress: 5 of 24 trials ended, 2 running, 6.1 min so far, about 23 min left`: the
-        estimate assumes the rest take as long on average as the ended ones did."""
+        """`progress: 5 of 24 trials ended, 2 running (epochs 7, 3 of 15), 6.1 min so far, about
+        23 min left`: the estimate assumes the rest take as long on average as the ended ones
+        did (none ended yet: as long as the running ones' epochs so far suggest)."""
+        self.beat = time.time()
         ended, running, total = self.counts()
         elapsed = time.time() - self.started
-        left = elapsed / ended * (total - ended) if 0 < ended < total else 0.0
+        epochs = self.space.settings["epochs"]
+        done = sorted(self.epochs.values(), reverse=True)
+        if 0 < ended < total:
+            left = elapsed / ended * (total - ended)
+        elif ended == 0 and done and max(done) > 0:  # one trial ~ epochs * (elapsed / max epoch)
+            per_trial = elapsed / max(done) * epochs
+            left = per_trial * total / max(running, 1) - elapsed
+        else:
+            left = 0.0
+        at = f" (epochs {', '.join(map(str, done))} of {epochs})" if done and running else ""
         print(
-            f"progress: {min(ended, total)} of {total} trials ended, {running} running, "
-            f"{elapsed / 60:.1f} min so far, about {left / 60:.0f} min left",
+            f"progress: {min(ended, total)} of {total} trials ended, {running} running{at}, "
+            f"{elapsed / 60:.1f} min so far, about {max(left, 0) / 60:.0f} min left",
             flush=True,
         )
 
