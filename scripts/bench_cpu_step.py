@@ -23,8 +23,9 @@ import torch
 from tune_mnist.augment import AugmentSpec
 from tune_mnist.config import CPU_STEPS, TrainConfig
 from tune_mnist.data import DataError, load_mnist
-from tune_mnist.engine import make_state, train_epoch
+from tune_mnist.loop import train_epoch
 from tune_mnist.models import build_from_config, count_params
+from tune_mnist.state import make_state
 from tune_mnist.steps import CPU_BF16_FLAGS
 from tune_mnist.store import cpu_flags, cpu_name
 

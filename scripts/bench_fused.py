@@ -21,10 +21,10 @@ import time
 import torch
 
 from tune_mnist.augment import AugmentSpec
-from tune_mnist.cohort import cohort_epoch, cohort_loss, make_cohort_state
 from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.data import DataError, load_mnist
-from tune_mnist.engine import make_state, resolve_device, single_loss, train_epoch
+from tune_mnist.loop import loss_fn, train_epoch
+from tune_mnist.state import make_state, resolve_device
 from tune_mnist.steps import Steps
 
 
@@ -32,17 +32,11 @@ def time_epoch(config: TrainConfig, data, device: torch.device) -> float:
     """Seconds for one augmented epoch, the second of a run (the first warms up: kernels,
     and on CUDA the graph's capture): a single run (cohort 1) or a fused cohort."""
     spec = AugmentSpec.from_config(config)
-    if config.cohort == 1:
-        state = make_state(config, device, len(data.train_y))
-        steps = Steps(config, state, single_loss(config, state.model), device)
-        epoch = train_epoch
-    else:
-        state = make_cohort_state(config, device, len(data.train_y))
-        steps = Steps(config, state, cohort_loss(config, state.model), device)
-        epoch = cohort_epoch
+    state = make_state(config, device, len(data.train_y))
+    steps = Steps(config, state, loss_fn(config, state.model), device)
     for _ in range(2):
         started = time.perf_counter()
-        loss, _ = epoch(config, state, data, spec, steps)
+        loss, _ = train_epoch(config, state, data, spec, steps)
         loss.sum().item()  # waits for the device
     if steps.graphed and not steps.replaying:
         raise RuntimeError("the CUDA graph was not captured")

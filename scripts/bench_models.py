@@ -23,9 +23,10 @@ from tune_mnist.augment import AugmentSpec
 from tune_mnist.config import TrainConfig
 from tune_mnist.confirm import InputError, config_of
 from tune_mnist.data import DataError, load_mnist
-from tune_mnist.engine import make_state, resolve_device, train_epoch
 from tune_mnist.leaderboard import architecture
+from tune_mnist.loop import train_epoch
 from tune_mnist.models import build_from_config, count_params
+from tune_mnist.state import make_state, resolve_device
 
 
 def load_config(name: str) -> TrainConfig:

@@ -46,7 +46,7 @@ TAIL=8 step graph_vs_eager 120 python3 - "$dev" "$sub" <<'EOF'
 import sys
 from tune_mnist.config import TrainConfig
 from tune_mnist.data import load_mnist
-from tune_mnist.engine import train
+from tune_mnist.loop import train
 device, sub = sys.argv[1], sys.argv[2]
 subset = 2000 if sub else 20000
 data = load_mnist()
@@ -54,7 +54,7 @@ runs = {}
 for graph in (False, True):
     config = TrainConfig(arch="super_light", epochs=3, device=device, cuda_graph=graph,
                          train_subset=subset, dropout=0.0)
-    result = train(config, data)
+    [result] = train(config, data)
     runs[graph] = result
     print(f"cuda_graph={graph}: test acc {[round(m['test_acc'], 2) for m in result.history]} "
           f"loss {[round(m['train_loss'], 4) for m in result.history]} "

@@ -4,10 +4,10 @@ import pytest
 import torch
 from test_pinned import ARCHS
 
-from tune_mnist.cohort import cohort_seeds, make_cohort_state, member_loss_sums, train_cohort
 from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.engine import make_state, train
 from tune_mnist.fuse import unfuse
+from tune_mnist.loop import member_loss_sums, train
+from tune_mnist.state import init_member, make_state, member_seeds
 
 QUICK = {"epochs": 1, "train_subset": 2000, "test_subset": 1000, "device": "cpu", "threads": 1}
 
@@ -15,11 +15,11 @@ QUICK = {"epochs": 1, "train_subset": 2000, "test_subset": 1000, "device": "cpu"
 @pytest.mark.parametrize("name", sorted(ARCHS))
 def test_members_start_from_their_own_seeds_weights(name):
     config = TrainConfig.from_dict({**ARCHS[name], "seed": 4, "cohort": 3})
-    assert cohort_seeds(config) == [4, 5, 6]
-    state = make_cohort_state(config, torch.device("cpu"), 1000)
-    for seed, member in zip(cohort_seeds(config), unfuse(state.model), strict=True):
-        single = make_state(config.replace(seed=seed, cohort=1), torch.device("cpu"), 1000)
-        for key, value in single.model.state_dict().items():
+    assert member_seeds(config) == [4, 5, 6]
+    state = make_state(config, torch.device("cpu"), 1000)
+    for seed, member in zip(member_seeds(config), unfuse(state.model), strict=True):
+        single, _ = init_member(config.replace(seed=seed, cohort=1), torch.device("cpu"))
+        for key, value in single.state_dict().items():
             assert torch.equal(member.state_dict()[key], value), (seed, key)
 
 
@@ -44,10 +44,10 @@ def test_on_a_cpu_each_seed_trains_bit_for_bit_as_its_single_run(name, mnist):
     from its own single run's stream: weights and every figure equal the single runs'."""
     values = {**ARCHS[name], **QUICK, "epochs": 2, "val_size": 500, "dropout": 0.1}
     config = TrainConfig.from_dict({**values, "seed": 1, "cohort": 2})
-    results = train_cohort(config, mnist)
+    results = train(config, mnist)
     assert [r.status for r in results] == ["completed"] * 2
-    for seed, result in zip(cohort_seeds(config), results, strict=True):
-        single = train(config.replace(seed=seed, cohort=1), mnist)
+    for seed, result in zip(member_seeds(config), results, strict=True):
+        single = train(config.replace(seed=seed, cohort=1), mnist)[0]
         for mine, theirs in zip(result.history, single.history, strict=True):
             assert {n: mine[n] for n in FIGURES} == {n: theirs[n] for n in FIGURES}
         for key, value in single.model.state_dict().items():
@@ -58,7 +58,7 @@ def test_on_a_cpu_each_seed_trains_bit_for_bit_as_its_single_run(name, mnist):
 def test_seeds_differ_and_the_metrics_summarise_them(mnist):
     config = TrainConfig(**QUICK, seed=0, cohort=2, val_size=500)
     seen = []
-    results = train_cohort(config, mnist, on_epoch=lambda m, s: seen.append(m))
+    results = train(config, mnist, on_epoch=lambda m, s: seen.append(m))
     metrics = seen[0]
     accs = metrics["val_acc_seeds"]
     assert len(accs) == 2 and metrics["val_acc"] == pytest.approx(sum(accs) / 2)
@@ -69,31 +69,29 @@ def test_seeds_differ_and_the_metrics_summarise_them(mnist):
 
 def test_a_resumed_cohort_continues_where_it_stopped(mnist):
     config = TrainConfig(**{**QUICK, "epochs": 2, "train_subset": 1000}, seed=2, cohort=2)
-    straight = train_cohort(config, mnist)
+    straight = train(config, mnist)
     saved = {}
 
     def stop_after_one(metrics, state):
         saved.update(state.state_dict())
         return True
 
-    train_cohort(config, mnist, on_epoch=stop_after_one)
-    resumed = train_cohort(config, mnist, resume=saved)
+    train(config, mnist, on_epoch=stop_after_one)
+    resumed = train(config, mnist, resume=saved)
     for a, b in zip(straight, resumed, strict=True):
         assert [m["epoch"] for m in b.history] == [1, 2]
         for key, value in a.model.state_dict().items():
             assert torch.equal(b.model.state_dict()[key], value), key
 
 
-def test_cohort_range_and_single_train_refuses_a_cohort(mnist):
+def test_cohort_range():
     with pytest.raises(ConfigError, match="cohort"):
         TrainConfig(cohort=0)
-    with pytest.raises(ValueError, match="train_cohort"):
-        train(TrainConfig(**QUICK, cohort=2), mnist)
 
 
 def test_cli_trains_a_cohort_and_saves_one_model_per_seed(tmp_path, mnist, capsys):
     from tune_mnist import load_model
-    from tune_mnist.engine import evaluate
+    from tune_mnist.loop import evaluate
     from tune_mnist.store import read_model_file
     from tune_mnist.train import main
 

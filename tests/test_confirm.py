@@ -14,7 +14,7 @@ from searchutil import ROOT
 
 from tune_mnist import load_model
 from tune_mnist.config import TrainConfig
-from tune_mnist.engine import evaluate, train
+from tune_mnist.loop import evaluate, train
 from tune_mnist.predict import main as predict_main
 from tune_mnist.report import build
 from tune_mnist.store import read_model_file, save_model
@@ -262,7 +262,7 @@ def test_report_builds_every_picture(confirmed):
 @pytest.fixture(scope="module")
 def digit_model(tmp_path_factory, mnist):
     config = TrainConfig(epochs=2, train_subset=10000, test_subset=1000, device="cpu")
-    result = train(config, mnist)
+    result = train(config, mnist)[0]
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(path, result.model, config)
     return path

@@ -12,8 +12,10 @@ from searchutil import run_script, space_file
 import tune_mnist.steps as steps_module
 import tune_mnist.store as store
 from tune_mnist.config import CPU_STEPS, TrainConfig, cpu_step_fields, cpu_step_of
-from tune_mnist.engine import make_state, train
+from tune_mnist.fuse import member_state
+from tune_mnist.loop import train
 from tune_mnist.space import SpaceError, load_space
+from tune_mnist.state import init_member, make_state
 
 QUICK = {"train_subset": 1500, "test_subset": 300, "device": "cpu", "threads": 1, "epochs": 2}
 
@@ -25,16 +27,16 @@ def _weights(result) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("step", list(CPU_STEPS))
 def test_each_variant_trains_and_resumes_from_a_checkpoint(mnist, step):
     config = TrainConfig(arch="lean", **QUICK, **CPU_STEPS[step])
-    whole = train(config, mnist)
+    whole = train(config, mnist)[0]
     saved = {}
 
     def stop_after_one(metrics, state):
         saved.update(state.state_dict())
         return True
 
-    first = train(config, mnist, on_epoch=stop_after_one)
+    first = train(config, mnist, on_epoch=stop_after_one)[0]
     assert first.status == "stopped" and saved["epoch"] == 1
-    resumed = train(config, mnist, resume=saved)
+    resumed = train(config, mnist, resume=saved)[0]
     assert resumed.status == whole.status == "completed"
     assert [m["train_loss"] for m in resumed.history] == [m["train_loss"] for m in whole.history]
     for name, value in _weights(whole).items():
@@ -46,12 +48,13 @@ def test_each_variant_trains_and_resumes_from_a_checkpoint(mnist, step):
 
 
 def test_channels_last_moves_the_layout_not_the_initial_weights():
-    plain = make_state(TrainConfig(arch="lean"), torch.device("cpu"), 1000).model
-    nhwc = make_state(TrainConfig(arch="lean", channels_last=True), torch.device("cpu"), 1000)
-    pairs = zip(plain.state_dict().items(), nhwc.model.state_dict().values(), strict=True)
+    plain, _ = init_member(TrainConfig(arch="lean"), torch.device("cpu"))
+    config = TrainConfig(arch="lean", channels_last=True)
+    nhwc = make_state(config, torch.device("cpu"), 1000).model  # what the run trains
+    pairs = zip(plain.state_dict().items(), member_state(nhwc, 0).values(), strict=True)
     for (name, a), b in pairs:
         assert torch.equal(a, b), name  # the pinned initial weights hold
-    convs = [p for p in nhwc.model.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    convs = [p for p in nhwc.parameters() if p.dim() == 4 and p.shape[1] > 1]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     assert not all(p.is_contiguous() for p in convs)
 
@@ -60,13 +63,13 @@ def test_bf16_on_a_cpu_without_it_falls_back_to_fp32_with_one_line(mnist, monkey
     monkeypatch.setattr(store, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     steps_module._say_once.cache_clear()
     config = TrainConfig(arch="lean", **{**QUICK, "epochs": 1})
-    asked = train(config.replace(precision="bf16"), mnist)
+    asked = train(config.replace(precision="bf16"), mnist)[0]
     lines = [line for line in capfd.readouterr().err.splitlines() if line]
     assert len(lines) == 1 and "no bfloat16 instructions" in lines[0] and "fp32" in lines[0]
     assert asked.history[0]["precision"] == "fp32"
-    fp32 = train(config, mnist)  # the fall-back is the fp32 run, bit for bit
+    fp32 = train(config, mnist)[0]  # the fall-back is the fp32 run, bit for bit
     assert asked.history[0]["train_loss"] == fp32.history[0]["train_loss"]
-    train(config.replace(precision="bf16"), mnist)
+    train(config.replace(precision="bf16"), mnist)[0]
     assert capfd.readouterr().err == ""  # said once per process, not every run
     steps_module._say_once.cache_clear()
 

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from test_pinned import ARCHS
 
 from tune_mnist.config import TrainConfig
-from tune_mnist.engine import make_state
 from tune_mnist.fuse import Fused, fuse, member_state, unfuse
 from tune_mnist.models import count_params
+from tune_mnist.state import init_member
 
 SEEDS = (3, 4, 5)
 
@@ -19,7 +19,7 @@ def members(name: str, dropout_off: bool = False) -> list[torch.nn.Module]:
     out = []
     for seed in SEEDS:
         config = TrainConfig.from_dict({**values, "seed": seed, "device": "cpu"})
-        out.append(make_state(config, torch.device("cpu"), 1000).model)
+        out.append(init_member(config, torch.device("cpu"))[0])
     return out
 
 

@@ -4,9 +4,9 @@ rate, trained alone or fused in a cohort, each member taking its own SGD step.""
 import pytest
 import torch
 
-from tune_mnist.cohort import cohort_seeds, train_cohort
 from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.engine import make_state, train
+from tune_mnist.loop import train
+from tune_mnist.state import make_state, member_seeds
 
 QUICK = {"epochs": 1, "train_subset": 2000, "test_subset": 1000, "device": "cpu", "threads": 1}
 
@@ -48,7 +48,7 @@ def test_adamw_stays_the_default_and_keeps_its_cycled_beta():
 def test_sgd_learns_with_and_without_momentum(mnist, momentum):
     """63 steps of batch 32 (the public 3,762-parameter net's recipe is plain SGD, batch 32)."""
     config = TrainConfig(arch="lean", optimizer="sgd", momentum=momentum, max_lr=0.1, **QUICK)
-    result = train(config.replace(batch_size=32, seed=3), mnist)
+    result = train(config.replace(batch_size=32, seed=3), mnist)[0]
     assert result.status == "completed" and result.history[0]["test_acc"] > 30  # chance: 10
 
 
@@ -57,9 +57,9 @@ def test_each_cohort_member_takes_its_own_sgd_step(mnist):
     config = TrainConfig(
         arch="lean", optimizer="sgd", momentum=0.9, max_lr=0.01, dropout=0.0, **QUICK, seed=3
     )
-    fused = train_cohort(config.replace(cohort=2), mnist)
-    for seed, member in zip(cohort_seeds(config.replace(cohort=2)), fused, strict=True):
-        single = train(config.replace(seed=seed), mnist)
+    fused = train(config.replace(cohort=2), mnist)
+    for seed, member in zip(member_seeds(config.replace(cohort=2)), fused, strict=True):
+        single = train(config.replace(seed=seed), mnist)[0]
         mine, theirs = member.history[0], single.history[0]
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-3)
         assert mine["test_acc"] == pytest.approx(theirs["test_acc"], abs=0.2)

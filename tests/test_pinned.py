@@ -25,7 +25,9 @@ import torch
 
 from tune_mnist.augment import AugmentSpec
 from tune_mnist.config import TrainConfig
-from tune_mnist.engine import make_state, training_batches
+from tune_mnist.fuse import member_state
+from tune_mnist.state import make_state
+from tune_mnist.stream import training_batches
 
 PINS = Path(__file__).with_name("pinned.json")
 SEEDS = (0, 1, 7)
@@ -71,8 +73,8 @@ def digest(tensors) -> str:
 
 def initial_weights(values: dict, seed: int) -> str:
     config = TrainConfig.from_dict({**values, "seed": seed, "device": "cpu"})
-    state = make_state(config, torch.device("cpu"), 60000)
-    return digest(state.model.state_dict().items())
+    state = make_state(config, torch.device("cpu"), 60000)  # a run's state: a cohort of one
+    return digest(member_state(state.model, 0).items())
 
 
 def first_batches(values: dict, seed: int, mnist) -> dict:
@@ -80,14 +82,15 @@ def first_batches(values: dict, seed: int, mnist) -> dict:
     config = TrainConfig.from_dict({**values, "seed": seed, "device": "cpu"})
     data = mnist.holdout(config.val_size)
     state = make_state(config, torch.device("cpu"), len(data.train_y))
-    stream = training_batches(config, data, state.generator, AugmentSpec.from_config(config))
+    [generator] = state.generators
+    stream = training_batches(config, data, generator, AugmentSpec.from_config(config))
     indices, sums = [], []
     for _, (index, images, _labels) in zip(range(BATCHES), stream, strict=False):
         indices.append(index)
         sums.extend(images.double().sum(dim=(1, 2, 3))[:4].tolist())
     return {
         "indices": digest((str(i), index) for i, index in enumerate(indices)),
-        "generator": digest([("state", state.generator.get_state())]),
+        "generator": digest([("state", generator.get_state())]),
         "image_sums": [round(s, 5) for s in sums],
     }
 

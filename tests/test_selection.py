@@ -6,7 +6,7 @@ import torch
 
 from tune_mnist.config import ConfigError, TrainConfig
 from tune_mnist.confirm import InputError, pick, selection_of
-from tune_mnist.engine import train
+from tune_mnist.loop import train
 from tune_mnist.results import TrialView, build_tables
 from tune_mnist.space import load_space
 
@@ -32,10 +32,10 @@ def test_val_size_range(size):
 def test_training_reports_validation_beside_test(mnist):
     config = TrainConfig(epochs=1, train_subset=1000, test_subset=500, val_size=500)
     config = config.replace(device="cpu")
-    metrics = train(config, mnist).history[0]
+    metrics = train(config, mnist)[0].history[0]
     assert 0 <= metrics["val_acc"] <= 100 and metrics["val_loss"] > 0
     assert metrics["val_acc_avg3"] == metrics["val_acc"] and "test_acc" in metrics
-    plain = train(config.replace(val_size=0), mnist).history[0]
+    plain = train(config.replace(val_size=0), mnist)[0].history[0]
     assert "val_acc" not in plain  # no validation images: no validation figure
 
 

@@ -11,13 +11,15 @@ GPU by scripts/gpu_check.py.
 import pytest
 import torch
 
-import tune_mnist.engine as engine
+import tune_mnist.state as state_module
 import tune_mnist.steps as steps_module
+import tune_mnist.stream as stream_module
 from tune_mnist.augment import AugmentSpec
-from tune_mnist.cohort import cohort_epoch, cohort_loss, make_cohort_state
 from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.engine import make_state, prepare_run, single_loss, train_epoch, training_batches
+from tune_mnist.loop import loss_fn, train_epoch
+from tune_mnist.state import make_state, prepare_run
 from tune_mnist.steps import Steps
+from tune_mnist.stream import training_batches
 
 CPU = torch.device("cpu")
 QUICK = {"train_subset": 2000, "test_subset": 500, "device": "cpu", "threads": 1, "epochs": 2}
@@ -39,14 +41,10 @@ class CpuGraph:
 def run(config, mnist, monkeypatch, graph, record=None, epochs=None):
     """Two epochs of `config` with fused AdamW (the optimiser a CUDA run uses where the graph
     is off); `graph` routes the steps through the graph path with a CPU recorder."""
-    monkeypatch.setattr(engine, "optimizer_options", lambda c, d: {"fused": True})
+    monkeypatch.setattr(state_module, "optimizer_options", lambda c, d: {"fused": True})
     _, data, spec = prepare_run(config, mnist)
-    if config.cohort > 1:
-        state = make_cohort_state(config, CPU, len(data.train_y))
-        compute, epoch = cohort_loss(config, state.model), cohort_epoch
-    else:
-        state = make_state(config, CPU, len(data.train_y))
-        compute, epoch = single_loss(config, state.model), train_epoch
+    state = make_state(config, CPU, len(data.train_y))
+    compute, epoch = loss_fn(config, state.model), train_epoch
     graphs = []
     recorder = record or (lambda body: graphs.append(CpuGraph(body, state.optimizer)) or graphs[-1])
     monkeypatch.setattr(Steps, "record", staticmethod(recorder))
@@ -104,7 +102,7 @@ def test_a_graphed_runs_checkpoint_resumes_on_an_eager_cpu_run(mnist, monkeypatc
     _, data, spec = prepare_run(config, mnist)
     fresh = make_state(config, CPU, len(data.train_y))
     fresh.load_state_dict(saved)
-    steps = Steps(config, fresh, single_loss(config, fresh.model), CPU)
+    steps = Steps(config, fresh, loss_fn(config, fresh.model), CPU)
     assert isinstance(fresh.optimizer.param_groups[0]["lr"], float)
     loss, _ = train_epoch(config, fresh, data, spec, steps)
     assert 0 < loss.item() < 2.3
@@ -113,7 +111,7 @@ def test_a_graphed_runs_checkpoint_resumes_on_an_eager_cpu_run(mnist, monkeypatc
 def test_cpu_runs_keep_torchs_default_optimiser_and_float_rates(mnist):
     config = TrainConfig(arch="lean", **QUICK)
     state = make_state(config, CPU, 2000)
-    steps = Steps(config, state, single_loss(config, state.model), CPU)
+    steps = Steps(config, state, loss_fn(config, state.model), CPU)
     assert not steps.graphed
     group = state.optimizer.param_groups[0]
     assert not group["fused"] and not group["capturable"] and isinstance(group["lr"], float)
@@ -134,7 +132,7 @@ def test_bf16_autocasts_the_forward_pass(mnist):
 
 
 def test_the_whole_epoch_augmentation_gives_the_per_batch_images(mnist, monkeypatch):
-    monkeypatch.setattr(engine, "WARP_CHUNK", 700)  # 4 chunks of 8 batches of 96
+    monkeypatch.setattr(stream_module, "WARP_CHUNK", 700)  # 4 chunks of 8 batches of 96
     warps = {"shear_deg": 5.0, "perspective": 0.2, "perspective_p": 0.5}  # every kind on
     photometric = {"brightness": 0.2, "contrast": 0.3, "photometric_p": 0.5}
     config = TrainConfig(batch_size=96, **warps, **photometric)

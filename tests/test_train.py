@@ -6,7 +6,7 @@ import torch
 
 from tune_mnist import load_model
 from tune_mnist.config import TrainConfig
-from tune_mnist.engine import evaluate, train
+from tune_mnist.loop import evaluate, train
 
 QUICK = dict(arch="super_light", train_subset=2000, test_subset=1000, device="cpu")
 
@@ -16,7 +16,7 @@ def quick(**changes):
 
 
 def test_training_lowers_the_loss(mnist):
-    result = train(quick(epochs=3), mnist)
+    result = train(quick(epochs=3), mnist)[0]
     losses = [m["train_loss"] for m in result.history]
     assert result.status == "completed" and len(losses) == 3
     assert losses[-1] < 0.6 * losses[0]
@@ -24,9 +24,9 @@ def test_training_lowers_the_loss(mnist):
 
 
 def test_deterministic_by_seed(mnist):
-    a = train(quick(seed=5), mnist).history
-    b = train(quick(seed=5), mnist).history
-    c = train(quick(seed=6), mnist).history
+    a = train(quick(seed=5), mnist)[0].history
+    b = train(quick(seed=5), mnist)[0].history
+    c = train(quick(seed=6), mnist)[0].history
     strip = [{k: v for k, v in m.items() if k != "epoch_s"} for m in a]
     assert strip == [{k: v for k, v in m.items() if k != "epoch_s"} for m in b]
     assert a[-1]["train_loss"] != c[-1]["train_loss"]
@@ -39,7 +39,7 @@ def test_callback_sees_every_epoch_and_can_stop(mnist):
         seen.append(metrics["epoch"])
         return metrics["epoch"] == 2
 
-    result = train(quick(epochs=4), mnist, on_epoch=on_epoch)
+    result = train(quick(epochs=4), mnist, on_epoch=on_epoch)[0]
     assert seen == [1, 2] and result.status == "stopped"
     keys = {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s", "params"}
     assert keys <= set(result.final)
@@ -54,9 +54,9 @@ def test_resume_from_state_matches_an_uninterrupted_run(mnist, ema_decay):
         saved.update(state.state_dict())
         return True
 
-    train(config, mnist, on_epoch=stop_after_one)
-    resumed = train(config, mnist, resume=saved).history
-    straight = train(config, mnist).history
+    train(config, mnist, on_epoch=stop_after_one)[0]
+    resumed = train(config, mnist, resume=saved)[0].history
+    straight = train(config, mnist)[0].history
     assert [m["epoch"] for m in resumed] == [1, 2, 3]
     assert resumed[-1]["test_acc"] == straight[-1]["test_acc"]
     # the 3-epoch mean ASHA may use spans the resume (history travels in the checkpoint)
@@ -65,9 +65,41 @@ def test_resume_from_state_matches_an_uninterrupted_run(mnist, ema_decay):
     assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-6)
 
 
+def single_run_checkpoint(state: dict) -> dict:
+    """A checkpoint as single runs wrote it before they were cohorts of one: one `generator`,
+    the model's own keys (no fused `body.`), no member RNG."""
+    model = {name.removeprefix("body."): t for name, t in state["model"].items()}
+    ema = state["ema"] and {
+        k.replace("module.body.", "module."): t for k, t in state["ema"].items()
+    }
+    old = {k: v for k, v in state.items() if k not in ("generators", "member_rng")}
+    return {**old, "model": model, "ema": ema, "generator": state["generators"][0]}
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.99])
+def test_a_single_runs_checkpoint_from_before_the_one_loop_resumes_bit_for_bit(mnist, ema_decay):
+    """An interrupted search or confirmation of an older version continues under this one."""
+    config = quick(epochs=2, rotate_deg=15.0, ema_decay=ema_decay)
+    saved = {}
+
+    def stop_after_one(metrics, state):
+        saved.update(single_run_checkpoint(state.state_dict()))
+        return True
+
+    train(config, mnist, on_epoch=stop_after_one)
+    assert not any(k.startswith("body.") for k in saved["model"]) and "generators" not in saved
+    resumed = train(config, mnist, resume=saved)[0]
+    straight = train(config, mnist)[0]
+    figures = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
+    for mine, theirs in zip(resumed.history, straight.history, strict=True):
+        assert {n: mine[n] for n in figures} == {n: theirs[n] for n in figures}
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
 def test_ema_weights_are_the_ones_evaluated_and_returned(mnist):
-    plain = train(quick(seed=3), mnist)
-    averaged = train(quick(seed=3, ema_decay=0.99), mnist)
+    plain = train(quick(seed=3), mnist)[0]
+    averaged = train(quick(seed=3, ema_decay=0.99), mnist)[0]
     # same raw training (the average only watches), different weights evaluated
     assert averaged.history[-1]["train_loss"] == plain.history[-1]["train_loss"]
     assert averaged.final["test_acc"] != plain.final["test_acc"]
@@ -79,7 +111,7 @@ def test_ema_weights_are_the_ones_evaluated_and_returned(mnist):
 
 
 def test_clean_epochs_train_the_last_epochs_on_unwarped_images(mnist, monkeypatch):
-    import tune_mnist.engine as core
+    import tune_mnist.loop as core
 
     seen = []
     real = core.train_epoch
@@ -88,16 +120,16 @@ def test_clean_epochs_train_the_last_epochs_on_unwarped_images(mnist, monkeypatc
         "train_epoch",
         lambda c, s, d, spec, steps: seen.append(spec.on) or real(c, s, d, spec, steps),
     )
-    train(quick(epochs=3, clean_epochs=1, rotate_deg=15.0), mnist)
+    train(quick(epochs=3, clean_epochs=1, rotate_deg=15.0), mnist)[0]
     assert seen == [True, True, False]
     seen.clear()
-    train(quick(epochs=2, clean_epochs=5, rotate_deg=15.0), mnist)  # more than epochs: all
+    train(quick(epochs=2, clean_epochs=5, rotate_deg=15.0), mnist)[0]  # more than epochs: all
     assert seen == [False, False]
 
 
 def test_absurd_learning_rate_ends_as_diverged(mnist):
     config = quick(max_lr=1e4, weight_decay=0.0, pct_start=0.01, epochs=3, train_subset=500)
-    result = train(config, mnist)
+    result = train(config, mnist)[0]
     assert result.status == "diverged" and len(result.history) == 1
     assert result.final["diverged"] is True
 
@@ -108,8 +140,8 @@ def test_nan_loss_ends_as_diverged(mnist, monkeypatch):
     def poisoned(*args, **kwargs):
         return real(*args, **kwargs) * float("nan")
 
-    monkeypatch.setattr("tune_mnist.engine.F.cross_entropy", poisoned)
-    result = train(quick(train_subset=300, test_subset=100), mnist)
+    monkeypatch.setattr("tune_mnist.loop.F.cross_entropy", poisoned)
+    result = train(quick(train_subset=300, test_subset=100), mnist)[0]
     assert result.status == "diverged" and len(result.history) == 1
 
 
@@ -189,7 +221,7 @@ def test_a_one_step_warm_up_is_one_line_exit_2(capsys):
 
 
 def test_each_epoch_line_says_how_long_the_run_has_left(capsys):
-    from tune_mnist.engine import print_epoch
+    from tune_mnist.loop import print_epoch
 
     metrics = {"epoch": 3, "lr": 0.01, "train_loss": 0.1, "train_acc": 97.0}
     metrics |= {"test_loss": 0.05, "test_acc": 98.0, "epoch_s": 20.0}

@@ -24,7 +24,8 @@ import torch
 
 from tune_mnist.config import TrainConfig
 from tune_mnist.data import MNIST
-from tune_mnist.engine import print_epoch, train
+from tune_mnist.loop import print_epoch, train
+from tune_mnist.state import member_seeds
 
 
 class InputError(ValueError):
@@ -108,12 +109,7 @@ def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> list[S
 
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         config = config.replace(device="cpu")  # a logical GPU on a node without CUDA
-    if config.cohort > 1:
-        from tune_mnist.cohort import cohort_seeds, train_cohort
-
-        seeds, results = cohort_seeds(config), train_cohort(config, data, on_epoch=show)
-    else:
-        seeds, results = [config.seed], [train(config, data, on_epoch=show)]
+    seeds, results = member_seeds(config), train(config, data, on_epoch=show)
     return [
         SeedRun(
             seed,

@@ -36,7 +36,7 @@ class Fused(nn.Module):
 
     # CPU: run the members one by one (below); tests turn it off to check the grouped body
     one_by_one_on_cpu = True
-    # each member's CPU random state for dropout, set by cohort.make_cohort_state: with it a
+    # each member's CPU random state for dropout, set by state.make_state: with it a
     # member's masks, and so its whole CPU training, are those of its single run
     member_rng: list[torch.Tensor] | None = None
 

@@ -136,7 +136,7 @@ def smallest_confirmed() -> Path:
 def main(argv: list[str] | None = None) -> int:
     from tune_mnist.config import ConfigError
     from tune_mnist.data import DataError, load_mnist
-    from tune_mnist.engine import print_epoch, train
+    from tune_mnist.loop import print_epoch, train
 
     try:
         args = parse_args(argv)
@@ -170,14 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print_epoch(metrics, config.epochs)
         return metrics["epoch"] >= args.epochs
 
-    if config.cohort > 1:  # trained fused with its cohort: rebuild the cohort, read its member
-        from tune_mnist.cohort import train_cohort
-
-        first = int(row["cohort_first"])
-        results = train_cohort(config.replace(seed=first), data, on_epoch=show)
-        result = results[config.seed - first]
-    else:
-        result = train(config, data, on_epoch=show)
+    # trained fused with its cohort: rebuild the cohort, read its member
+    first = int(row["cohort_first"]) if config.cohort > 1 else config.seed
+    result = train(config.replace(seed=first), data, on_epoch=show)[config.seed - first]
     diffs, compared = [], []
     if curve is not None:
         diffs += differences(result.history, curve)

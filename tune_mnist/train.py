@@ -1,7 +1,7 @@
 """`python -m tune_mnist.train`: train one tiny MNIST CNN, or a cohort of seeds (--seeds 1,2,3).
 
-One --flag per TrainConfig field; the training itself is `tune_mnist.engine` (one seed) and
-`tune_mnist.cohort` (seeds fused into one network).
+One --flag per TrainConfig field; the training itself is `tune_mnist.loop` (one seed, or seeds
+fused into one network, the same loop).
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 import os
 
-from tune_mnist.cohort import cohort_seeds, train_cohort
 from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.data import MNIST
-from tune_mnist.engine import TrainResult, print_epoch, resolve_device, train
+from tune_mnist.loop import print_epoch, train
 from tune_mnist.models import build_from_config, count_params
+from tune_mnist.state import TrainResult, member_seeds, resolve_device
 
 
 def add_config_arguments(parser) -> None:
@@ -82,15 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     model_params = count_params(build_from_config(config))
     print(f"{config.arch}: {model_params:,} parameters, device {resolve_device(config.device)}")
     try:
-        if config.cohort > 1:
-            return _main_cohort(config, data, args.out)
-        result = train(config, data, on_epoch=lambda m, s: print_epoch(m, config.epochs))
+        results = train(config, data, on_epoch=lambda m, s: show(m, config))
     except ConfigError as exc:  # what only the data decides: too few steps for the schedule
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing saved; the same command retrains it", file=sys.stderr)
         return 130
+    if config.cohort > 1:
+        return _save_cohort(config, results, args.out)
+    [result] = results
     _save(result, config, out)
     print(
         f"{result.status}: final test acc {result.final.get('test_acc', math.nan):.2f}% "
@@ -119,13 +119,14 @@ def check_out(out: str, folder: bool) -> None:
         raise ConfigError(f"--out {out}: is a folder; name the model file, e.g. {out}/model.pt")
 
 
-def _main_cohort(config: TrainConfig, data: MNIST, out: str | None) -> int:
-    def show(metrics, state):
-        print_epoch(metrics, config.epochs)
+def show(metrics: dict, config: TrainConfig) -> None:
+    print_epoch(metrics, config.epochs)
+    if config.cohort > 1:
         print(f"          test acc: min {metrics['test_acc_min']:.2f}% over seeds", flush=True)
 
-    results = train_cohort(config, data, on_epoch=show)
-    for seed, result in zip(cohort_seeds(config), results, strict=True):
+
+def _save_cohort(config: TrainConfig, results: list[TrainResult], out: str | None) -> int:
+    for seed, result in zip(member_seeds(config), results, strict=True):
         path = f"{out}/seed{seed}.pt" if out else f"runs/{config.arch}-seed{seed}.pt"
         _save(result, config.replace(seed=seed, cohort=1), path)
         print(

@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin shell around `tune_mnist.engine.train`.
+"""The Ray Tune function trainable: a thin shell around `tune_mnist.loop.train`.
 
 Per epoch it calls `ray.tune.report` with the metrics and a checkpoint (model, optimiser,
 schedule, RNG states, epoch), so a paused, restored or retried trial continues at its next
@@ -21,10 +21,9 @@ import torch
 from ray import tune
 from ray.train._internal.session import get_session
 
-from tune_mnist.cohort import train_cohort
 from tune_mnist.data import MNIST
-from tune_mnist.engine import train
 from tune_mnist.journal import EMPTY, Ledger
+from tune_mnist.loop import train
 from tune_mnist.models import build_from_config, count_params
 from tune_mnist.space import METRICS, SearchSpace
 
@@ -185,8 +184,7 @@ def run_trial(
         if known < report["epoch"] <= start_epoch:  # (its start_epoch stays its own run's)
             tune.report({**report, "replayed": True})
     # a cohort (settings.seeds_per_trial > 1) reports its members' mean, min, std and lists
-    run = train_cohort if train_config.cohort > 1 else train
-    run(
+    train(
         train_config,
         data,
         on_epoch=lambda metrics, state: report_epoch(metrics, state, where, start_epoch, history),
