@@ -1,6 +1,6 @@
 """Time one training epoch of each CPU step variant, side by side, as ratios to today's step.
 
-The variants are `tune_mnist.config.CPU_STEPS`: plain (fp32, contiguous), channels_last,
+The variants are `tune_mnist.train.config.CPU_STEPS`: plain (fp32, contiguous), channels_last,
 bf16 and bf16_channels_last. Each is a whole epoch through the real pipeline (MNIST as
 tensors, the batched warps of the augmentation, AdamW + one-cycle), for `super_light` and a
 ~3,000-parameter model (campaign 2's lean 8-12s-(6)-10-8-16 silu). The epochs run
@@ -20,14 +20,14 @@ import time
 
 import torch
 
-from tune_mnist.augment import AugmentSpec
-from tune_mnist.config import CPU_STEPS, TrainConfig
-from tune_mnist.data import DataError, load_mnist
-from tune_mnist.loop import train_epoch
-from tune_mnist.models import build_from_config, count_params
-from tune_mnist.state import make_state
-from tune_mnist.steps import CPU_BF16_FLAGS
 from tune_mnist.store import cpu_flags, cpu_name
+from tune_mnist.train.augment import AugmentSpec
+from tune_mnist.train.config import CPU_STEPS, TrainConfig
+from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.loop import train_epoch
+from tune_mnist.train.models import build_from_config, count_params
+from tune_mnist.train.state import make_state
+from tune_mnist.train.steps import CPU_BF16_FLAGS
 
 MODELS = {
     "super_light": {"arch": "super_light", "perspective_p": 0.5},

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tune_mnist.augment import AugmentSpec
-from tune_mnist.config import TrainConfig
-from tune_mnist.data import FILES, MEAN, STD, find_file, load_mnist, resolve_data_dir
-from tune_mnist.loop import train_epoch
-from tune_mnist.state import make_state, resolve_device
+from tune_mnist.train.augment import AugmentSpec
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.data import FILES, MEAN, STD, find_file, load_mnist, resolve_data_dir
+from tune_mnist.train.loop import train_epoch
+from tune_mnist.train.state import make_state, resolve_device
 
 AUG = dict(
     rotate_deg=10.0,

@@ -3,7 +3,7 @@
 One training epoch of `--arch` (augmented, as in training) for single seeds and for cohorts of
 K seeds, epochs interleaved (single, K=3, single, K=3, ...) so machine load hits all alike;
 the best of `--repeats` counts. On CUDA each size runs eager (fused AdamW), as one CUDA graph,
-and as a graph with bf16 autocast (see tune_mnist/steps.py). A K-cohort trains K models per
+and as a graph with bf16 autocast (see tune_mnist/train/steps.py). A K-cohort trains K models per
 epoch, so its model-epochs per second are K / its epoch time; every figure is printed as a
 ratio to the eager single run's.
 
@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from tune_mnist.augment import AugmentSpec
-from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.data import DataError, load_mnist
-from tune_mnist.loop import loss_fn, train_epoch
-from tune_mnist.state import make_state, resolve_device
-from tune_mnist.steps import Steps
+from tune_mnist.train.augment import AugmentSpec
+from tune_mnist.train.config import ConfigError, TrainConfig
+from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.loop import loss_fn, train_epoch
+from tune_mnist.train.state import make_state, resolve_device
+from tune_mnist.train.steps import Steps
 
 
 def time_epoch(config: TrainConfig, data, device: torch.device) -> float:

@@ -19,14 +19,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tune_mnist.augment import AugmentSpec
-from tune_mnist.config import TrainConfig
-from tune_mnist.confirm import InputError, config_of
-from tune_mnist.data import DataError, load_mnist
-from tune_mnist.leaderboard import architecture
-from tune_mnist.loop import train_epoch
-from tune_mnist.models import build_from_config, count_params
-from tune_mnist.state import make_state, resolve_device
+from tune_mnist.publish.confirm import InputError
+from tune_mnist.publish.leaderboard import architecture
+from tune_mnist.results import config_of
+from tune_mnist.train.augment import AugmentSpec
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.loop import train_epoch
+from tune_mnist.train.models import build_from_config, count_params
+from tune_mnist.train.state import make_state, resolve_device
 
 
 def load_config(name: str) -> TrainConfig:

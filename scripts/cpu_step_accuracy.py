@@ -2,7 +2,7 @@
 
 Two models, super_light (4,836 parameters) and campaign 2's lean 8-12s-(6)-10-8-16 silu
 clean3 (2,992), each trained on seeds 1-5 with 1 thread in a step variant
-(`tune_mnist.config.CPU_STEPS`), beside the plain fp32 step. Plain seeds already published
+(`tune_mnist.train.config.CPU_STEPS`), beside the plain fp32 step. Plain seeds already published
 (results/default-12 and results/separable-probe-16 confirmations) are read, not retrained.
 Each seed is `python -m tune_mnist.train ... --out results/cpu-step/<model>/<variant>/seedN.pt`;
 its file holds the config (precision, channels_last), the final test accuracy and where it
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_mnist.config import CPU_STEPS, TrainConfig
-from tune_mnist.confirm import train_command
+from tune_mnist.publish.confirm import train_command
 from tune_mnist.store import read_model_file
+from tune_mnist.train.config import CPU_STEPS, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "cpu-step"

@@ -44,9 +44,9 @@ git rev-parse HEAD >>"$figures" 2>/dev/null
 
 TAIL=8 step graph_vs_eager 120 python3 - "$dev" "$sub" <<'EOF'
 import sys
-from tune_mnist.config import TrainConfig
-from tune_mnist.data import load_mnist
-from tune_mnist.loop import train
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.data import load_mnist
+from tune_mnist.train.loop import train
 device, sub = sys.argv[1], sys.argv[2]
 subset = 2000 if sub else 20000
 data = load_mnist()

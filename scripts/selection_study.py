@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from tune_mnist import load_model
-from tune_mnist.data import DataError, load_mnist, normalize
+from tune_mnist.train.data import DataError, load_mnist, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"

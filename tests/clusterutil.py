@@ -1,4 +1,4 @@
-"""A loopback Ray cluster for the tests (tune_mnist.loopback in its own session), the
+"""A loopback Ray cluster for the tests (tune_mnist.search.loopback in its own session), the
 processes it started, and the addresses they listen on. Every process is stopped at the end,
 even when the test fails: SIGTERM first (Ray's own shutdown), then SIGKILL to the session."""
 
@@ -44,7 +44,7 @@ def loopback_cluster(*args: str):
     info_path = Path(tmp) / "cluster.json"
     env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tune_mnist.loopback", "--info", str(info_path), *args],
+        [sys.executable, "-m", "tune_mnist.search.loopback", "--info", str(info_path), *args],
         env=env,
         cwd=ROOT,
         start_new_session=True,  # every node's processes in one session: found, and stopped

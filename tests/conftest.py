@@ -10,7 +10,7 @@ import os
 import pytest
 from searchutil import ROOT, run_search, space_file
 
-from tune_mnist.data import ENV_VAR, DataError, load_mnist
+from tune_mnist.train.data import ENV_VAR, DataError, load_mnist
 
 SHARED = ROOT.parent / "shared" / "mnist"
 if not os.environ.get(ENV_VAR) and SHARED.is_dir():

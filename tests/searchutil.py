@@ -41,8 +41,14 @@ def space_file(folder: Path, epochs=3, grace=1, samples=7, max_params=4000, poin
     return path
 
 
+INJECT = ROOT / "tests" / "inject"  # its sitecustomize injects failures (TUNE_MNIST_FAIL_AT_EPOCH)
+
+
 def env(results: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "TUNE_MNIST_RESULTS": str(results), "PYTHONUNBUFFERED": "1", **extra}
+    out = {**os.environ, "TUNE_MNIST_RESULTS": str(results), "PYTHONUNBUFFERED": "1", **extra}
+    if "TUNE_MNIST_FAIL_AT_EPOCH" in extra:  # every process of the search, Ray's workers too
+        out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(INJECT), out.get("PYTHONPATH")]))
+    return out
 
 
 def search_command(*args: str) -> list[str]:

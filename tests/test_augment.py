@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tune_mnist.augment import AugmentSpec, augment
+from tune_mnist.train.augment import AugmentSpec, augment
 
 
 def batch(mnist, n=64):

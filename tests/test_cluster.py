@@ -1,4 +1,4 @@
-"""The cluster path, on real Ray nodes on loopback (tune_mnist.loopback): trials spread over
+"""The cluster path, on real Ray nodes on loopback (tune_mnist.search.loopback): trials spread over
 two nodes, `--gpus 4 --trials-per-gpu 2` on logical GPUs runs 8 trials at once, too many GPUs
 is refused, retrain_best.py --address trains its seeds there, and a node killed mid-search
 (its raylet) costs only a retry from the last checkpoint on the node that is left."""
@@ -23,9 +23,10 @@ from clusterutil import (
     stop_session,
     wait_for,
 )
+from s3util import free_port
 from searchutil import ROOT, space_file
 
-from tune_mnist.loopback import LOOPBACK_ENV, free_port
+from tune_mnist.search.loopback import LOOPBACK_ENV
 
 pytestmark = pytest.mark.slow
 

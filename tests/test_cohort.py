@@ -4,10 +4,10 @@ import pytest
 import torch
 from test_pinned import ARCHS
 
-from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.fuse import unfuse
-from tune_mnist.loop import member_loss_sums, train
-from tune_mnist.state import init_member, make_state, member_seeds
+from tune_mnist.train.config import ConfigError, TrainConfig
+from tune_mnist.train.fuse import unfuse
+from tune_mnist.train.loop import member_loss_sums, train
+from tune_mnist.train.state import init_member, make_state, member_seeds
 
 QUICK = {"epochs": 1, "train_subset": 2000, "test_subset": 1000, "device": "cpu", "threads": 1}
 
@@ -91,9 +91,9 @@ def test_cohort_range():
 
 def test_cli_trains_a_cohort_and_saves_one_model_per_seed(tmp_path, mnist, capsys):
     from tune_mnist import load_model
-    from tune_mnist.loop import evaluate
     from tune_mnist.store import read_model_file
-    from tune_mnist.train import main
+    from tune_mnist.train.command import main
+    from tune_mnist.train.loop import evaluate
 
     args = ["--arch", "super_light", "--epochs", "1", "--train-subset", "1000"]
     args += ["--test-subset", "500", "--device", "cpu", "--threads", "1"]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune_mnist.config import ConfigError, TrainConfig
+from tune_mnist.train.config import ConfigError, TrainConfig
 
 
 def test_defaults_are_the_documented_recipe():
@@ -57,7 +57,7 @@ def test_replace_validates():
 
 
 def test_rows_from_before_a_field_existed_rebuild_with_its_default():
-    from tune_mnist.confirm import config_of
+    from tune_mnist.results import config_of
 
     row = TrainConfig(arch="slim", width1=6, max_lr=0.05).to_dict()
     del row["width4"]  # written before the lean family's fields existed

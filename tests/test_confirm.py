@@ -13,11 +13,11 @@ from PIL import Image
 from searchutil import ROOT
 
 from tune_mnist import load_model
-from tune_mnist.config import TrainConfig
-from tune_mnist.loop import evaluate, train
-from tune_mnist.predict import main as predict_main
-from tune_mnist.report import build
+from tune_mnist.publish.predict import main as predict_main
+from tune_mnist.search.report import build
 from tune_mnist.store import read_model_file, save_model
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.loop import evaluate, train
 
 pytestmark = pytest.mark.slow
 
@@ -323,7 +323,7 @@ def test_a_decompression_bomb_is_one_line_exit_2(tmp_path, digit_model, capsys):
 
 
 def _append_many(folder, worker, n):
-    from tune_mnist.retrain import append_confirmations
+    from tune_mnist.publish.retrain import append_confirmations
 
     for i in range(n):
         append_confirmations(folder, [{"trial_id": f"w{worker}", "seed": i}])
@@ -390,7 +390,7 @@ def test_a_retrain_stopped_under_its_seeds_is_one_line_and_keeps_what_was_writte
 ):
     from ray.exceptions import LocalRayletDiedError
 
-    import tune_mnist.retrain as retrain_module
+    import tune_mnist.publish.retrain as retrain_module
 
     folder, _ = smoke_search
     copy = tmp_path / "copy"

@@ -9,13 +9,13 @@ import pytest
 import torch
 from searchutil import run_script, space_file
 
-import tune_mnist.steps as steps_module
 import tune_mnist.store as store
-from tune_mnist.config import CPU_STEPS, TrainConfig, cpu_step_fields, cpu_step_of
-from tune_mnist.fuse import member_state
-from tune_mnist.loop import train
-from tune_mnist.space import SpaceError, load_space
-from tune_mnist.state import init_member, make_state
+import tune_mnist.train.steps as steps_module
+from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.train.config import CPU_STEPS, TrainConfig, cpu_step_fields, cpu_step_of
+from tune_mnist.train.fuse import member_state
+from tune_mnist.train.loop import train
+from tune_mnist.train.state import init_member, make_state
 
 QUICK = {"train_subset": 1500, "test_subset": 300, "device": "cpu", "threads": 1, "epochs": 2}
 

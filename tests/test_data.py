@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 
-from tune_mnist import data as data_mod
-from tune_mnist.data import FILES, DataError, load_mnist, resolve_data_dir
+from tune_mnist.train import data as data_mod
+from tune_mnist.train.data import FILES, DataError, load_mnist, resolve_data_dir
 
 
 def test_real_mnist_facts(mnist):
@@ -115,7 +115,7 @@ def test_data_dir_precedence(monkeypatch, tmp_path):
 
 
 def test_a_device_copy_is_kept_for_the_same_data_only(small):
-    from tune_mnist.data import on_device
+    from tune_mnist.train.data import on_device
 
     meta = torch.device("meta")  # takes the accelerator path on a machine without one
     first = on_device(small, meta)

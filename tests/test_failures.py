@@ -11,8 +11,8 @@ import time
 import pytest
 from searchutil import env, run_search, search_command, space_file
 
-from tune_mnist.data import FILES, find_file, resolve_data_dir
 from tune_mnist.results import load
+from tune_mnist.train.data import FILES, find_file, resolve_data_dir
 
 pytestmark = pytest.mark.slow
 
@@ -258,8 +258,8 @@ def test_search_opens_no_listener_on_a_public_interface(tmp_path):
 
 
 def test_one_live_search_per_name_and_a_killed_one_frees_it(tmp_path):
-    from tune_mnist.lock import hold
-    from tune_mnist.plan import UsageError
+    from tune_mnist.search.lock import hold
+    from tune_mnist.search.plan import UsageError
 
     results = tmp_path / "results"
     first = _start_search(tmp_path, results, "dup")
@@ -286,8 +286,8 @@ def test_one_live_search_per_name_and_a_killed_one_frees_it(tmp_path):
 def test_a_start_that_died_before_any_trial_leaves_the_name_free(tmp_path, monkeypatch):
     from argparse import Namespace
 
-    import tune_mnist.search as search
-    from tune_mnist.plan import UsageError
+    import tune_mnist.search.command as search
+    from tune_mnist.search.plan import UsageError
 
     monkeypatch.setattr(search, "RESULTS", tmp_path)
     folder = tmp_path / "stuck"

@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from test_pinned import ARCHS
 
-from tune_mnist.config import TrainConfig
-from tune_mnist.fuse import Fused, fuse, member_state, unfuse
-from tune_mnist.models import count_params
-from tune_mnist.state import init_member
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.fuse import Fused, fuse, member_state, unfuse
+from tune_mnist.train.models import count_params
+from tune_mnist.train.state import init_member
 
 SEEDS = (3, 4, 5)
 

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 from searchutil import space_file
 
-from tune_mnist.journal import Journal, read_record
-from tune_mnist.space import load_space
-from tune_mnist.writer import Relay, ResultsWriter, set_live
+from tune_mnist.search.journal import Journal, read_record
+from tune_mnist.search.space import load_space
+from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 
 ROOT = "/old/results/.ray/x"
 

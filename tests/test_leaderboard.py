@@ -4,8 +4,7 @@ import pandas as pd
 import pytest
 from searchutil import ROOT
 
-from tune_mnist.config import TrainConfig
-from tune_mnist.leaderboard import (
+from tune_mnist.publish.leaderboard import (
     END,
     HISTORY_END,
     HISTORY_START,
@@ -16,6 +15,7 @@ from tune_mnist.leaderboard import (
     pareto,
     update_readme,
 )
+from tune_mnist.train.config import TrainConfig
 
 
 def seed_rows(trial, params, accs, arch="slim", epochs=15, **config):
@@ -85,7 +85,7 @@ def test_reproduce_commands_name_threads_and_epochs_and_the_selection_is_shown(t
     assert by.loc["two", "command"].endswith("--threads 2 --epochs 10")
     assert by.loc["old", "command"].endswith("--threads 0")
     assert by["chosen_on"].to_dict() == {"one": "val", "two": "test", "old": "test"}
-    from tune_mnist.leaderboard import results_markdown
+    from tune_mnist.publish.leaderboard import results_markdown
 
     assert "| 15 | val | `python" in results_markdown(models)
 
@@ -210,7 +210,7 @@ def test_campaign_table_takes_only_five_seed_models_chosen_on_validation(tmp_pat
     assert table.loc[2500, "trial_id"] == "five" and table.loc[2500, "passed"]
     assert table.loc[3000, "trial_id"] == "fails" and not table.loc[3000, "passed"]
     assert "--trials five --seeds 5 --threads 1" in table.loc[2500, "command"]
-    from tune_mnist.leaderboard import render
+    from tune_mnist.publish.leaderboard import render
 
     block = render(models)
     assert "By budget" in block and "| 2,500 | slim" in block

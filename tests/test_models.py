@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tune_mnist.models import (
+from tune_mnist.train.models import (
     MODELS,
     PUBLISHED_PARAMS,
     build_model,

@@ -4,9 +4,9 @@ rate, trained alone or fused in a cohort, each member taking its own SGD step.""
 import pytest
 import torch
 
-from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.loop import train
-from tune_mnist.state import make_state, member_seeds
+from tune_mnist.train.config import ConfigError, TrainConfig
+from tune_mnist.train.loop import train
+from tune_mnist.train.state import make_state, member_seeds
 
 QUICK = {"epochs": 1, "train_subset": 2000, "test_subset": 1000, "device": "cpu", "threads": 1}
 

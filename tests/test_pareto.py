@@ -9,8 +9,8 @@ import pytest
 from searchutil import run_search, space_file
 
 from tune_mnist.results import on_front
-from tune_mnist.run import make_search
-from tune_mnist.space import SpaceError, load_space
+from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.search.tuner import make_search
 
 
 def test_the_front_holds_the_completed_trials_nothing_beats():

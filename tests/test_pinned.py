@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tune_mnist.augment import AugmentSpec
-from tune_mnist.config import TrainConfig
-from tune_mnist.fuse import member_state
-from tune_mnist.state import make_state
-from tune_mnist.stream import training_batches
+from tune_mnist.train.augment import AugmentSpec
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.fuse import member_state
+from tune_mnist.train.state import make_state
+from tune_mnist.train.stream import training_batches
 
 PINS = Path(__file__).with_name("pinned.json")
 SEEDS = (0, 1, 7)
@@ -114,7 +114,7 @@ def pins():
 
 
 def test_every_architecture_is_pinned(pins):
-    from tune_mnist.models import MODELS
+    from tune_mnist.train.models import MODELS
 
     assert {v["arch"] for v in ARCHS.values()} == set(MODELS)
     assert set(pins["weights"]) == set(ARCHS) and set(pins["batches"]) == set(STREAMS)
@@ -148,7 +148,7 @@ def test_a_seed_changes_the_pins():  # the pins must be able to fail
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
-    from tune_mnist.data import load_mnist
+    from tune_mnist.train.data import load_mnist
 
     PINS.write_text(json.dumps(compute(load_mnist()), indent=1) + "\n")
     print(f"wrote {PINS}")

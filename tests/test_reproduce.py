@@ -12,7 +12,7 @@ import warnings
 import pytest
 from searchutil import ROOT
 
-from tune_mnist.reproduce import recorded
+from tune_mnist.publish.reproduce import recorded
 from tune_mnist.store import cpu_name
 
 pytestmark = pytest.mark.slow

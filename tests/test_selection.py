@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.confirm import InputError, pick, selection_of
-from tune_mnist.loop import train
+from tune_mnist.publish.confirm import InputError, pick, selection_of
 from tune_mnist.results import TrialView, build_tables
-from tune_mnist.space import load_space
+from tune_mnist.search.space import load_space
+from tune_mnist.train.config import ConfigError, TrainConfig
+from tune_mnist.train.loop import train
 
 
 def test_holdout_takes_the_last_training_images(mnist):
@@ -99,8 +99,8 @@ def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
 
     from searchutil import ROOT
 
-    import tune_mnist.run as run
-    from tune_mnist.plan import Plan
+    import tune_mnist.search.tuner as run
+    from tune_mnist.search.plan import Plan
 
     seen = {}
 
@@ -130,7 +130,7 @@ def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
 def test_a_confirmation_trains_on_all_images_even_after_a_subset_search():
     """A search on a subset (a CPU probe) is confirmed on all 60,000 training and all 10,000
     test images: a figure on 2,000 test images is not one to publish. Asked for, a subset."""
-    from tune_mnist.retrain import parse_args, seed_configs
+    from tune_mnist.publish.retrain import parse_args, seed_configs
 
     row = {**TrainConfig(val_size=2000, train_subset=12000, test_subset=2000).to_dict()}
     row |= {"seed": 0, "epochs": 6}
@@ -145,7 +145,7 @@ def test_a_confirmation_trains_on_all_images_even_after_a_subset_search():
 
 
 def test_a_subset_search_is_confirmed_against_the_products_mark_not_its_proxy():
-    from tune_mnist.retrain import confirmation_target, parse_args
+    from tune_mnist.publish.retrain import confirmation_target, parse_args
 
     probe = {"target_acc": 98.5, "train_subset": 12000, "test_subset": 2000}
     assert confirmation_target(parse_args([]), probe) == 99.4  # all images: the real mark

@@ -3,9 +3,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tune_mnist.plan import UsageError, plan_resources
-from tune_mnist.search import check_name
-from tune_mnist.space import SpaceError, load_space
+from tune_mnist.search.command import check_name
+from tune_mnist.search.plan import UsageError, plan_resources
+from tune_mnist.search.space import SpaceError, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,7 +208,7 @@ def test_thin_deep_space_starts_from_the_public_anchor_and_its_probe_searches_th
     probe differs only in its settings."""
     import torch.nn as nn
 
-    from tune_mnist.models import build_from_config, count_params
+    from tune_mnist.train.models import build_from_config, count_params
 
     full = load_space(ROOT / "search_spaces" / "thin_deep.yaml")
     probe = load_space(ROOT / "search_spaces" / "experiments" / "thin_deep_probe.yaml")

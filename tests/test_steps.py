@@ -11,15 +11,15 @@ GPU by scripts/gpu_check.py.
 import pytest
 import torch
 
-import tune_mnist.state as state_module
-import tune_mnist.steps as steps_module
-import tune_mnist.stream as stream_module
-from tune_mnist.augment import AugmentSpec
-from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.loop import loss_fn, train_epoch
-from tune_mnist.state import make_state, prepare_run
-from tune_mnist.steps import Steps
-from tune_mnist.stream import training_batches
+import tune_mnist.train.state as state_module
+import tune_mnist.train.steps as steps_module
+import tune_mnist.train.stream as stream_module
+from tune_mnist.train.augment import AugmentSpec
+from tune_mnist.train.config import ConfigError, TrainConfig
+from tune_mnist.train.loop import loss_fn, train_epoch
+from tune_mnist.train.state import make_state, prepare_run
+from tune_mnist.train.steps import Steps
+from tune_mnist.train.stream import training_batches
 
 CPU = torch.device("cpu")
 QUICK = {"train_subset": 2000, "test_subset": 500, "device": "cpu", "threads": 1, "epochs": 2}

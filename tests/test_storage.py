@@ -17,10 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from clusterutil import wait_for
+from s3util import s3_keys, s3_server
 from searchutil import ROOT
 from test_cluster import ENDED, small_space
-
-from tune_mnist.loopback import s3_keys, s3_server
 
 pytestmark = pytest.mark.slow
 

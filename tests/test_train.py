@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tune_mnist import load_model
-from tune_mnist.config import TrainConfig
-from tune_mnist.loop import evaluate, train
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.loop import evaluate, train
 
 QUICK = dict(arch="super_light", train_subset=2000, test_subset=1000, device="cpu")
 
@@ -111,7 +111,7 @@ def test_ema_weights_are_the_ones_evaluated_and_returned(mnist):
 
 
 def test_clean_epochs_train_the_last_epochs_on_unwarped_images(mnist, monkeypatch):
-    import tune_mnist.loop as core
+    import tune_mnist.train.loop as core
 
     seen = []
     real = core.train_epoch
@@ -140,7 +140,7 @@ def test_nan_loss_ends_as_diverged(mnist, monkeypatch):
     def poisoned(*args, **kwargs):
         return real(*args, **kwargs) * float("nan")
 
-    monkeypatch.setattr("tune_mnist.loop.F.cross_entropy", poisoned)
+    monkeypatch.setattr("tune_mnist.train.loop.F.cross_entropy", poisoned)
     result = train(quick(train_subset=300, test_subset=100), mnist)[0]
     assert result.status == "diverged" and len(result.history) == 1
 
@@ -150,7 +150,7 @@ def test_cli_trains_saves_and_reloads(tmp_path, mnist):
     command = [
         sys.executable,
         "-m",
-        "tune_mnist.train",
+        "tune_mnist.train.command",
         "--epochs",
         "1",
         "--train-subset",
@@ -173,7 +173,7 @@ def test_cli_trains_saves_and_reloads(tmp_path, mnist):
 
 
 def test_cli_bad_value_is_one_line_exit_2():
-    command = [sys.executable, "-m", "tune_mnist.train", "--dropout", "-1"]
+    command = [sys.executable, "-m", "tune_mnist.train.command", "--dropout", "-1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "dropout" in done.stderr
@@ -181,7 +181,7 @@ def test_cli_bad_value_is_one_line_exit_2():
 
 @pytest.mark.parametrize("case", ["under_a_file", "a_folder", "cohort_on_a_file"])
 def test_an_unwritable_out_fails_before_training(tmp_path, case, capsys):
-    from tune_mnist.train import main
+    from tune_mnist.train.command import main
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -198,7 +198,7 @@ def test_an_unwritable_out_fails_before_training(tmp_path, case, capsys):
 
 
 def test_ctrl_c_is_one_line_and_saves_nothing(tmp_path, monkeypatch, capsys):
-    import tune_mnist.train as cli
+    import tune_mnist.train.command as cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -211,7 +211,7 @@ def test_ctrl_c_is_one_line_and_saves_nothing(tmp_path, monkeypatch, capsys):
 
 
 def test_a_one_step_warm_up_is_one_line_exit_2(capsys):
-    from tune_mnist.train import main
+    from tune_mnist.train.command import main
 
     # 512 images, batch 128, 1 epoch: 4 steps, a quarter of them warm-up = exactly 1 step
     args = ["--epochs", "1", "--train-subset", "512", "--test-subset", "100", "--device", "cpu"]
@@ -221,7 +221,7 @@ def test_a_one_step_warm_up_is_one_line_exit_2(capsys):
 
 
 def test_each_epoch_line_says_how_long_the_run_has_left(capsys):
-    from tune_mnist.loop import print_epoch
+    from tune_mnist.train.loop import print_epoch
 
     metrics = {"epoch": 3, "lr": 0.01, "train_loss": 0.1, "train_acc": 97.0}
     metrics |= {"test_loss": 0.05, "test_acc": 98.0, "epoch_s": 20.0}

@@ -10,7 +10,7 @@ import ray
 import torch
 from ray import tune
 
-from tune_mnist.trainable import (
+from tune_mnist.search.trainable import (
     HISTORY_FILE,
     STATE_FILE,
     _in_storage,
@@ -52,7 +52,7 @@ def test_a_retry_continues_from_the_newest_readable_checkpoint_in_storage(tmp_pa
 
 
 def _restore_counting_loads(monkeypatch, newest, trial):
-    import tune_mnist.trainable as trainable
+    import tune_mnist.search.trainable as trainable
 
     loads = []
     real = trainable._load

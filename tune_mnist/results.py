@@ -1,6 +1,6 @@
 """Search results as parquet: trials.parquet, epochs.parquet, passing.parquet.
 
-The tables are rebuilt from the search's journal (tune_mnist.journal) whenever a trial ends,
+The tables are rebuilt from the search's journal (tune_mnist.search.journal) whenever a trial ends,
 and written atomically (temp file, then rename), so a reader never sees half a file and a
 crash loses nothing that was journaled. `load(path)` returns them as DataFrames.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from tune_mnist.config import TrainConfig
 from tune_mnist.store import atomic_write_bytes
+from tune_mnist.train.config import TrainConfig
 
 EPOCH_COLUMNS = [
     "trial_id",
@@ -93,7 +93,7 @@ def trial_status(ray_status: str, last: dict[str, Any], epochs: list[dict], max_
 
 @dataclass
 class TrialView:
-    """What a results row needs of a trial (built from its journal, tune_mnist.writer)."""
+    """What a results row needs of a trial (built from its journal, tune_mnist.search.writer)."""
 
     trial_id: str
     status: str  # Ray's PENDING, RUNNING, PAUSED, TERMINATED, ERROR; or INTERRUPTED
@@ -241,3 +241,18 @@ def load(path: str | Path) -> Results:
         confirmations=pd.read_parquet(confirmations) if confirmations.is_file() else None,
         path=folder,
     )
+
+
+def config_of(row: pd.Series | dict, **changes: Any) -> TrainConfig:
+    """Rebuild the TrainConfig from a results row (its config columns are the fields).
+
+    A field the row lacks was added to TrainConfig after the row was written; it keeps its
+    default, which is what that run used (a new field never changes an old model)."""
+    values = {name: row[name] for name in TrainConfig.field_names() if name in row}
+    values = {name: value for name, value in values.items() if not _missing(value)}
+    return TrainConfig.from_dict({**values, **changes})
+
+
+def _missing(value: Any) -> bool:
+    """NaN / None: a column that another experiment's rows brought in, not this row's value."""
+    return value is None or (isinstance(value, float) and value != value)

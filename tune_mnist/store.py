@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tune_mnist.config import TrainConfig
-from tune_mnist.models import build_from_config
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.models import build_from_config
 
 MODEL_FILE = "model.pt"
 
@@ -76,7 +76,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):  # torch.save's format; anything else is not ours
         raise ValueError(
             f"{path}: not a tune_mnist model file (not a torch.save archive); pass a .pt "
-            "written by tune_mnist.train or scripts/retrain_best.py, or its folder"
+            "written by tune_mnist.train.command or scripts/retrain_best.py, or its folder"
         )
     # weights_only=True refuses any pickled object that is not a tensor or plain container.
     try:
@@ -90,7 +90,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise ValueError(
             f"{path}: not a tune_mnist model file ({reason}); pass a .pt written by "
-            "tune_mnist.train or scripts/retrain_best.py, or its folder"
+            "tune_mnist.train.command or scripts/retrain_best.py, or its folder"
         ) from None
     if not isinstance(payload, dict) or not {"state_dict", "config"} <= set(payload):
         raise ValueError(f"{path}: a torch file, but not a tune_mnist model (no state_dict/config)")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ray import tune
 
-from tune_mnist.journal import Journal, Ledger, TrialRecord, resolve
 from tune_mnist.results import TrialView, build_tables, write_tables
+from tune_mnist.search.journal import Journal, Ledger, TrialRecord, resolve
 
 WRITE_EVERY_S = 10.0  # tables follow running trials' epochs at most this often
 HEARTBEAT_S = 60.0  # a progress line at least this often while trials train
@@ -100,7 +100,7 @@ def config_summary(config: dict) -> str:
 
 
 class ResultsWriter:
-    """Journals each event (tune_mnist.journal), then rewrites the tables from the journal."""
+    """Journals each event (search.journal), then rewrites the tables from the journal."""
 
     def __init__(self, folder: Path, space, cpus: int, prov: dict, experiment: str):
         self.folder, self.space, self.cpus, self.prov = folder, space, cpus, prov

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_mnist.config import CPU_STEPS, cpu_step_fields, cpu_step_of
-from tune_mnist.confirm import (
+from tune_mnist.publish.confirm import (
     InputError,
-    config_of,
     confirmation_rows,
     epoch_rows,
     newest_experiment,
@@ -28,9 +26,11 @@ from tune_mnist.confirm import (
     train_command,
     train_groups,
 )
-from tune_mnist.search import RESULTS
-from tune_mnist.space import SETTINGS_DEFAULTS
+from tune_mnist.results import config_of
+from tune_mnist.search.command import RESULTS
+from tune_mnist.search.space import SETTINGS_DEFAULTS
 from tune_mnist.store import atomic_write_text, provenance, save_model, write_json
+from tune_mnist.train.config import CPU_STEPS, cpu_step_fields, cpu_step_of
 
 
 def parse_args(argv):
@@ -197,29 +197,21 @@ def start_ray(args) -> dict | None:
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not (address or args.gpus or args.cpus > 1):
         return None
-    from tune_mnist.search import keep_ray_local
+    from tune_mnist.search.ray_door import start_ray as start
 
-    keep_ray_local(address)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every seed's epoch lines, not one
-    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's nice 15 starves on a busy machine
-    import ray
+    start(address, cpus=args.cpus, gpus=args.gpus, worker_output=True)  # every seed's epochs
+    import ray  # (after start_ray: it sets what Ray reads on its first import)
 
-    if address:
-        from tune_mnist.join import join
-
-        join(address, log_to_driver=True)
-        have = ray.cluster_resources().get("GPU", 0)
-        if args.gpus > have:  # the seeds' tasks would wait forever for a GPU
-            ray.shutdown()
-            raise InputError(f"--gpus {args.gpus}: the cluster at {address} has {have:g} GPU(s)")
-    else:  # "local": a Ray of our own, never a cluster `ray start` left on this machine
-        ray.init(address="local", num_cpus=args.cpus, num_gpus=args.gpus, include_dashboard=False)
+    have = ray.cluster_resources().get("GPU", 0)
+    if address and args.gpus > have:  # the seeds' tasks would wait forever for a GPU
+        ray.shutdown()
+        raise InputError(f"--gpus {args.gpus}: the cluster at {address} has {have:g} GPU(s)")
     return {"num_cpus": 1, "num_gpus": 0.25 if args.gpus else 0}  # 4 seeds per GPU
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tune_mnist.config import ConfigError
-    from tune_mnist.data import DataError, load_mnist
+    from tune_mnist.train.config import ConfigError
+    from tune_mnist.train.data import DataError, load_mnist
 
     try:
         args = parse_args(argv)
@@ -312,7 +304,7 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
 
 def write_card(out: Path, row, config, runs, summary, prov, command: str) -> None:
     """Weights of every seed (model.pt = the first seed, not the luckiest) and the card."""
-    from tune_mnist.models import build_from_config
+    from tune_mnist.train.models import build_from_config
 
     for run in runs:
         model = build_from_config(config.replace(seed=run.seed))

@@ -28,7 +28,7 @@ from functools import cache
 
 import torch
 
-from tune_mnist.config import TrainConfig
+from tune_mnist.train.config import TrainConfig
 
 WARMUP_STEPS = 3  # eager steps before capture: lazy state (optimiser moments) exists by then
 

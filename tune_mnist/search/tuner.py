@@ -17,16 +17,16 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_mnist.config import TrainConfig, cpu_step_fields, cpu_step_of
-from tune_mnist.join import join
-from tune_mnist.journal import EMPTY
-from tune_mnist.plan import Plan, plan_resources
 from tune_mnist.results import write_tables
-from tune_mnist.space import METRICS
+from tune_mnist.search import ray_door
+from tune_mnist.search.journal import EMPTY
+from tune_mnist.search.plan import Plan, plan_resources
+from tune_mnist.search.space import METRICS
+from tune_mnist.search.summary import format_summary
+from tune_mnist.search.trainable import run_trial
+from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 from tune_mnist.store import atomic_write_bytes, provenance, write_json
-from tune_mnist.summary import format_summary
-from tune_mnist.trainable import run_trial
-from tune_mnist.writer import Relay, ResultsWriter, set_live
+from tune_mnist.train.config import TrainConfig, cpu_step_fields, cpu_step_of
 
 RECEIVED: dict[str, int] = {}  # the stop signal, once one came (for the exit status)
 
@@ -48,35 +48,14 @@ def catch_sigterm() -> None:
 
 
 def start_ray(address: str | None) -> None:
-    """Join a cluster if one is named; else a local Ray sized for this machine, no dashboard."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    """Join a cluster if one is named; else a local Ray sized for this machine (ray_door)."""
     # One checkpoint kept per trial forces a state snapshot each epoch: wanted (nothing lost
     # on a crash), so Ray's warning about it is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Ray's experiment snapshot every 2 s (its default adapts, 10 s or more): a trial that a
     # kill catches before any snapshot names it is lost to Ray, though not to our journal
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # Ray starts its workers at nice 15: on a busy machine the trials (the whole point) then
-    # starve behind any normal process; ours run at normal priority (a cluster keeps its own)
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    if address:
-        # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
-        join(address, log_to_driver=False, logging_level=logging.WARNING)
-        return
-    import torch
-
-    ray.init(
-        # a new Ray of our own: without "local", Ray joins whatever cluster `ray start` last
-        # started on this machine (and then refuses num_cpus)
-        address="local",
-        num_cpus=os.cpu_count(),
-        num_gpus=torch.cuda.device_count(),
-        include_dashboard=False,
-        dashboard_host="127.0.0.1",
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    ray_door.start_ray(address)
 
 
 def make_plan(args) -> Plan:
@@ -100,7 +79,7 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
         plan.per_trial,
     )
     if args.resume:
-        repoint_new_trials(storage)
+        ray_door.repoint_new_trials(storage)
         return tune.Tuner.restore(
             experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -129,7 +108,7 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
             # checkpoint that num_to_keep=1 has already deleted, and that trial then fails on
             # --resume ("Could not recover from checkpoint as it does not exist on storage")
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[Relay()],  # stateless: see tune_mnist.writer
+            callbacks=[Relay()],  # stateless: see tune_mnist.search.writer
             # Ray's reporter stays silent (quiet_ray_reporter): the writer prints a line per
             # trial start, end and failure, and a heartbeat with the ETA
             verbose=0,
@@ -181,34 +160,6 @@ def asha_metric(settings: dict) -> tuple[str, bool]:
     return metric, settings["pareto"] or metric != settings["metric"]
 
 
-_STORAGE: list[str] = []  # the storage root of the search this process resumes
-
-
-def repoint_new_trials(storage: str) -> None:
-    """Ray's restored searcher keeps the Experiment of the first run, whose storage names that
-    run's folder, so the trials it creates after a resume of a moved search would write their
-    checkpoints there (Ray re-points only the trials it restores). Point it at today's."""
-    from ray.tune.search.search_generator import SearchGenerator
-
-    _STORAGE[:] = [storage]
-    if not getattr(SearchGenerator.set_state, "repointed", False):
-        SearchGenerator.set_state = _repointing(SearchGenerator.set_state)
-
-
-def _repointing(set_state):
-    from ray.train._internal.storage import get_fs_and_path
-
-    def repointed(self, state):
-        set_state(self, state)
-        filesystem, fs_path = get_fs_and_path(_STORAGE[0])
-        for context in (self._experiment.storage, self._experiment.spec.get("storage")):
-            if context is not None:
-                context.storage_filesystem, context.storage_fs_path = filesystem, fs_path
-
-    repointed.repointed = True
-    return repointed
-
-
 def quiet_ray_reporter() -> None:
     """Ray's new output engine prints a 2-line notice and an end-of-run table for every
     failed trial whatever the verbosity (Ray 2.60: on_trial_error is not gated); its legacy
@@ -237,7 +188,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             **prov,
         }
         write_json(folder / ("resume.json" if args.resume else "search.json"), meta)
-        if not args.resume:  # a resume reads the space from here (tune_mnist.search)
+        if not args.resume:  # a resume reads the space from here (tune_mnist.search.command)
             atomic_write_bytes(folder / "space.yaml", Path(space.path).read_bytes())
         print(
             f"search {name}: {space.settings['samples']} trials, {plan.concurrency} at once, "
@@ -311,7 +262,7 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
         print(f"error: no trial trained: {first_cause(trials_df)}", file=sys.stderr, flush=True)
         return 1
     if not args.no_report:
-        from tune_mnist.report import build
+        from tune_mnist.search.report import build
 
         print(f"  report: {build(folder)}", flush=True)
     return 0

@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin shell around `tune_mnist.loop.train`.
+"""The Ray Tune function trainable: a thin shell around `tune_mnist.train.loop.train`.
 
 Per epoch it calls `ray.tune.report` with the metrics and a checkpoint (model, optimiser,
 schedule, RNG states, epoch), so a paused, restored or retried trial continues at its next
@@ -19,18 +19,15 @@ import pyarrow.fs
 import ray
 import torch
 from ray import tune
-from ray.train._internal.session import get_session
 
-from tune_mnist.data import MNIST
-from tune_mnist.journal import EMPTY, Ledger
-from tune_mnist.loop import train
-from tune_mnist.models import build_from_config, count_params
-from tune_mnist.space import METRICS, SearchSpace
+from tune_mnist.search.journal import EMPTY, Ledger
+from tune_mnist.search.ray_door import trial_storage
+from tune_mnist.search.space import METRICS, SearchSpace
+from tune_mnist.train.data import MNIST
+from tune_mnist.train.loop import train
+from tune_mnist.train.models import build_from_config, count_params
 
 STATE_FILE = "state.pt"
-# Tests only: "N" raises at epoch N of every trial; "N:once" only in a run that started from
-# scratch, so a retry from the checkpoint goes through.
-FAIL_ENV = "TUNE_MNIST_FAIL_AT_EPOCH"
 
 
 HISTORY_FILE = "reported.json"  # every report of the trial so far, beside each state
@@ -60,8 +57,7 @@ def _in_storage() -> list[tune.Checkpoint]:
     Ray registers a reported checkpoint only after the report reached the driver and a save
     call to the worker came back: a node lost in between leaves Ray's retry with an older one
     (seen once in CI: a retry from scratch), while the files are already in storage."""
-    storage = get_session().storage  # Ray has no public API for this
-    return stored_checkpoints(storage.storage_filesystem, storage.trial_fs_path)
+    return stored_checkpoints(*trial_storage())
 
 
 def _epoch_of(checkpoint: tune.Checkpoint) -> int | None:
@@ -133,9 +129,6 @@ def placement(device: str) -> dict[str, Any]:
 
 
 def report_epoch(metrics, state, where: dict, start_epoch: int, history: list[dict]) -> None:
-    fail_at, _, once = os.environ.get(FAIL_ENV, "").partition(":")
-    if fail_at and int(fail_at) == metrics["epoch"] and not (once and start_epoch > 0):
-        raise RuntimeError(f"injected failure at epoch {metrics['epoch']} ({FAIL_ENV})")
     report = {**metrics, "over_budget": False, "start_epoch": start_epoch, **where}
     history.append(report)
     with tempfile.TemporaryDirectory() as folder:

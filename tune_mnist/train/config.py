@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrainConfig:
     # --- model ---
-    arch: str = "super_light"  # name in tune_mnist.models.MODELS
+    arch: str = "super_light"  # name in tune_mnist.train.models.MODELS
     width1: int = 8  # channels of stage 1 (tiny) / of the 1st conv (slim, lean), 2..64
     width2: int = 12  # channels of stage 2 (tiny) / of the 2nd conv (slim, lean), 2..64
     width3: int = 16  # tiny: stage 3; slim: separable blocks; lean: 3rd conv; loop: shared, 2..64
@@ -107,7 +107,7 @@ class TrainConfig:
             self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"
         ):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        from tune_mnist.models import ACTIVATIONS, MODELS  # late import: models import torch
+        from tune_mnist.train.models import ACTIVATIONS, MODELS  # late import: models import torch
 
         if self.activation not in ACTIVATIONS:
             raise ConfigError(

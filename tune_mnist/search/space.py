@@ -25,14 +25,14 @@ from typing import Any
 
 import yaml
 
-from tune_mnist.config import (
+from tune_mnist.train.config import (
     CPU_STEPS,
     ConfigError,
     TrainConfig,
     cpu_step_fields,
     schedule_problem,
 )
-from tune_mnist.models import MODELS, model_param_names
+from tune_mnist.train.models import MODELS, model_param_names
 
 
 class SpaceError(ValueError):
@@ -57,7 +57,7 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "train_subset": 0,  # first N training images (0 = all); smoke spaces use a subset
     "test_subset": 0,  # first N test images (0 = all)
     # how CPU trials run their steps: plain (fp32, contiguous), channels_last, bf16,
-    # bf16_channels_last, or auto (tune_mnist.steps.CPU_STEPS); a field the space fixes or
+    # bf16_channels_last, or auto (tune_mnist.train.steps.CPU_STEPS); a field the space fixes or
     # searches (precision, channels_last) wins. Absent = plain: the searches recorded before
     # it existed rebuild their rows as they ran
     "cpu_step": "plain",

@@ -1,6 +1,6 @@
 """`python -m tune_mnist.train`: train one tiny MNIST CNN, or a cohort of seeds (--seeds 1,2,3).
 
-One --flag per TrainConfig field; the training itself is `tune_mnist.loop` (one seed, or seeds
+One --flag per TrainConfig field; the training itself is `tune_mnist.train.loop` (one seed, or seeds
 fused into one network, the same loop).
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 import os
 
-from tune_mnist.config import ConfigError, TrainConfig
-from tune_mnist.loop import print_epoch, train
-from tune_mnist.models import build_from_config, count_params
-from tune_mnist.state import TrainResult, member_seeds, resolve_device
+from tune_mnist.train.config import ConfigError, TrainConfig
+from tune_mnist.train.loop import print_epoch, train
+from tune_mnist.train.models import build_from_config, count_params
+from tune_mnist.train.state import TrainResult, member_seeds, resolve_device
 
 
 def add_config_arguments(parser) -> None:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from tune_mnist.data import DataError, load_mnist
+    from tune_mnist.train.data import DataError, load_mnist
 
     parser = argparse.ArgumentParser(
         prog="python -m tune_mnist.train", description="Train one tiny MNIST CNN (or a cohort)."

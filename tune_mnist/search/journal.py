@@ -30,7 +30,7 @@ FOLDER = "journal"
 
 @dataclass(frozen=True)
 class Ledger:
-    """What a resumed trainable needs from the journal (tune_mnist.trainable)."""
+    """What a resumed trainable needs from the journal (tune_mnist.search.trainable)."""
 
     ended: frozenset[str] = frozenset()  # never trained again
     newest: dict[str, str] = field(default_factory=dict)  # trial -> newest checkpoint

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tune_mnist.confirm import InputError, config_of
+from tune_mnist.publish.confirm import InputError
+from tune_mnist.results import config_of
 
 COMPARED = ("lr", "train_loss", "train_acc", "test_loss", "test_acc")
 
@@ -120,7 +121,7 @@ def parse_args(argv):
 
 
 def smallest_confirmed() -> Path:
-    from tune_mnist.search import RESULTS
+    from tune_mnist.search.command import RESULTS
 
     found = []
     for path in RESULTS.glob("*/confirmations.parquet"):
@@ -134,9 +135,9 @@ def smallest_confirmed() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tune_mnist.config import ConfigError
-    from tune_mnist.data import DataError, load_mnist
-    from tune_mnist.loop import print_epoch, train
+    from tune_mnist.train.config import ConfigError
+    from tune_mnist.train.data import DataError, load_mnist
+    from tune_mnist.train.loop import print_epoch, train
 
     try:
         args = parse_args(argv)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from tune_mnist.plan import UsageError
+from tune_mnist.search.plan import UsageError
 
 
 def check_free(root: Path, name: str) -> None:

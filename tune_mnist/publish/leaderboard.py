@@ -20,9 +20,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tune_mnist.config import TrainConfig, cpu_step_of  # noqa: E402
-from tune_mnist.confirm import InputError, config_of, reproduce_command  # noqa: E402
+from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
+from tune_mnist.results import config_of  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
+from tune_mnist.train.config import TrainConfig, cpu_step_of  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
 TARGET = 99.4  # % final-epoch test accuracy every seed must reach

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from tune_mnist.augment import AugmentSpec, apply, augment, concat, draw
-from tune_mnist.config import TrainConfig
-from tune_mnist.data import MNIST, batches
+from tune_mnist.train.augment import AugmentSpec, apply, augment, concat, draw
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.data import MNIST, batches
 
 WARP_CHUNK = 16384  # images warped per call on the whole-epoch path (bounds its memory)
 

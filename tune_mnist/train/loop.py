@@ -1,6 +1,6 @@
 """The training loop: AdamW + OneCycleLR over device-resident MNIST, for K >= 1 seeds of one
 config at once (a single run is K = 1). No Ray, no CLI in here (`python -m tune_mnist.train`
-is the command line; the state and its fusion are in `tune_mnist.state`).
+is the command line; the state and its fusion are in `tune_mnist.train.state`).
 
 `train(config, data, on_epoch, resume)` runs a whole training and returns one TrainResult per
 seed; `on_epoch(metrics, state)` sees each epoch's metrics (the Ray trainable reports from it)
@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tune_mnist.augment import AugmentSpec
-from tune_mnist.config import TrainConfig
-from tune_mnist.data import MNIST, normalize
-from tune_mnist.fuse import Fused, unfuse
-from tune_mnist.models import count_params
-from tune_mnist.state import RunState, TrainResult, make_state, member_seeds, prepare_run
-from tune_mnist.steps import Steps
-from tune_mnist.stream import training_batches, whole_epoch
+from tune_mnist.train.augment import AugmentSpec
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.data import MNIST, normalize
+from tune_mnist.train.fuse import Fused, unfuse
+from tune_mnist.train.models import count_params
+from tune_mnist.train.state import RunState, TrainResult, make_state, member_seeds, prepare_run
+from tune_mnist.train.steps import Steps
+from tune_mnist.train.stream import training_batches, whole_epoch
 
 EVAL_BATCH = 5000  # images per forward pass at evaluation (no gradients, so big is fine)
 # A mean training loss above this has exploded (chance level is ln 10 = 2.3): BatchNorm keeps

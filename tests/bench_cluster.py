@@ -2,8 +2,10 @@
 local Ray node, on a two-node loopback cluster of the same logical CPUs in all, and on one
 node with `--storage s3://...` on a local S3 server (moto, from the dev extras).
 
-    python scripts/bench_cluster.py --data-dir ../shared/mnist      # ~3 min on 2 cores
-    python scripts/bench_cluster.py --smoke-test                     # 2 trials each
+    python tests/bench_cluster.py --data-dir ../shared/mnist      # ~3 min on 2 cores
+    python tests/bench_cluster.py --smoke-test                     # 2 trials each
+
+It lives beside the tests because it uses their helpers (the loopback cluster, the S3 server).
 
 All three share this machine's cores: the two-node figure is Ray's multi-node overhead, not a
 speed-up (that needs a second machine). Prints wall times, trials per node and ratios.
@@ -21,11 +23,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the loopback cluster helper the tests use
+sys.path.insert(0, str(ROOT / "tests"))  # python tests/bench_cluster.py: its helpers beside it
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="scripts/bench_cluster.py", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tests/bench_cluster.py", description=__doc__)
     parser.add_argument("--space", default=str(ROOT / "search_spaces" / "smoke.yaml"))
     parser.add_argument("--samples", type=int, help="trials per search (default: the space's)")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
@@ -58,8 +60,7 @@ def search(env: dict, results: Path, name: str, args, *extra: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from clusterutil import loopback_cluster
-
-    from tune_mnist.loopback import s3_server
+    from s3util import s3_server
 
     cpus = os.cpu_count() or 2
     rows = []

@@ -1,5 +1,5 @@
 """A run's state: K >= 1 seeds of one config as one fused network, its optimiser, schedule and
-random streams. A single run is a cohort of one; `tune_mnist.loop` trains any K the same way.
+random streams. A single run is a cohort of one; `tune_mnist.train.loop` trains any K the same way.
 
 Member k starts from exactly the weights a single run with seed `seed + k` starts from
 (`init_member`, pinned by tests/pinned.json) and draws its batches and warps from its own
@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from tune_mnist.augment import AugmentSpec
-from tune_mnist.config import ConfigError, TrainConfig, schedule_problem
-from tune_mnist.data import MNIST, on_device
-from tune_mnist.fuse import Fused, fuse
-from tune_mnist.models import build_from_config
-from tune_mnist.steps import optimizer_options
+from tune_mnist.train.augment import AugmentSpec
+from tune_mnist.train.config import ConfigError, TrainConfig, schedule_problem
+from tune_mnist.train.data import MNIST, on_device
+from tune_mnist.train.fuse import Fused, fuse
+from tune_mnist.train.models import build_from_config
+from tune_mnist.train.steps import optimizer_options
 
 
 def resolve_device(name: str) -> torch.device:

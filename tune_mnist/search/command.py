@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from tune_mnist.config import CPU_STEPS
-from tune_mnist.plan import UsageError, plan_resources
+from tune_mnist.search import ray_door
+from tune_mnist.search.plan import UsageError, plan_resources
+from tune_mnist.train.config import CPU_STEPS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tune_mnist/search/command.py)
 RESULTS = Path(os.environ.get("TUNE_MNIST_RESULTS", ROOT / "results"))
 RAY_DIR = ".ray"  # Ray's own experiment files, under the storage root
 
@@ -85,9 +86,9 @@ def parse_args(argv: list[str] | None):
 
 def prepare(args):
     """Everything that can fail on bad input, before Ray starts or anything is written."""
-    from tune_mnist.data import load_mnist
-    from tune_mnist.lock import check_free
-    from tune_mnist.space import load_space
+    from tune_mnist.search.lock import check_free
+    from tune_mnist.search.space import load_space
+    from tune_mnist.train.data import load_mnist
 
     default = "smoke.yaml" if args.smoke else "default.yaml"
     if args.resume:
@@ -131,7 +132,7 @@ def resumed_space(args, folder: Path):
     """A resume trains with the space its search started with (kept in the folder), whatever
     --space says: another space would change trials midway. A differing --space or
     --samples is refused."""
-    from tune_mnist.space import load_space
+    from tune_mnist.search.space import load_space
 
     meta_path = folder / "search.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -173,11 +174,11 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
 def check_storage(storage: str, experiment: str) -> None:
     """A storage URI Ray cannot parse (`s3:/x`, an unknown scheme) fails here, in one line,
     instead of as pyarrow's traceback from inside Ray (which parses the same URI next)."""
-    from ray.train._internal.storage import get_fs_and_path
+    from tune_mnist.search.ray_door import parse_storage
 
     try:
         for path in (storage, experiment):  # `gs://` parses; `gs:/<name>` made of it does not
-            get_fs_and_path(path, None)
+            parse_storage(path)
     except (ValueError, ImportError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise UsageError(
             f"--storage {storage}: not a storage root Ray can use ({str(exc).splitlines()[0]}); "
@@ -208,26 +209,14 @@ def resume_command(args, name: str) -> str:
     return " ".join(parts)
 
 
-def keep_ray_local(address: str | None) -> None:
-    """Without a cluster to join, or to join one on this machine's loopback (as
-    `python -m tune_mnist.loopback` starts), make Ray use 127.0.0.1 as the node address
-    (as it does on a laptop OS): its servers then listen on loopback only, and Ray does not
-    rewrite 127.0.0.1 to the machine's outward IP. Read when ray is first imported, so this
-    runs before that; workers inherit it."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    host = (address or "").rpartition(":")[0]
-    if not address or host in ("127.0.0.1", "localhost"):
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
-
 def main(argv: list[str] | None = None) -> int:
-    from tune_mnist.config import ConfigError
-    from tune_mnist.data import DataError
-    from tune_mnist.space import SpaceError
+    from tune_mnist.search.space import SpaceError
+    from tune_mnist.train.config import ConfigError
+    from tune_mnist.train.data import DataError
 
     try:
         args = parse_args(argv)
-        keep_ray_local(args.address)
+        ray_door.keep_ray_local(args.address)
         prepared = prepare(args)
     except (UsageError, SpaceError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -235,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted before the search started; nothing was written", file=sys.stderr)
         return 130
-    from tune_mnist.lock import hold
-    from tune_mnist.run import RECEIVED, SearchInterrupted, run_search
+    from tune_mnist.search.lock import hold
+    from tune_mnist.search.tuner import RECEIVED, SearchInterrupted, run_search
 
     space, name, folder, storage, experiment, data = prepared
     try:

@@ -22,10 +22,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from tune_mnist.config import TrainConfig
-from tune_mnist.data import MNIST
-from tune_mnist.loop import print_epoch, train
-from tune_mnist.state import member_seeds
+from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.data import MNIST
+from tune_mnist.train.loop import print_epoch, train
+from tune_mnist.train.state import member_seeds
 
 
 class InputError(ValueError):
@@ -80,21 +80,6 @@ def pick(passing: pd.DataFrame, rank: str, top: int) -> pd.DataFrame:
     else:
         order = passing.sort_values(["params", "final_val_acc"], ascending=[True, False])
     return order.head(top).reset_index(drop=True)
-
-
-def config_of(row: pd.Series | dict, **changes: Any) -> TrainConfig:
-    """Rebuild the TrainConfig from a results row (its config columns are the fields).
-
-    A field the row lacks was added to TrainConfig after the row was written; it keeps its
-    default, which is what that run used (a new field never changes an old model)."""
-    values = {name: row[name] for name in TrainConfig.field_names() if name in row}
-    values = {name: value for name, value in values.items() if not _missing(value)}
-    return TrainConfig.from_dict({**values, **changes})
-
-
-def _missing(value: Any) -> bool:
-    """NaN / None: a column that another experiment's rows brought in, not this row's value."""
-    return value is None or (isinstance(value, float) and value != value)
 
 
 def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> list[SeedRun]:
@@ -244,7 +229,7 @@ def reproduce_command(
 def train_command(config: TrainConfig) -> str:
     """`python -m tune_mnist.train ...` with every field that differs from the defaults."""
     default = TrainConfig()
-    parts = ["python", "-m", "tune_mnist.train", "--arch", config.arch]
+    parts = ["python", "-m", "tune_mnist.train.command", "--arch", config.arch]
     for name, value in config.to_dict().items():
         if name in ("arch", "device") or value == getattr(default, name):
             continue

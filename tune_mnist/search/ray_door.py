@@ -1,0 +1,217 @@
+"""The one door to Ray: starting or joining it (`start_ray`), and every use of Ray beyond its
+public API, each with why the public API does not serve and what to check on an upgrade.
+
+Checked against Ray 2.60.0 (RAY_CHECKED; tests/test_ray_door.py fails on another version
+until this file is checked again). On an upgrade, read each "Upgrade:" note and run the test
+it names. Nothing else in the package imports `ray._*` or `*._internal*`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+RAY_CHECKED = "2.60.0"
+
+
+def keep_ray_local(address: str | None) -> None:
+    """Without a cluster to join, or to join one on this machine's loopback (as
+    `python -m tune_mnist.search.loopback` starts), make Ray use 127.0.0.1 as the node
+    address (as it does on a laptop OS): its servers then listen on loopback only, and Ray
+    does not rewrite 127.0.0.1 to the machine's outward IP. Read when ray is first imported,
+    so this runs before that; workers inherit it."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    host = (address or "").rpartition(":")[0]
+    if not address or host in ("127.0.0.1", "localhost"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def start_ray(
+    address: str | None,
+    cpus: float | None = None,
+    gpus: float | None = None,
+    worker_output: bool = False,
+) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a Ray of our own with
+    `cpus` and `gpus` (default: this machine's), no dashboard. `worker_output`: the workers'
+    prints reach this terminal, each line (retrain_best shows every seed's epochs); a search
+    prints its own lines instead (tune_mnist.search.writer)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    keep_ray_local(address)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0" if worker_output else "1")
+    # Ray starts its workers at nice 15: on a busy machine the trials (the whole point) then
+    # starve behind any normal process; ours run at normal priority (a cluster keeps its own)
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    import ray
+
+    if address:
+        # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
+        join(address, log_to_driver=worker_output, logging_level=logging.WARNING)
+        return
+    import torch
+
+    ray.init(
+        # a new Ray of our own: without "local", Ray joins whatever cluster `ray start` last
+        # started on this machine (and then refuses num_cpus)
+        address="local",
+        num_cpus=os.cpu_count() if cpus is None else cpus,
+        num_gpus=torch.cuda.device_count() if gpus is None else gpus,
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        log_to_driver=worker_output,
+        configure_logging=False,
+    )
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A head that does not answer fails now, in one line: Ray itself retries a wrong
+    address for many minutes before giving up."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():  # ray://, "auto": Ray resolves those itself
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from None
+
+
+def join(address: str, **init) -> None:
+    """ray.init on the cluster at `address`, speaking its authentication: with a token on
+    this machine, token authentication first (use_auth_token); a cluster started without
+    it (Ray's own `cluster_utils.Cluster`, a `ray start` with RAY_AUTH_MODE=disabled, ...)
+    then accepts the driver and runs its tasks, but kills every actor before it starts
+    ("The actor never ran"), so every trial would fail. One probe actor tells, within a
+    second; on that answer the driver joins again without authentication."""
+    import ray
+
+    check_reachable(address)
+    chose = use_auth_token()
+    ray.init(address=address, **init)
+    if not chose or _actor_runs():
+        return
+    ray.shutdown()
+    _set_auth_mode("disabled")
+    ray.init(address=address, **init)
+    if not _actor_runs():
+        ray.shutdown()
+        raise ConnectionError(
+            f"the cluster at {address} starts no actor with or without token "
+            "authentication; check its RAY_AUTH_MODE and `ray status`"
+        )
+
+
+def _actor_runs(timeout_s: float = 120.0) -> bool:
+    """True when a probe actor (no CPU asked: busy nodes still place it) answers."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def ping(self) -> bool:
+            return True
+
+    try:
+        return ray.get(Probe.remote().ping.remote(), timeout=timeout_s)
+    except RayActorError:
+        return False
+    except GetTimeoutError:
+        raise ConnectionError(
+            f"no actor started within {timeout_s:.0f}s; see `ray status`"
+        ) from None
+
+
+def use_auth_token() -> bool:
+    """`ray start --head` turns on token authentication when this machine has a token
+    (~/.ray/auth_token, which any local ray.init writes), but a driver given an explicit
+    address never sends it unless RAY_AUTH_MODE=token: it is then refused as
+    "Authentication token is missing". Send it when there is one: the rule `ray start
+    --head` follows, so a head started on this machine and its drivers agree. A cluster
+    without authentication then needs RAY_AUTH_MODE=disabled here: with a mismatch the
+    driver connects but no trial's actor ever starts (join() probes for that). An explicit
+    RAY_AUTH_MODE wins. True when this call chose token authentication.
+
+    Private: ray._raylet.AuthenticationTokenLoader (no public way to ask whether a token
+    exists). Upgrade: if the import fails, this returns False (a Ray without tokens) and
+    clusters with token auth refuse the driver:
+    test_cluster.py::test_a_head_started_by_hand_runs_the_search_by_its_address."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return False
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # a Ray before token authentication
+        return False
+    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        _set_auth_mode("token")
+        return True  # chosen here, not by the user: join() may take it back
+    return False
+
+
+def _set_auth_mode(mode: str) -> None:
+    """Private: ray._raylet.Config / AuthenticationTokenLoader. Ray reads RAY_AUTH_MODE once
+    per process; this is the refresh Ray itself does (there is no public one). Upgrade:
+    test_cluster.py::test_a_cluster_made_by_rays_own_cluster_utils_runs_the_smoke_search."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    os.environ["RAY_AUTH_MODE"] = mode
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()  # else a second ray.init keeps the old
+
+
+def parse_storage(uri: str):
+    """(pyarrow filesystem, path) of a storage root, exactly as Ray Tune will parse it.
+    Private: ray.train._internal.storage.get_fs_and_path (Tune parses storage_path with it;
+    calling it first turns a bad URI into our one-line error, not a traceback from inside
+    Ray). Upgrade: test_failures.py::test_bad_input_is_one_line_exit_2_and_writes_nothing
+    (its storage_bad_uri case)."""
+    from ray.train._internal.storage import get_fs_and_path
+
+    return get_fs_and_path(uri, None)
+
+
+def trial_storage():
+    """(pyarrow filesystem, this trial's folder in the experiment's storage), inside a
+    trial. Private: ray.train._internal.session.get_session (no public API names the trial's
+    storage). Upgrade: test_kills.py::test_kills_at_many_moments_lose_nothing_and_retrain_nothing
+    (it finds the checkpoints Ray had not registered when a kill came)."""
+    from ray.train._internal.session import get_session
+
+    storage = get_session().storage
+    return storage.storage_filesystem, storage.trial_fs_path
+
+
+_STORAGE: list[str] = []  # the storage root of the search this process resumes
+
+
+def repoint_new_trials(storage: str) -> None:
+    """Ray's restored searcher keeps the Experiment of the first run, whose storage names that
+    run's folder, so the trials it creates after a resume of a moved search would write their
+    checkpoints there (Ray re-points only the trials it restores). Point it at today's.
+    Private: a patch of SearchGenerator.set_state reading its `_experiment`. Upgrade:
+    test_kills.py::test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone."""
+    from ray.tune.search.search_generator import SearchGenerator
+
+    _STORAGE[:] = [storage]
+    if not getattr(SearchGenerator.set_state, "repointed", False):
+        SearchGenerator.set_state = _repointing(SearchGenerator.set_state)
+
+
+def _repointing(set_state):
+    def repointed(self, state):
+        set_state(self, state)
+        filesystem, fs_path = parse_storage(_STORAGE[0])
+        for context in (self._experiment.storage, self._experiment.spec.get("storage")):
+            if context is not None:
+                context.storage_filesystem, context.storage_fs_path = filesystem, fs_path
+
+    repointed.repointed = True
+    return repointed
+
+
+def raylet_pid(node) -> int:
+    """The pid of a `ray.cluster_utils.Cluster` node's raylet (what a test kills to lose a
+    node). Private: ray._private.ray_constants. Upgrade:
+    test_cluster.py::test_a_lost_node_costs_only_a_retry_from_the_checkpoint."""
+    from ray._private import ray_constants
+
+    return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
