@@ -254,10 +254,11 @@ def test_a_cluster_made_by_rays_own_cluster_utils_runs_the_smoke_search(tmp_path
         wait_for(address_file.is_file, 300, "the cluster", lambda: proc.poll() is None)
         driver = {**env, "RAY_AUTH_TOKEN": "0123456789abcdef" * 4}  # a token on this machine
         address = address_file.read_text()
-        done = run("search.py", tmp_path / "r", driver, "--smoke", "--address", address)
+        smoke = ("--smoke", "--samples", "2", "--no-report")  # two trials' actors tell
+        done = run("search.py", tmp_path / "r", driver, *smoke, "--address", address)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         trials = pd.read_parquet(next((tmp_path / "r").glob("*/trials.parquet")))
-        assert len(trials) == 6 and (trials["epochs_run"] > 0).all(), trials["status"].tolist()
+        assert len(trials) == 2 and (trials["epochs_run"] > 0).all(), trials["status"].tolist()
     finally:
         stop_session(proc)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -323,7 +323,7 @@ def test_a_decompression_bomb_is_one_line_exit_2(tmp_path, digit_model, capsys):
 
 
 def _append_many(folder, worker, n):
-    from tune_mnist.publish.retrain import append_confirmations
+    from tune_mnist.publish.records import append_confirmations
 
     for i in range(n):
         append_confirmations(folder, [{"trial_id": f"w{worker}", "seed": i}])
