@@ -87,7 +87,10 @@ def train_epoch(
 
 def stack_members(parts) -> tuple[torch.Tensor, torch.Tensor]:
     """The members' (index, images, labels) batches as one batch: images (B, K, 28, 28),
-    member k on channel k, and labels (B, K)."""
+    member k on channel k, and labels (B, K). One member's are views, not copies."""
+    if len(parts) == 1:
+        _, images, labels = parts[0]
+        return images, labels[:, None]
     images = torch.cat([images for _, images, _ in parts], dim=1)
     target = torch.stack([labels for _, _, labels in parts], dim=1)
     return images, target
