@@ -162,8 +162,8 @@ class ResultsWriter:
         # `done` marks a real end: the trainable returned, or the scheduler stopped it. A
         # trial stopped because the search was interrupted has no `done`: it stays resumable.
         last = trial.last_result or {}
-        if last.get("done"):
-            self.journal.end(trial.trial_id, "TERMINATED")
+        if last.get("done") and not self.journal.ended(trial.trial_id):  # (a resume's ended
+            self.journal.end(trial.trial_id, "TERMINATED")  # trials return unannounced)
             print(f"trial {trial.trial_id} ended: {end_text(last, self.space)}", flush=True)
         self.epochs.pop(trial.trial_id, None)
         self.write(trials)
