@@ -17,6 +17,32 @@ from tune_mnist.train.data import FILES, find_file, resolve_data_dir
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def search_main(tmp_path, monkeypatch, capsys):
+    """scripts/search.py's main() in this process, for the cases refused before any trial (a
+    subprocess costs seconds of imports each; test_search runs the script itself): results
+    under tmp_path, the environment restored after; a case that reaches the search fails."""
+    import tune_mnist.search.command as command
+    import tune_mnist.search.tuner as tuner
+
+    def reached(*args, **kwargs):
+        raise AssertionError("a bad input reached the search")
+
+    monkeypatch.setattr(tuner, "run_search", reached)
+    saved = dict(os.environ)
+
+    def call(*args: str, results=None) -> tuple[int, str, str]:
+        monkeypatch.setattr(command, "RESULTS", results or tmp_path / "results")
+        capsys.readouterr()
+        code = command.main(["--gpus", "0", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield call
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def _search(tmp_path, *args, points="", samples=2, epochs=3, code=0, out=None, **extra):
     space = space_file(
         tmp_path, epochs=epochs, grace=epochs, samples=samples, max_params=8000, points=points
@@ -30,12 +56,86 @@ def _search(tmp_path, *args, points="", samples=2, epochs=3, code=0, out=None, *
     return load(tmp_path / "results" / "f")
 
 
-def test_trial_failing_once_is_retried_from_its_checkpoint(tmp_path):
-    results = _search(tmp_path, "--max-failures", "1", TUNE_MNIST_FAIL_AT_EPOCH="2:once")
-    assert (results.trials["status"] == "completed").all()
-    for _, group in results.epochs.groupby("trial_id"):
-        assert list(group["epoch"]) == [1, 2, 3]
-        assert list(group["start_epoch"]) == [0, 1, 1]  # epochs 2-3 after a restore
+def _listening_sockets():
+    """(address, port) of every listening TCP socket on this machine, from /proc/net."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "0A":  # LISTEN
+                address, port = parts[1].split(":")
+                found.add((address[:width], int(port, 16)))
+    return found
+
+
+# 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net writes them
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+DIVERGES = 50000.0  # a max_lr no model survives: its loss is NaN within the first epoch
+POINTS = f"""points_to_evaluate:
+  - {{arch: tiny, max_lr: 0.02}}
+  - {{arch: tiny, max_lr: 0.03}}
+  - {{arch: super_light, max_lr: {DIVERGES}}}
+"""
+
+
+def test_failing_once_is_retried_from_its_checkpoint_diverging_never_and_no_public_listener(
+    tmp_path,
+):
+    """One search on its own Ray, three behaviours: the trials that fail once at epoch 2 go on
+    from their checkpoints, the one that diverges at epoch 1 is neither retried (although
+    --max-failures allows it) nor passed, and nothing the search starts listens beyond
+    loopback."""
+    space = space_file(tmp_path, epochs=3, grace=3, samples=3, max_params=8000, points=POINTS)
+    text = space.read_text().replace(
+        "{loguniform: [0.01, 0.05]}", f"{{choice: [0.02, 0.03, {DIVERGES}]}}"
+    )
+    space.write_text(text)
+    before = _listening_sockets()
+    log = tmp_path / "stdout.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            search_command(
+                "--space", str(space), "--name", "f", "--no-report", "--max-failures", "1"
+            ),
+            env=env(tmp_path / "results", TUNE_MNIST_FAIL_AT_EPOCH="2:once"),
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        opened = set()
+        try:
+            while proc.poll() is None:
+                opened |= _listening_sockets() - before
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    stdout = log.read_text()
+    assert proc.returncode == 0, stdout[-3000:]
+    assert opened, "saw no listener at all: the check would not catch one"
+    public = {(a, p) for a, p in opened if a not in LOOPBACK}
+    assert not public, f"listening beyond loopback: {public}"
+
+    results = load(tmp_path / "results" / "f")
+    trials = results.trials.set_index("trial_id")
+    diverged = trials[trials["max_lr"] == DIVERGES]
+    assert list(diverged["status"]) == ["diverged"] and list(diverged["epochs_run"]) == [1]
+    assert not diverged["passed"].any()
+    others = trials.drop(diverged.index)
+    assert len(others) == 2 and (others["status"] == "completed").all()
+    for tid, group in results.epochs.groupby("trial_id"):
+        if tid in others.index:
+            assert list(group["epoch"]) == [1, 2, 3]
+            assert list(group["start_epoch"]) == [0, 1, 1]  # epochs 2-3 after a restore
+        else:
+            assert list(group["epoch"]) == [1] and list(group["start_epoch"]) == [0]
+    assert stdout.count(" restarted after a failure: ") == 2  # not the diverged one
 
 
 def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tmp_path):
@@ -62,34 +162,17 @@ def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tm
     assert done.stdout.count("    failed: trial ") == 2  # the summary lists each with its cause
 
 
-def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path):
+def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path, search_main):
     """A one-step warm-up (128 images, batch 64, 1 epoch, pct_start 0.5) fails every trial at
     its first step: the fixed values say so before Ray starts."""
     text = space_file(tmp_path, epochs=1, grace=1, samples=3, max_params=8000).read_text()
     text = text.replace("train_subset: 5000", "train_subset: 128")
     text = text.replace("fixed: {batch_size: 64}", "fixed: {batch_size: 64, pct_start: 0.5}")
     (tmp_path / "space.yaml").write_text(text)
-    done = run_search(tmp_path / "results", "--space", str(tmp_path / "space.yaml"), "--name", "w")
-    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
-    assert "warm-up of exactly one step" in done.stderr and "pct_start 0.5" in done.stderr
-    assert not (tmp_path / "results" / "w").exists() and "Ray" not in done.stdout
-
-
-def test_diverging_trial_is_not_retried_and_never_passes(tmp_path):
-    space_points = "points_to_evaluate:\n  - {arch: super_light, max_lr: 0.05}\n"
-    space = space_file(
-        tmp_path, epochs=3, grace=3, samples=1, max_params=8000, points=space_points
-    ).read_text()
-    space = space.replace("max_lr: {loguniform: [0.01, 0.05]}", "max_lr: {choice: [50000.0]}")
-    space = space.replace("max_lr: 0.05", "max_lr: 50000.0")
-    (tmp_path / "space.yaml").write_text(space)
-    done = run_search(
-        tmp_path / "results", "--space", str(tmp_path / "space.yaml"), "--name", "d", "--no-report"
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    trials = load(tmp_path / "results" / "d").trials
-    assert list(trials["status"]) == ["diverged"] and not trials["passed"].any()
-    assert list(trials["epochs_run"]) == [1]
+    code, stdout, stderr = search_main("--space", str(tmp_path / "space.yaml"), "--name", "w")
+    assert code == 2 and stderr.count("\n") == 1, stderr[-2000:]
+    assert "warm-up of exactly one step" in stderr and "pct_start 0.5" in stderr
+    assert not (tmp_path / "results" / "w").exists() and "Ray" not in stdout
 
 
 def _result_rows(experiment):
@@ -186,7 +269,7 @@ BAD_SPACES = {
         "storage_unknown_scheme",
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_data):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_data, search_main):
     args = ["--smoke", "--name", "bad"]
     if case in BAD_SPACES:
         (tmp_path / "s.yaml").write_text(BAD_SPACES[case])
@@ -206,55 +289,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_
         "storage_bad_uri": ["--storage", "s3:/no-bucket"],
         "storage_unknown_scheme": ["--storage", "nosuchfs://x/y"],
     }.get(case, [])
-    done = run_search(tmp_path / "results", *args, *extra, timeout=120)
-    assert done.returncode == 2, (case, done.stderr[-2000:])
-    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
-    assert "Traceback" not in done.stderr
+    code, _, stderr = search_main(*args, *extra)
+    assert code == 2, (case, stderr[-2000:])
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "no").exists()
-
-
-def _listening_sockets():
-    """(address, port) of every listening TCP socket on this machine, from /proc/net."""
-    found = set()
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if parts[3] == "0A":  # LISTEN
-                address, port = parts[1].split(":")
-                found.add((address[:width], int(port, 16)))
-    return found
-
-
-# 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net writes them
-LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
-
-
-def test_search_opens_no_listener_on_a_public_interface(tmp_path):
-    before = _listening_sockets()
-    space = space_file(tmp_path, epochs=3, grace=3, samples=2, max_params=8000)
-    proc = subprocess.Popen(
-        search_command("--space", str(space), "--name", "l", "--no-report"),
-        env=env(tmp_path / "results"),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    opened = set()
-    try:
-        while proc.poll() is None:
-            opened |= _listening_sockets() - before
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0
-    assert opened, "saw no listener at all: the check would not catch one"
-    public = {(a, p) for a, p in opened if a not in LOOPBACK}
-    assert not public, f"listening beyond loopback: {public}"
 
 
 def test_one_live_search_per_name_and_a_killed_one_frees_it(tmp_path):
@@ -302,10 +340,9 @@ def test_a_start_that_died_before_any_trial_leaves_the_name_free(tmp_path, monke
         search.check_folder(Namespace(resume=False), "stuck", folder, "s", experiment)
 
 
-def test_an_unwritable_results_root_is_one_line_exit_1(tmp_path):
+def test_an_unwritable_results_root_is_one_line_exit_1(tmp_path, search_main):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")  # root ignores permissions; a file as parent does not
-    done = run_search(blocker / "results", "--smoke", "--name", "w", timeout=300)
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert done.stderr.startswith("error: cannot write") and done.stderr.count("\n") == 1
-    assert "Traceback" not in done.stderr
+    code, _, stderr = search_main("--smoke", "--name", "w", results=blocker / "results")
+    assert code == 1, stderr[-2000:]
+    assert stderr.startswith("error: cannot write") and stderr.count("\n") == 1

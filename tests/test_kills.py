@@ -178,16 +178,15 @@ def _interrupted(tmp_path, name: str, sig: int, group: bool):
     return results, args, code, stderr
 
 
-@pytest.mark.parametrize(
-    "sig, group, code",
-    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
-    ids=["ctrl-c-to-the-group", "sigterm-to-the-driver"],
-)
-def test_ctrl_c_or_sigterm_stops_with_its_code_a_hint_and_interrupted_trials(
-    tmp_path, sig, group, code
-):
-    results, args, got, stderr = _interrupted(tmp_path, "c", sig, group)
-    assert got == code, stderr[-2000:]
+@pytest.fixture(scope="module")
+def ctrl_c(tmp_path_factory):
+    """A search stopped by Ctrl-C to its process group after two epochs (read, never changed,
+    by the tests that take it)."""
+    return _interrupted(tmp_path_factory.mktemp("ctrl-c"), "c", signal.SIGINT, True)
+
+
+def _stopped_cleanly(results: Path, code: int, stderr: str, expected: int) -> None:
+    assert code == expected, stderr[-2000:]
     assert "python scripts/search.py --resume --name c" in stderr
     assert "Tuner.restore" not in stderr  # Ray's own hint, for its API, is not ours
     trials = pd.read_parquet(results / "c" / "trials.parquet")
@@ -195,6 +194,16 @@ def test_ctrl_c_or_sigterm_stops_with_its_code_a_hint_and_interrupted_trials(
     assert not ({"asha_stopped", "completed"} & set(trials["status"]))
     summary = (results / "c" / "summary.json").read_text()
     assert '"trials": 3' in summary
+
+
+def test_ctrl_c_to_the_group_stops_with_130_a_hint_and_interrupted_trials(ctrl_c):
+    results, _, code, stderr = ctrl_c
+    _stopped_cleanly(results, code, stderr, 130)
+
+
+def test_sigterm_to_the_driver_stops_with_143_a_hint_and_interrupted_trials(tmp_path):
+    results, _, code, stderr = _interrupted(tmp_path, "c", signal.SIGTERM, False)
+    _stopped_cleanly(results, code, stderr, 143)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -205,19 +214,19 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone(tmp_path):
-    results, args, got, _ = _interrupted(tmp_path, "m", signal.SIGINT, True)
+def test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone(ctrl_c, tmp_path):
+    results, args, got, _ = ctrl_c
     assert got == 130
     moved = tmp_path / "elsewhere"
-    shutil.copytree(results / "m", moved / "m")
-    shutil.copytree(results / ".ray" / "m", moved / ".ray" / "m")
-    old_tables, old_ray = _digest(results / "m"), _digest(results / ".ray" / "m")
+    shutil.copytree(results / "c", moved / "c")
+    shutil.copytree(results / ".ray" / "c", moved / ".ray" / "c")
+    old_tables, old_ray = _digest(results / "c"), _digest(results / ".ray" / "c")
     done = run_search(moved, *args, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _digest(results / "m") == old_tables and _digest(results / ".ray" / "m") == old_ray
-    trials = pd.read_parquet(moved / "m" / "trials.parquet")
+    assert _digest(results / "c") == old_tables and _digest(results / ".ray" / "c") == old_ray
+    trials = pd.read_parquet(moved / "c" / "trials.parquet")
     assert len(trials) == 3 and trials["status"].isin(list(ENDED)).all()
-    epochs = pd.read_parquet(moved / "m" / "epochs.parquet")
+    epochs = pd.read_parquet(moved / "c" / "epochs.parquet")
     assert (epochs["start_epoch"] > 0).any(), "the interrupted trials started over"
 
 
