@@ -62,8 +62,9 @@ def cluster():
 def gpu_search(cluster, tmp_path_factory):
     _, env = cluster
     folder = tmp_path_factory.mktemp("cluster")
-    # long enough (8 epochs, none over budget) that all 8 are running at one moment
-    space = small_space(folder, epochs=8, grace=8, samples=8, max_params=8000)  # none skipped
+    # long enough (6 epochs, none over budget) that all 8 are running at one moment: the 8th
+    # starts ~20 s after the first (8 workers start on 2 cores), which trains for ~45 s
+    space = small_space(folder, epochs=6, grace=6, samples=8, max_params=8000)  # none skipped
     args = ("--gpus", "4", "--trials-per-gpu", "2", "--space", str(space), "--name", "g")
     done = run("search.py", folder / "results", env, *args, "--no-report")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -106,6 +107,7 @@ def test_more_gpus_than_the_cluster_has_is_one_line(cluster, tmp_path):
 def test_retrain_runs_its_seeds_on_the_cluster(cluster, gpu_search):
     info, env = cluster
     args = ("--results", str(gpu_search), "--seeds", "2", "--epochs", "1")
+    args += ("--train-subset", "2000", "--test-subset", "500")  # the search's sizes
     done = run("retrain_best.py", gpu_search.parent, env, *args, "--address", info["address"])
     assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]
     rows = pd.read_parquet(gpu_search / "confirmations.parquet")
@@ -231,20 +233,19 @@ while True:
 """
 
 
-@pytest.mark.parametrize("gpus", [0, 1])
-def test_a_cluster_made_by_rays_own_cluster_utils_runs_the_smoke_search(tmp_path, gpus):
+def test_a_cluster_made_by_rays_own_cluster_utils_runs_the_smoke_search(tmp_path):
     """Users start clusters in many ways; one started without token authentication by Ray's
-    `cluster_utils.Cluster` (head + 1 node, 1 CPU each, logical GPUs or none) must run the
-    search although this machine holds a token: every trial used to fail ("The actor never
-    ran"), since the driver then spoke token authentication to a cluster without it."""
+    `cluster_utils.Cluster` (head + 1 node, 1 CPU and 1 logical GPU each) must run the search,
+    on its GPUs and on CPUs alone, although this machine holds a token: every trial used to
+    fail ("The actor never ran"), since the driver then spoke token authentication to a
+    cluster without it."""
     tmp = tempfile.mkdtemp(prefix="tm-cu-", dir="/tmp")  # short: Ray's socket paths
     address_file = Path(tmp) / "address"
     env = {**os.environ, "RAY_TMPDIR": tmp, **LOOPBACK_ENV}
     env.pop("RAY_AUTH_MODE", None)
     env.pop("RAY_ADDRESS", None)
-    script = CLUSTER_UTILS.replace("GPUS", str(gpus))
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(address_file)],
+        [sys.executable, "-c", CLUSTER_UTILS.replace("GPUS", "1"), str(address_file)],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -255,10 +256,13 @@ def test_a_cluster_made_by_rays_own_cluster_utils_runs_the_smoke_search(tmp_path
         driver = {**env, "RAY_AUTH_TOKEN": "0123456789abcdef" * 4}  # a token on this machine
         address = address_file.read_text()
         smoke = ("--smoke", "--samples", "2", "--no-report")  # two trials' actors tell
-        done = run("search.py", tmp_path / "r", driver, *smoke, "--address", address)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        trials = pd.read_parquet(next((tmp_path / "r").glob("*/trials.parquet")))
-        assert len(trials) == 2 and (trials["epochs_run"] > 0).all(), trials["status"].tolist()
+        for gpus, share in (("1", 0.25), ("0", 0.0)):  # 4 trials per GPU by default
+            results = tmp_path / f"gpus-{gpus}"
+            done = run("search.py", results, driver, *smoke, "--address", address, "--gpus", gpus)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            trials = pd.read_parquet(next(results.glob("*/trials.parquet")))
+            assert len(trials) == 2 and (trials["epochs_run"] > 0).all(), trials["status"].tolist()
+            assert (trials["gpu_share"] == share).all(), trials["gpu_share"].tolist()
     finally:
         stop_session(proc)
         shutil.rmtree(tmp, ignore_errors=True)

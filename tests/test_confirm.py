@@ -36,6 +36,20 @@ def retrain(*args):
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+@pytest.fixture
+def refused(capsys):
+    """retrain_best.py's main() in this process, for input it must refuse before training (a
+    subprocess costs seconds of imports): (exit status, stderr)."""
+    from tune_mnist.publish.retrain import main
+
+    def call(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main([*args, *SUBSET])
+        return code, capsys.readouterr().err
+
+    return call
+
+
 @pytest.fixture(scope="module")
 def confirmed(smoke_search):
     folder, _ = smoke_search
@@ -161,14 +175,14 @@ def test_smoke_test_of_retrain_best_runs(smoke_search, tmp_path):
     assert "Traceback" not in done.stderr and (copy / "confirmations.parquet").is_file()
 
 
-def test_a_search_from_before_the_split_is_not_ranked_on_test(confirmed, tmp_path):
+def test_a_search_from_before_the_split_is_not_ranked_on_test(confirmed, tmp_path, refused):
     folder, _ = confirmed
     old = tmp_path / "old"
     shutil.copytree(folder, old, ignore=shutil.ignore_patterns("best", "confirmed"))
     passing = pd.read_parquet(old / "passing.parquet")
     passing.drop(columns=["final_val_acc"]).to_parquet(old / "passing.parquet")
-    done = retrain("--results", str(old))
-    assert done.returncode == 2 and "--trials" in done.stderr and "test" in done.stderr
+    code, stderr = refused("--results", str(old))
+    assert code == 2 and "--trials" in stderr and "test" in stderr
 
 
 def test_saved_weights_reproduce_the_recorded_accuracy(confirmed, mnist):
@@ -186,25 +200,25 @@ def test_unreachable_target_exits_1(confirmed):
     assert done.returncode == 1 and "not passed" in done.stdout
 
 
-def test_bad_input_exits_2(tmp_path, confirmed):
+def test_bad_input_exits_2(tmp_path, confirmed, refused):
     folder, _ = confirmed
-    done = retrain("--results", str(tmp_path / "missing"))
+    done = retrain("--results", str(tmp_path / "missing"))  # the script itself, once
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     empty = tmp_path / "empty"
     shutil.copytree(folder, empty, ignore=shutil.ignore_patterns("best", "confirmed"))
     passing = pd.read_parquet(empty / "passing.parquet")
     passing.iloc[0:0].to_parquet(empty / "passing.parquet")
     before = (empty / "confirmations.parquet").read_bytes()  # from the confirmed fixture
-    done = retrain("--results", str(empty))
-    assert done.returncode == 2 and "no passing trial" in done.stderr
+    code, stderr = refused("--results", str(empty))
+    assert code == 2 and "no passing trial" in stderr
     assert (empty / "confirmations.parquet").read_bytes() == before  # nothing changed
     assert not (empty / "best").exists()
     (empty / "passing.parquet").write_bytes(b"not parquet")
-    done = retrain("--results", str(empty))
-    assert done.returncode == 2 and "unreadable" in done.stderr
+    code, stderr = refused("--results", str(empty))
+    assert code == 2 and "unreadable" in stderr
 
 
-def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed):
+def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed, refused):
     folder, _ = confirmed
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("best", "confirmed"))
@@ -234,13 +248,13 @@ def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed):
         assert (copy / "confirmed" / name / "model_card.md").is_file()
     card = (copy / "confirmed" / stopped[0] / "model_card.md").read_text()
     assert re.search(r"the search's own run \(seed 0, [12] epochs\)", card)
-    bad = retrain("--results", str(copy), "--trials", "nope")
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
-    assert "nope" in bad.stderr and done_ids[0] in bad.stderr
+    code, stderr = refused("--results", str(copy), "--trials", "nope")
+    assert code == 2 and stderr.count("\n") == 1
+    assert "nope" in stderr and done_ids[0] in stderr
     twice = f"{names[1]},{names[1]}"
     for given, says in (("", "empty"), (" , ", "empty"), (twice, "twice")):
-        bad = retrain("--results", str(copy), "--trials", given)  # never "the best ones"
-        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and says in bad.stderr
+        code, stderr = refused("--results", str(copy), "--trials", given)  # never "the best"
+        assert code == 2 and stderr.count("\n") == 1 and says in stderr
 
 
 def test_report_builds_every_picture(confirmed):
