@@ -51,8 +51,10 @@ def refused(capsys):
 
 
 @pytest.fixture(scope="module")
-def confirmed(smoke_search):
-    folder, _ = smoke_search
+def confirmed(smoke_search, tmp_path_factory):
+    """The smoke search confirmed on 2 seeds, in a copy (the search itself is shared)."""
+    folder = tmp_path_factory.mktemp("confirmed") / "s1"
+    shutil.copytree(smoke_search[0], folder)
     done = retrain("--results", str(folder), "--seeds", "2")
     return folder, done
 

@@ -109,7 +109,7 @@ def test_search_rows_record_the_variant_and_retrain_can_override_it(smoke_search
     assert set(epochs["precision"]) == {"fp32"}
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    confirmed = copy / "confirmations.parquet"  # other tests may have confirmed there first
+    confirmed = copy / "confirmations.parquet"  # (none yet: the shared search is read-only)
     before = len(pd.read_parquet(confirmed)) if confirmed.is_file() else 0
     done = run_script(
         "retrain_best.py", "--results", str(copy), "--smoke-test", "--cpu-step", "plain"

@@ -135,9 +135,9 @@ def test_resume_of_unknown_name_is_refused(tmp_path):
 def test_a_cohort_search_records_every_seed_and_passes_only_all_seed_passes(tmp_path):
     space = space_file(tmp_path, epochs=2, grace=2, samples=2, max_params=8000)
     space.write_text(
-        space.read_text().replace(
-            "val_size: 1000}", "val_size: 1000,\n" + ("           seeds_per_trial: 2}")
-        )
+        space.read_text()
+        .replace("train_subset: 5000", "train_subset: 2000")  # what it shows needs no more
+        .replace("val_size: 1000}", "val_size: 1000,\n" + ("           seeds_per_trial: 2}"))
     )
     done = run_search(tmp_path / "results", "--space", str(space), "--name", "c", "--no-report")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -153,3 +153,24 @@ def test_a_cohort_search_records_every_seed_and_passes_only_all_seed_passes(tmp_
     last = epochs[epochs["trial_id"] == row["trial_id"]].iloc[-1]
     assert row["final_val_acc_min"] == min(last["val_acc_seeds"])
     assert row["passed"] == (row["final_val_acc_min"] >= 50.0)
+
+
+def test_a_closed_output_pipe_is_one_line_naming_it_not_a_cluster_error(tmp_path):
+    """`search.py ... | head` whose reader has ended: the search stops with one line that says
+    so (it used to blame the Ray cluster: a broken pipe is a ConnectionError)."""
+    proc = subprocess.Popen(
+        search_command("--smoke", "--samples", "1", "--name", "pipe", "--no-report"),
+        env=env(tmp_path / "results"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 1, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and stderr.endswith(errors[0] + "\n"), stderr[-2000:]
+    assert (
+        errors[0].startswith("error: the search's output was closed") and "cluster" not in errors[0]
+    )
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr

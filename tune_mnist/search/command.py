@@ -247,6 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:  # e.g. more GPUs asked than the cluster has
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # our stdout's reader ended (`search.py ... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        print(
+            "error: the search's output was closed (the program reading it ended); what "
+            f"ended is kept. Continue with: {resume_command(args, name)}",
+            file=sys.stderr,
+        )
+        return 1
     except ConnectionError as exc:  # (an OSError, but nothing failed to write)
         where = args.address or os.environ.get("RAY_ADDRESS")
         print(
