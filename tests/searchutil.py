@@ -29,9 +29,13 @@ arch:
 """
 
 
-def space_file(folder: Path, epochs=3, grace=1, samples=7, max_params=4000, points="") -> Path:
+def space_file(
+    folder: Path, epochs=3, grace=1, samples=7, max_params=4000, points="", images=5000
+) -> Path:
+    """The smoke space with these settings; `images`: the training subset."""
     text = (
         SMOKE_SETTINGS.replace("EPOCHS", str(epochs))
+        .replace("train_subset: 5000", f"train_subset: {images}")
         .replace("GRACE", str(grace))
         .replace("SAMPLES", str(samples))
         .replace("MAXP", str(max_params))

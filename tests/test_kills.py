@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 EPOCHS = 6
 SAMPLES = 5
+IMAGES = 2000  # ~0.4 s an epoch: the kills wait on files, not on time
 ENDED = {"completed", "asha_stopped", "over_budget", "diverged", "error"}
 
 
@@ -107,7 +108,9 @@ class Watch:
 def test_kills_at_many_moments_lose_nothing_and_retrain_nothing(tmp_path):
     results = tmp_path / "results"
     folder = results / "k"
-    space = space_file(tmp_path, epochs=EPOCHS, grace=2, samples=SAMPLES, max_params=8000)
+    space = space_file(
+        tmp_path, epochs=EPOCHS, grace=2, samples=SAMPLES, max_params=8000, images=IMAGES
+    )
     args = ["--space", str(space), "--name", "k", "--no-report"]
     watch = Watch(folder)
     rng = random.Random(0)
@@ -131,7 +134,7 @@ def test_kills_at_many_moments_lose_nothing_and_retrain_nothing(tmp_path):
     proc = _start(results, *args, "--resume")
     seen = _epoch_lines(folder)
     watch.until(proc, lambda: _epoch_lines(folder) > seen, "a new epoch")
-    time.sleep(rng.uniform(0.2, 0.8))  # somewhere inside the next epoch
+    time.sleep(rng.uniform(0.2, 0.8))  # somewhere inside the next epoch or two
     _kill(proc)
     watch.killed()
     # 4. twice in a row: at a resume's start, then at its first epoch
@@ -164,7 +167,9 @@ def test_kills_at_many_moments_lose_nothing_and_retrain_nothing(tmp_path):
 
 def _interrupted(tmp_path, name: str, sig: int, group: bool):
     results = tmp_path / "results"
-    space = space_file(tmp_path, epochs=EPOCHS, grace=EPOCHS, samples=3, max_params=8000)
+    space = space_file(
+        tmp_path, epochs=EPOCHS, grace=EPOCHS, samples=3, max_params=8000, images=IMAGES
+    )
     args = ["--space", str(space), "--name", name, "--no-report"]
     proc = _start(results, *args)
     try:
@@ -232,7 +237,7 @@ def test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone(ctrl_c
 
 def test_two_searches_started_together_one_runs_the_other_is_refused(tmp_path):
     results = tmp_path / "results"
-    space = space_file(tmp_path, epochs=3, grace=3, samples=2, max_params=8000)
+    space = space_file(tmp_path, epochs=3, grace=3, samples=2, max_params=8000, images=IMAGES)
     args = ["--space", str(space), "--name", "race", "--no-report"]
     procs = [_start(results, *args) for _ in range(2)]  # the same moment, the same name
     try:

@@ -63,7 +63,7 @@ def short_tmp():
 def test_s3_storage_resumes_from_the_bucket_alone(tmp_path, short_tmp):
     results = tmp_path / "results"
     folder = results / "s3"
-    space = small_space(tmp_path, epochs=4, grace=4, samples=4)
+    space = small_space(tmp_path, epochs=4, grace=4, samples=3)  # 2 at once: the 3rd waits
     storage = f"s3://{BUCKET}/runs"
     with s3_server(BUCKET, tmp_path / "moto.log") as s3:
         ray_tmp = short_tmp()  # Ray's local folders
@@ -83,7 +83,7 @@ def test_s3_storage_resumes_from_the_bucket_alone(tmp_path, short_tmp):
         assert (folder / "trials.parquet").is_file()  # the tables stay in results/<name>
         before = _journal(folder)
         ended = {t for t, lines in before.items() if any(e["kind"] == "end" for e in lines)}
-        assert 0 < len(ended) < 4  # the resume has work left
+        assert 0 < len(ended) < 3  # the resume has work left
         shutil.rmtree(ray_tmp)  # every local Ray folder: only the bucket knows the trials
         assert not (results / ".ray").exists()
         env["RAY_TMPDIR"] = short_tmp()
@@ -101,7 +101,7 @@ def test_s3_storage_resumes_from_the_bucket_alone(tmp_path, short_tmp):
         epochs = [e["result"]["epoch"] for e in lines if e["kind"] == "epoch"]
         assert epochs == sorted(set(epochs)), (trial, epochs)
     trials = pd.read_parquet(folder / "trials.parquet")
-    assert len(trials) == 4 and set(trials["status"]) <= ENDED - {"error"}
+    assert len(trials) == 3 and set(trials["status"]) <= ENDED - {"error"}
     for trial in set(before) - ended:  # a running one continued from its newest checkpoint
         done = [e["result"]["epoch"] for e in before[trial] if e["kind"] == "epoch"]
         new = [e["result"] for e in after[trial][len(before[trial]) :] if e["kind"] == "epoch"]
