@@ -171,3 +171,33 @@ def test_a_replayed_epoch_is_marked_and_not_counted_as_this_runs_training(tmp_pa
     _, epochs, _ = writer.tables()
     assert epochs["replayed"].tolist() == [False, True] and epochs["replayed"].dtype == bool
     assert writer.busy_s == busy
+
+
+def test_a_table_rewritten_while_it_is_read_always_reads_whole(tmp_path):
+    """A search replaces its tables (by rename) while users and tests read them: pyarrow given
+    a path opens the file twice, and a rename in between failed ~1 read in 8 here."""
+    import threading
+
+    import numpy as np
+    import pandas as pd
+
+    from tune_mnist.results import read_parquet, write_parquet
+
+    path = tmp_path / "epochs.parquet"
+    frames = [pd.DataFrame({"epoch": np.arange(n), "acc": np.linspace(0, 1, n)}) for n in (9, 999)]
+    write_parquet(path, frames[0])
+    stop = threading.Event()
+
+    def rewrite():
+        while not stop.is_set():
+            for frame in frames:
+                write_parquet(path, frame)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        lengths = {len(read_parquet(path)) for _ in range(1000)}
+    finally:
+        stop.set()
+        writer.join()
+    assert lengths <= {9, 999}

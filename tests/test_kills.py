@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 from searchutil import env, run_search, search_command, space_file
 
+from tune_mnist.results import read_parquet
+
 pytestmark = pytest.mark.slow
 
 EPOCHS = 6
@@ -54,8 +56,8 @@ def _read(folder: Path) -> dict[str, tuple[str, pd.DataFrame]] | None:
     """trial id -> (status, its epoch rows), or None before the first table."""
     if not (folder / "trials.parquet").is_file():
         return None
-    trials = pd.read_parquet(folder / "trials.parquet")
-    epochs = pd.read_parquet(folder / "epochs.parquet")
+    trials = read_parquet(folder / "trials.parquet")  # one open each: a search rewrites them
+    epochs = read_parquet(folder / "epochs.parquet")
     return {
         tid: (status, epochs[epochs["trial_id"] == tid].reset_index(drop=True))
         for tid, status in zip(trials["trial_id"], trials["status"], strict=True)

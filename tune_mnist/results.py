@@ -213,6 +213,13 @@ def typed_trials(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(present)
 
 
+def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
+    """A table read from one open of its file. The tables are replaced by rename while a
+    search runs; pyarrow given a path opens it twice (footer, then pages), and a rename in
+    between pairs one file's footer with another's pages ("Couldn't deserialize thrift")."""
+    return pd.read_parquet(io.BytesIO(Path(path).read_bytes()), **kwargs)
+
+
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
@@ -235,10 +242,10 @@ def load(path: str | Path) -> Results:
         raise FileNotFoundError(f"{folder}: no trials.parquet; run scripts/search.py first")
     confirmations = folder / "confirmations.parquet"
     return Results(
-        trials=pd.read_parquet(folder / "trials.parquet"),
-        epochs=pd.read_parquet(folder / "epochs.parquet"),
-        passing=pd.read_parquet(folder / "passing.parquet"),
-        confirmations=pd.read_parquet(confirmations) if confirmations.is_file() else None,
+        trials=read_parquet(folder / "trials.parquet"),
+        epochs=read_parquet(folder / "epochs.parquet"),
+        passing=read_parquet(folder / "passing.parquet"),
+        confirmations=read_parquet(confirmations) if confirmations.is_file() else None,
         path=folder,
     )
 

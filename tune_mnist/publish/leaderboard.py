@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
-from tune_mnist.results import config_of  # noqa: E402
+from tune_mnist.results import config_of, read_parquet  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
 from tune_mnist.train.config import TrainConfig, cpu_step_of  # noqa: E402
 
@@ -57,7 +57,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(seed rows, one row per model), models sorted by parameters."""
     frames = []
     for path in sorted(root.glob("*/confirmations.parquet")):
-        rows = pd.read_parquet(path)
+        rows = read_parquet(path)
         rows.insert(0, "experiment", path.parent.name)
         frames.append(rows)
     if not frames:

@@ -111,14 +111,14 @@ def append_confirmations(
     Rows a later retrain of the same seed supersedes then move to the history tables."""
     import fcntl
 
-    from tune_mnist.results import write_parquet
+    from tune_mnist.results import read_parquet, write_parquet
 
     path = folder / name
     with open(folder / ".confirmations.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         frame = pd.DataFrame(rows)
         if path.is_file():
-            frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
+            frame = pd.concat([read_parquet(path), frame], ignore_index=True)
         write_parquet(path, frame)
         retire_superseded(folder)
 
@@ -134,12 +134,12 @@ def retire_superseded(folder: Path) -> int:
     seed superseded (its seed<N>.pt now holds the newer run) to the history tables, so that
     a plain read of confirmations.parquet returns the current rows only. Returns how many
     rows moved. Called under the confirmations lock."""
-    from tune_mnist.results import write_parquet
+    from tune_mnist.results import read_parquet, write_parquet
 
     path = folder / "confirmations.parquet"
     if not path.is_file():
         return 0
-    rows = pd.read_parquet(path)
+    rows = read_parquet(path)
     if not {"trial_id", "seed"} <= set(rows.columns):
         return 0
     old = rows.duplicated(["trial_id", "seed"], keep="last")  # rows are appended in order
@@ -149,13 +149,13 @@ def retire_superseded(folder: Path) -> int:
     tables = {path: (rows[~old], rows[old])}
     curves_path = folder / "confirmation_epochs.parquet"
     if curves_path.is_file():
-        curves = pd.read_parquet(curves_path)
+        curves = read_parquet(curves_path)
         keys = curves.merge(current, how="left", indicator=True)["_merge"] == "both"
         tables[curves_path] = (curves[keys.to_numpy()], curves[~keys.to_numpy()])
     for table, (keep, retired) in tables.items():
         history = folder / HISTORY[table.name]
         if history.is_file():  # the history first: a crash between leaves rows in both
-            retired = pd.concat([pd.read_parquet(history), retired], ignore_index=True)
+            retired = pd.concat([read_parquet(history), retired], ignore_index=True)
         write_parquet(history, retired.reset_index(drop=True))
         write_parquet(table, keep.reset_index(drop=True))
     return int(old.sum())

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from tune_mnist.publish.confirm import InputError
-from tune_mnist.results import config_of
+from tune_mnist.results import config_of, read_parquet
 
 COMPARED = ("lr", "train_loss", "train_acc", "test_loss", "test_acc")
 
@@ -30,7 +30,7 @@ def recorded(folder: Path, seed: int | None) -> tuple[pd.Series, pd.DataFrame | 
     per-epoch curves were kept (check_in_full checks those)."""
     experiment, trial = folder.parent.parent, folder.name
     try:
-        rows = pd.read_parquet(experiment / "confirmations.parquet")
+        rows = read_parquet(experiment / "confirmations.parquet")
     except (OSError, ValueError) as exc:
         raise InputError(
             f"{folder}: not a confirmed model under results/<search>/confirmed/<trial> "
@@ -46,7 +46,7 @@ def recorded(folder: Path, seed: int | None) -> tuple[pd.Series, pd.DataFrame | 
         raise InputError(f"--seed {seed}: not confirmed for {trial}; confirmed seeds: {seeds}")
     row = rows.sort_values("confirmed_at").iloc[-1]
     try:
-        curves = pd.read_parquet(experiment / "confirmation_epochs.parquet")
+        curves = read_parquet(experiment / "confirmation_epochs.parquet")
     except FileNotFoundError:
         return row, None
     except (OSError, ValueError) as exc:
@@ -125,7 +125,7 @@ def smallest_confirmed() -> Path:
 
     found = []
     for path in RESULTS.glob("*/confirmations.parquet"):
-        rows = pd.read_parquet(path, columns=["trial_id", "params"])
+        rows = read_parquet(path, columns=["trial_id", "params"])
         found += [
             (int(r.params), path.parent / "confirmed" / r.trial_id) for r in rows.itertuples()
         ]

@@ -26,7 +26,7 @@ from tune_mnist.publish.confirm import (
     train_groups,
 )
 from tune_mnist.publish.records import append_confirmations, link, write_card
-from tune_mnist.results import config_of
+from tune_mnist.results import config_of, read_parquet
 from tune_mnist.search.command import RESULTS
 from tune_mnist.search.space import SETTINGS_DEFAULTS
 from tune_mnist.store import provenance
@@ -118,7 +118,7 @@ def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
     if not folder.is_dir():
         raise InputError(f"--results {folder}: no such folder; pass results/<name>")
     try:
-        passing = pd.read_parquet(folder / "passing.parquet")
+        passing = read_parquet(folder / "passing.parquet")
         meta = json.loads((folder / "search.json").read_text())
     except (OSError, ValueError) as exc:
         raise InputError(
@@ -134,7 +134,7 @@ def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
 def named_trials(folder: Path, names: str) -> pd.DataFrame:
     """The rows of `--trials a,b,c`, in that order. A trial ASHA stopped counts too: its
     row holds the whole config, and confirming trains every epoch anyway."""
-    trials = pd.read_parquet(folder / "trials.parquet").set_index("trial_id", drop=False)
+    trials = read_parquet(folder / "trials.parquet").set_index("trial_id", drop=False)
     wanted = [name.strip() for name in names.split(",") if name.strip()]
     trained = trials[trials["status"].isin(["completed", "asha_stopped"])]
     missing = [name for name in wanted if name not in trained.index]
