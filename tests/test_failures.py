@@ -43,10 +43,8 @@ def search_main(tmp_path, monkeypatch, capsys):
     os.environ.update(saved)
 
 
-def _search(tmp_path, *args, points="", samples=2, epochs=3, code=0, out=None, **extra):
-    space = space_file(
-        tmp_path, epochs=epochs, grace=epochs, samples=samples, max_params=8000, points=points
-    )
+def _search(tmp_path, *args, samples=2, epochs=3, code=0, out=None, **extra):
+    space = space_file(tmp_path, epochs=epochs, grace=epochs, samples=samples, max_params=8000)
     done = run_search(
         tmp_path / "results", "--space", str(space), "--name", "f", "--no-report", *args, **extra
     )
@@ -165,8 +163,8 @@ def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tm
 def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path, search_main):
     """A one-step warm-up (128 images, batch 64, 1 epoch, pct_start 0.5) fails every trial at
     its first step: the fixed values say so before Ray starts."""
-    text = space_file(tmp_path, epochs=1, grace=1, samples=3, max_params=8000).read_text()
-    text = text.replace("train_subset: 5000", "train_subset: 128")
+    space = space_file(tmp_path, epochs=1, grace=1, samples=3, max_params=8000, images=128)
+    text = space.read_text()
     text = text.replace("fixed: {batch_size: 64}", "fixed: {batch_size: 64, pct_start: 0.5}")
     (tmp_path / "space.yaml").write_text(text)
     code, stdout, stderr = search_main("--space", str(tmp_path / "space.yaml"), "--name", "w")

@@ -28,9 +28,8 @@ def test_the_front_holds_the_completed_trials_nothing_beats():
 
 
 def _space(tmp_path, pareto: str, asha: str = "val_acc_avg3"):
-    path = space_file(tmp_path)
+    path = space_file(tmp_path, images=2000)  # a front needs no more
     text = path.read_text().replace("asha_metric: val_acc_avg3", f"asha_metric: {asha}")
-    text = text.replace("train_subset: 5000", "train_subset: 2000")  # a front needs no more
     path.write_text(text.replace("val_size: 1000}", f"val_size: 1000, pareto: {pareto}}}"))
     return path
 

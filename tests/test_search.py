@@ -133,11 +133,11 @@ def test_resume_of_unknown_name_is_refused(tmp_path):
 
 
 def test_a_cohort_search_records_every_seed_and_passes_only_all_seed_passes(tmp_path):
-    space = space_file(tmp_path, epochs=2, grace=2, samples=2, max_params=8000)
+    space = space_file(tmp_path, epochs=2, grace=2, samples=2, max_params=8000, images=2000)
     space.write_text(
-        space.read_text()
-        .replace("train_subset: 5000", "train_subset: 2000")  # what it shows needs no more
-        .replace("val_size: 1000}", "val_size: 1000,\n" + ("           seeds_per_trial: 2}"))
+        space.read_text().replace(
+            "val_size: 1000}", "val_size: 1000,\n" + ("           seeds_per_trial: 2}")
+        )
     )
     done = run_search(tmp_path / "results", "--space", str(space), "--name", "c", "--no-report")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
