@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,15 @@ def run_script(name: str, *args: str, timeout=900) -> subprocess.CompletedProces
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def journal(folder: Path) -> dict[str, list[dict]]:
+    """A search's journal (results/<name>/journal), read while it runs: trial id -> its
+    entries, oldest first (the driver appends one as it gets each epoch). A last line still
+    being written is left for the next read."""
+    found = {}
+    for path in (folder / "journal").glob("*.jsonl"):
+        text = path.read_text()
+        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+        found[path.stem] = [json.loads(line) for line in lines if line.strip()]
+    return found

@@ -121,7 +121,7 @@ def test_reproduce_matches_a_confirmation_bit_for_bit_and_catches_a_change(confi
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "[1, 2]" in bad.stderr
 
 
-def test_a_seed_retrained_again_supersedes_its_old_row_which_moves_to_the_history(
+def test_a_seed_retrained_again_supersedes_its_old_row_and_an_unreachable_target_exits_1(
     confirmed, tmp_path
 ):
     folder, _ = confirmed
@@ -129,8 +129,8 @@ def test_a_seed_retrained_again_supersedes_its_old_row_which_moves_to_the_histor
     shutil.copytree(folder, copy)
     before = pd.read_parquet(copy / "confirmations.parquet")
     trial = str(before["trial_id"].iloc[0])
-    done = retrain("--results", str(copy), "--trials", trial, "--seeds", "1")
-    assert done.returncode in (0, 1), done.stderr[-2000:]
+    done = retrain("--results", str(copy), "--trials", trial, "--seeds", "1", "--target", "99.99")
+    assert done.returncode == 1 and "not passed" in done.stdout, done.stderr[-2000:]
     rows = pd.read_parquet(copy / "confirmations.parquet")  # a plain read: current rows only
     assert not rows.duplicated(["trial_id", "seed"]).any() and len(rows) == len(before)
     newest = rows[(rows["trial_id"] == trial) & (rows["seed"] == 1)]["confirmed_at"].iloc[0]
@@ -196,12 +196,6 @@ def test_saved_weights_reproduce_the_recorded_accuracy(confirmed, mnist):
     assert acc == pytest.approx(card["final_test_acc"][0])
 
 
-def test_unreachable_target_exits_1(confirmed):
-    folder, _ = confirmed
-    done = retrain("--results", str(folder), "--seeds", "1", "--target", "99.99")
-    assert done.returncode == 1 and "not passed" in done.stdout
-
-
 def test_bad_input_exits_2(tmp_path, confirmed, refused):
     folder, _ = confirmed
     done = retrain("--results", str(tmp_path / "missing"))  # the script itself, once
@@ -241,6 +235,8 @@ def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed, refused):
         "2",
         "--target",
         "0",
+        "--epochs",
+        "1",
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = pd.read_parquet(copy / "confirmations.parquet")

@@ -1,7 +1,6 @@
 """Nothing lost, nothing let in: failing trials, dying workers, bad input, listeners."""
 
 import gzip
-import json
 import os
 import shutil
 import signal
@@ -9,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from searchutil import env, run_search, search_command, space_file
+from searchutil import env, journal, run_search, search_command, space_file
 
 from tune_mnist.results import load
 from tune_mnist.train.data import FILES, find_file, resolve_data_dir
@@ -44,7 +43,9 @@ def search_main(tmp_path, monkeypatch, capsys):
 
 
 def _search(tmp_path, *args, samples=2, epochs=3, code=0, out=None, **extra):
-    space = space_file(tmp_path, epochs=epochs, grace=epochs, samples=samples, max_params=8000)
+    space = space_file(
+        tmp_path, epochs=epochs, grace=epochs, samples=samples, max_params=8000, images=2000
+    )
     done = run_search(
         tmp_path / "results", "--space", str(space), "--name", "f", "--no-report", *args, **extra
     )
@@ -89,7 +90,9 @@ def test_failing_once_is_retried_from_its_checkpoint_diverging_never_and_no_publ
     from their checkpoints, the one that diverges at epoch 1 is neither retried (although
     --max-failures allows it) nor passed, and nothing the search starts listens beyond
     loopback."""
-    space = space_file(tmp_path, epochs=3, grace=3, samples=3, max_params=8000, points=POINTS)
+    space = space_file(
+        tmp_path, epochs=3, grace=3, samples=3, max_params=8000, points=POINTS, images=2000
+    )
     text = space.read_text().replace(
         "{loguniform: [0.01, 0.05]}", f"{{choice: [0.02, 0.03, {DIVERGES}]}}"
     )
@@ -173,20 +176,9 @@ def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path,
     assert not (tmp_path / "results" / "w").exists() and "Ray" not in stdout
 
 
-def _result_rows(experiment):
-    for trial_dir in experiment.glob("run_trial_*"):
-        path = trial_dir / "result.json"
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    yield trial_dir, json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-
-
 def _start_search(tmp_path, results, name: str) -> subprocess.Popen:
     """A 2-trial, 10-epoch search in the background, in its own process group."""
-    space = space_file(tmp_path, epochs=10, grace=10, samples=2, max_params=8000)
+    space = space_file(tmp_path, epochs=10, grace=10, samples=2, max_params=8000, images=2000)
     return subprocess.Popen(
         search_command("--space", str(space), "--name", name, "--no-report"),
         env=env(results),
@@ -198,22 +190,23 @@ def _start_search(tmp_path, results, name: str) -> subprocess.Popen:
 
 def test_killed_worker_is_retried_from_checkpoint(tmp_path):
     results = tmp_path / "results"
-    # 10 epochs of ~1 s: Ray writes result.json in bursts, so a shorter trial can end before
-    # its epoch-2 row is seen (or between reading that row and the kill)
+    # the journal has each epoch as soon as the driver has it (Ray's result.json comes in
+    # bursts); 10 epochs leave the kill ~8 epochs to land in
     proc = _start_search(tmp_path, results, "w")
     killed = None
     try:
         deadline = time.time() + 300
         while killed is None and time.time() < deadline and proc.poll() is None:
-            rows = list(_result_rows(results / ".ray" / "w"))
-            done = {trial_dir for trial_dir, row in rows if row.get("epoch") == 10}
-            for trial_dir, row in rows:  # a worker past epoch 2 whose trial has not ended
-                if trial_dir not in done and row.get("epoch") == 2 and row.get("pid"):
+            for trial, lines in journal(results / "w").items():
+                if any(e["kind"] == "end" for e in lines):
+                    continue
+                second = [e["result"] for e in lines if e["kind"] == "epoch"][1:2]
+                if second and second[0].get("pid"):  # its worker is past epoch 2
                     try:
-                        os.kill(row["pid"], signal.SIGKILL)
+                        os.kill(second[0]["pid"], signal.SIGKILL)
                     except ProcessLookupError:  # that trial ended between read and kill
                         continue
-                    killed = row["trial_id"]
+                    killed = trial
                     break
             time.sleep(0.1)
         assert killed, "no trial reached epoch 2 to be killed"

@@ -201,3 +201,30 @@ def test_a_table_rewritten_while_it_is_read_always_reads_whole(tmp_path):
         stop.set()
         writer.join()
     assert lengths <= {9, 999}
+
+
+def test_the_ray_storage_filesystem_shows_a_file_whole_or_not_at_all(tmp_path):
+    """Ray truncates and rewrites its state files in the storage every few seconds; through
+    tune_mnist.search.atomic_fs a file being written has another name until it is complete,
+    so a kill mid-write leaves the old content, never a cut one."""
+    import pickle
+
+    import pyarrow.fs
+
+    from tune_mnist.search.atomic_fs import storage_filesystem
+
+    assert storage_filesystem("s3://bucket/runs") is None  # object stores write whole already
+    fs = pickle.loads(pickle.dumps(storage_filesystem(str(tmp_path))))  # as Ray sends it
+    target = tmp_path / "experiment_state-1.json"
+    target.write_text("old")
+    stream = fs.open_output_stream(str(target))
+    stream.write(b"new, and longer")
+    assert target.read_text() == "old"  # a kill now leaves the old file
+    stream.close()
+    assert target.read_text() == "new, and longer"
+    source = tmp_path / "staging"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "searcher-state-1.pkl").write_bytes(b"x" * 5000)
+    pyarrow.fs.copy_files(str(source), str(tmp_path / "up"), destination_filesystem=fs)
+    assert (tmp_path / "up" / "sub" / "searcher-state-1.pkl").read_bytes() == b"x" * 5000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, "staging", "up"]

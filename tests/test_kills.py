@@ -239,7 +239,7 @@ def test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone(ctrl_c
 
 def test_two_searches_started_together_one_runs_the_other_is_refused(tmp_path):
     results = tmp_path / "results"
-    space = space_file(tmp_path, epochs=3, grace=3, samples=2, max_params=8000, images=IMAGES)
+    space = space_file(tmp_path, epochs=1, grace=1, samples=2, max_params=8000, images=IMAGES)
     args = ["--space", str(space), "--name", "race", "--no-report"]
     procs = [_start(results, *args) for _ in range(2)]  # the same moment, the same name
     try:
@@ -259,3 +259,24 @@ def test_two_searches_started_together_one_runs_the_other_is_refused(tmp_path):
     trials = pd.read_parquet(results / "race" / "trials.parquet")
     assert len(trials) == 2 and trials["status"].isin(list(ENDED)).all()
     assert len(list((results / ".ray" / "race").glob("run_trial_*"))) == 2  # one driver's
+
+
+def test_a_damaged_ray_state_is_refused_in_one_line(ctrl_c, tmp_path):
+    """Ray read an empty state file (left by a kill during one of its non-atomic copies) as
+    "no run to restore", went on with no trial and saved that as its newest state: every later
+    resume ended at once. Such a file is now named in one line before Ray starts, and so is a
+    newest state that knows none of the journal's trials."""
+    results, args, _, _ = ctrl_c
+    copy = tmp_path / "results"
+    shutil.copytree(results / "c", copy / "c")
+    shutil.copytree(results / ".ray" / "c", copy / ".ray" / "c")
+    newest = max((copy / ".ray" / "c").glob("search_gen_state-*.json"))
+    newest.write_bytes(b"")
+    done = run_search(copy, *args, "--resume")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"cannot read its saved state {newest} (empty); move that file aside" in done.stderr
+    newest.unlink()
+    state = max((copy / ".ray" / "c").glob("experiment_state-*.json"))
+    state.write_text(state.read_text().replace('"trial_data": [', '"trial_data": [], "x": [', 1))
+    done = run_search(copy, *args, "--resume")
+    assert done.returncode == 2 and f"saved state {state} (no trial)" in done.stderr, done.stderr

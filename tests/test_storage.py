@@ -5,7 +5,6 @@ bucket with nothing trained twice."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 from clusterutil import wait_for
 from s3util import s3_keys, s3_server
-from searchutil import ROOT
+from searchutil import ROOT, journal
 from test_cluster import ENDED, small_space
 
 pytestmark = pytest.mark.slow
@@ -26,16 +25,9 @@ pytestmark = pytest.mark.slow
 BUCKET = "tune-test"
 
 
-def _journal(folder: Path) -> dict[str, list[dict]]:
-    return {
-        path.stem: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        for path in (folder / "journal").glob("*.jsonl")
-    }
-
-
 def _one_ended(folder: Path) -> bool:
     return folder.is_dir() and any(
-        e["kind"] == "end" for lines in _journal(folder).values() for e in lines
+        e["kind"] == "end" for lines in journal(folder).values() for e in lines
     )
 
 
@@ -81,7 +73,7 @@ def test_s3_storage_resumes_from_the_bucket_alone(tmp_path, short_tmp):
         assert any("/experiment_state" in k for k in keys), keys
         assert any("/checkpoint_" in k and k.endswith("state.pt") for k in keys), keys
         assert (folder / "trials.parquet").is_file()  # the tables stay in results/<name>
-        before = _journal(folder)
+        before = journal(folder)
         ended = {t for t, lines in before.items() if any(e["kind"] == "end" for e in lines)}
         assert 0 < len(ended) < 3  # the resume has work left
         shutil.rmtree(ray_tmp)  # every local Ray folder: only the bucket knows the trials
@@ -94,7 +86,7 @@ def test_s3_storage_resumes_from_the_bucket_alone(tmp_path, short_tmp):
             if again.poll() is None:
                 again.kill()
         assert again.returncode == 0, err[-3000:]
-    after = _journal(folder)
+    after = journal(folder)
     for trial in ended:  # an ended trial: not one line more
         assert after[trial] == before[trial]
     for trial, lines in after.items():  # nothing trained twice: each epoch reported once

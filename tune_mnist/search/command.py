@@ -169,6 +169,16 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
         )
     if not args.resume and started:
         raise UsageError(f"{folder} exists: pass --resume to continue it, or another --name")
+    if args.resume:
+        from tune_mnist.search.ray_door import damaged_state
+
+        journaled = len(list((folder / "journal").glob("*.jsonl")))
+        damaged = damaged_state(experiment, journaled)
+        if damaged:
+            raise UsageError(
+                f"--resume: Ray cannot read its saved state {damaged}; move that file aside "
+                "and resume again (Ray then takes its previous save)"
+            )
 
 
 def check_storage(storage: str, experiment: str) -> None:

@@ -150,7 +150,7 @@ def use_auth_token() -> bool:
 def _set_auth_mode(mode: str) -> None:
     """Private: ray._raylet.Config / AuthenticationTokenLoader. Ray reads RAY_AUTH_MODE once
     per process; this is the refresh Ray itself does (there is no public one). Upgrade:
-    test_cluster.py::test_a_cluster_made_by_rays_own_cluster_utils_runs_the_smoke_search."""
+    test_cluster.py::test_a_cluster_made_by_rays_own_cluster_utils_runs_a_search."""
     from ray._raylet import AuthenticationTokenLoader, Config
 
     os.environ["RAY_AUTH_MODE"] = mode
@@ -158,15 +158,16 @@ def _set_auth_mode(mode: str) -> None:
     AuthenticationTokenLoader.instance().reset_cache()  # else a second ray.init keeps the old
 
 
-def parse_storage(uri: str):
-    """(pyarrow filesystem, path) of a storage root, exactly as Ray Tune will parse it.
+def parse_storage(uri: str, filesystem=None):
+    """(pyarrow filesystem, path) of a storage root, exactly as Ray Tune will parse it (with
+    `filesystem`, the one the search hands Ray).
     Private: ray.train._internal.storage.get_fs_and_path (Tune parses storage_path with it;
     calling it first turns a bad URI into our one-line error, not a traceback from inside
     Ray). Upgrade: test_failures.py::test_bad_input_is_one_line_exit_2_and_writes_nothing
     (its storage_bad_uri case)."""
     from ray.train._internal.storage import get_fs_and_path
 
-    return get_fs_and_path(uri, None)
+    return get_fs_and_path(uri, filesystem)
 
 
 def trial_storage():
@@ -180,10 +181,58 @@ def trial_storage():
     return storage.storage_filesystem, storage.trial_fs_path
 
 
-_STORAGE: list[str] = []  # the storage root of the search this process resumes
+def damaged_state(experiment: str, journaled: int) -> str | None:
+    """The first of Ray's newest saved-state files that Ray could not read back (empty or cut
+    short: written by a Ray that copied it non-atomically when a kill came), or whose run
+    knows no trial although the journal has `journaled`; else None. Ray itself logs "Failed
+    to restore the run state", goes on with no trial, and saves that empty state as the
+    newest, so every later resume would end at once with nothing done.
+    Private: the names of Ray's state files (TuneController, SearchGenerator and Searcher's
+    CKPT_FILE_TMPL) and that Ray picks the greatest name of each. Upgrade:
+    test_kills.py::test_a_damaged_ray_state_is_refused_in_one_line."""
+    import fnmatch
+    import json
+
+    import pyarrow.fs
+    import ray.cloudpickle as cloudpickle
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.search.search_generator import SearchGenerator
+    from ray.tune.search.searcher import Searcher
+
+    filesystem, path = parse_storage(experiment)
+    try:
+        listed = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    except OSError:  # an unreachable store: Ray's restore says so in its own words
+        return None
+    names = [info.base_name for info in listed]
+
+    def run_state(data: bytes) -> None:
+        if not json.loads(data)["trial_data"] and journaled:
+            raise ValueError("no trial")
+
+    readers = (
+        (TuneController.CKPT_FILE_TMPL, run_state),
+        (SearchGenerator.CKPT_FILE_TMPL, cloudpickle.loads),
+        (Searcher.CKPT_FILE_TMPL, cloudpickle.loads),
+    )
+    for template, read in readers:
+        found = fnmatch.filter(names, template.format("*"))
+        if not found:
+            continue
+        with filesystem.open_input_stream(f"{path}/{max(found)}") as handle:
+            data = handle.read()
+        try:
+            read(data)
+        except Exception as exc:  # noqa: BLE001 (any failure to decode is the damage itself)
+            why = "empty" if not data else (str(exc).splitlines() or ["cut short"])[0][:80]
+            return f"{path}/{max(found)} ({why})"
+    return None
 
 
-def repoint_new_trials(storage: str) -> None:
+_STORAGE: list = []  # the storage root of the search this process resumes, and its filesystem
+
+
+def repoint_new_trials(storage: str, filesystem=None) -> None:
     """Ray's restored searcher keeps the Experiment of the first run, whose storage names that
     run's folder, so the trials it creates after a resume of a moved search would write their
     checkpoints there (Ray re-points only the trials it restores). Point it at today's.
@@ -191,7 +240,7 @@ def repoint_new_trials(storage: str) -> None:
     test_kills.py::test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone."""
     from ray.tune.search.search_generator import SearchGenerator
 
-    _STORAGE[:] = [storage]
+    _STORAGE[:] = [storage, filesystem]
     if not getattr(SearchGenerator.set_state, "repointed", False):
         SearchGenerator.set_state = _repointing(SearchGenerator.set_state)
 
@@ -199,7 +248,7 @@ def repoint_new_trials(storage: str) -> None:
 def _repointing(set_state):
     def repointed(self, state):
         set_state(self, state)
-        filesystem, fs_path = parse_storage(_STORAGE[0])
+        filesystem, fs_path = parse_storage(*_STORAGE)
         for context in (self._experiment.storage, self._experiment.spec.get("storage")):
             if context is not None:
                 context.storage_filesystem, context.storage_fs_path = filesystem, fs_path

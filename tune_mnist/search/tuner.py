@@ -19,6 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tune_mnist.results import write_tables
 from tune_mnist.search import ray_door
+from tune_mnist.search.atomic_fs import storage_filesystem
 from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.space import METRICS
@@ -82,10 +83,15 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
         ),
         plan.per_trial,
     )
+    filesystem = storage_filesystem(storage)  # whole-file writes (tune_mnist.search.atomic_fs)
     if args.resume:
-        ray_door.repoint_new_trials(storage)
+        ray_door.repoint_new_trials(storage, filesystem)
         return tune.Tuner.restore(
-            experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
+            experiment,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=filesystem,
         )
     searcher, scheduler = make_search(space, args.seed)
     settings = space.settings
@@ -106,6 +112,7 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
+            storage_filesystem=filesystem,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             # keep every epoch's checkpoint (~100 KB each for these models): Ray snapshots the
             # experiment state every few seconds, so after a hard kill the snapshot may name a
