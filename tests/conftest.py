@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import os
 
-import pytest
-from searchutil import ROOT, run_search, space_file
+# Two pytest workers, searches and scripts share 2 cores: a torch op on 2 threads then waits
+# for a thread that is not running, and OpenMP's default wait spins, burning the core the
+# other needs (a 3-epoch retrain beside two busy processes: 30-36 s, 16-21 s with PASSIVE,
+# the same bits). Set before torch loads; subprocesses and Ray's workers inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tune_mnist.train.data import ENV_VAR, DataError, load_mnist
+import pytest  # noqa: E402 (after the setting above)
+from searchutil import ROOT, run_search, space_file  # noqa: E402
+
+from tune_mnist.train.data import ENV_VAR, DataError, load_mnist  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "mnist"
 if not os.environ.get(ENV_VAR) and SHARED.is_dir():
