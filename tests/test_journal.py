@@ -4,6 +4,7 @@ kept by Ray, and tables that only move forward."""
 import pickle
 from types import SimpleNamespace
 
+import pytest
 from searchutil import space_file
 
 from tune_mnist.search.journal import Journal, read_record
@@ -207,8 +208,6 @@ def test_the_ray_storage_filesystem_shows_a_file_whole_or_not_at_all(tmp_path):
     """Ray truncates and rewrites its state files in the storage every few seconds; through
     tune_mnist.search.atomic_fs a file being written has another name until it is complete,
     so a kill mid-write leaves the old content, never a cut one."""
-    import pickle
-
     import pyarrow.fs
 
     from tune_mnist.search.atomic_fs import storage_filesystem
@@ -227,4 +226,21 @@ def test_the_ray_storage_filesystem_shows_a_file_whole_or_not_at_all(tmp_path):
     (source / "sub" / "searcher-state-1.pkl").write_bytes(b"x" * 5000)
     pyarrow.fs.copy_files(str(source), str(tmp_path / "up"), destination_filesystem=fs)
     assert (tmp_path / "up" / "sub" / "searcher-state-1.pkl").read_bytes() == b"x" * 5000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, "staging", "up"]
+    from tune_mnist.search.atomic_fs import _Whole
+
+    class Full:  # a disk that fills up mid-file
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    failing = _Whole(str(target))
+    failing.handle.close()
+    failing.handle = Full()
+    with pytest.raises(OSError):
+        failing.write(b"cut")
+    failing.close()
+    assert target.read_text() == "new, and longer"  # the old file, and no partial one left
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, "staging", "up"]

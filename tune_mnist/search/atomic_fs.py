@@ -32,16 +32,24 @@ class _Whole:
         folder, name = os.path.split(path)
         self.path, self.partial = path, os.path.join(folder, f"{name}{PARTIAL}{uuid.uuid4().hex}")
         self.handle = open(self.partial, "wb")  # noqa: SIM115 (closed by close())
-        self.closed = False
+        self.closed = self.failed = False
 
     def write(self, data) -> int:
-        return self.handle.write(data)
+        try:
+            return self.handle.write(data)
+        except OSError:  # a full disk: the old file stays, the cut one never takes its name
+            self.failed = True
+            raise
 
     def tell(self) -> int:
         return self.handle.tell()
 
     def flush(self) -> None:
-        self.handle.flush()
+        try:
+            self.handle.flush()
+        except OSError:
+            self.failed = True
+            raise
 
     def writable(self) -> bool:
         return True
@@ -56,8 +64,16 @@ class _Whole:
         if self.closed:
             return
         self.closed = True
-        self.handle.close()
-        os.replace(self.partial, self.path)
+        try:
+            self.handle.close()
+        except OSError:
+            self.failed = True
+            raise
+        finally:
+            if self.failed:
+                os.unlink(self.partial)
+            else:
+                os.replace(self.partial, self.path)
 
 
 class WholeFileHandler(pafs.FileSystemHandler):
