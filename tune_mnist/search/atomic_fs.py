@@ -85,12 +85,6 @@ class WholeFileHandler(pafs.FileSystemHandler):
     def __reduce__(self):  # Ray sends the storage to every trial's worker
         return (WholeFileHandler, ())
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, WholeFileHandler)
-
-    def __hash__(self) -> int:
-        return hash(WholeFileHandler)
-
     def equals(self, other) -> bool:
         return isinstance(other, WholeFileHandler)
 

@@ -110,6 +110,7 @@ def prepare(args):
     check_folder(args, name, folder, storage, experiment)
     if args.resume:
         space = resumed_space(args, folder)
+        check_ray_state(folder, experiment)
     if args.gpus is not None and not args.address and not os.environ.get("RAY_ADDRESS"):
         import torch
 
@@ -169,16 +170,18 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
         )
     if not args.resume and started:
         raise UsageError(f"{folder} exists: pass --resume to continue it, or another --name")
-    if args.resume:
-        from tune_mnist.search.ray_door import damaged_state
 
-        journaled = len(list((folder / "journal").glob("*.jsonl")))
-        damaged = damaged_state(experiment, journaled)
-        if damaged:
-            raise UsageError(
-                f"--resume: Ray cannot read its saved state {damaged}; move that file aside "
-                "and resume again (Ray then takes its previous save)"
-            )
+
+def check_ray_state(folder: Path, experiment: str) -> None:
+    """A resume whose newest Ray state Ray could not restore (ray_door.damaged_state) is
+    refused now: Ray would go on with no trial and save that as its newest state."""
+    journaled = len(list((folder / "journal").glob("*.jsonl")))
+    damaged = ray_door.damaged_state(experiment, journaled)
+    if damaged:
+        raise UsageError(
+            f"--resume: Ray cannot read its saved state {damaged}; move that file aside "
+            "and resume again (Ray then takes its previous save)"
+        )
 
 
 def check_storage(storage: str, experiment: str) -> None:
