@@ -41,7 +41,12 @@ class TrainConfig:
     momentum: float = 0.0  # SGD momentum, held fixed (not cycled), [0, 0.99]; adamw ignores it
     max_lr: float = 0.04  # peak learning rate of the one-cycle schedule, (0, 1e9]
     weight_decay: float = 1e-4  # AdamW: decoupled; SGD: L2 added to the gradient, [0, 1]
-    pct_start: float = 0.25  # fraction of steps spent warming up, (0, 1)
+    pct_start: float = 0.25  # fraction of steps spent warming up, (0, 1); onecycle only
+    # onecycle: torch's one-cycle over all epochs | wsd: warmup-stable-decay, a linear
+    # warm-up of one epoch, the peak rate held, then its last fifth of epochs (at least one)
+    # decaying as 1 - sqrt to zero; its first epochs do not depend on its length, so a run
+    # branched off another's checkpoint continues it exactly (tune_mnist.fidelity)
+    schedule: str = "onecycle"
     label_smoothing: float = 0.0  # cross-entropy label smoothing, [0, 0.5]
     ema_decay: float = 0.0  # per-step weight + BN-stat average that is evaluated; 0 = off, [0, 1)
     batch_size: int = 128  # images per step, 1..60000
@@ -86,6 +91,10 @@ class TrainConfig:
             raise ConfigError(
                 f"optimizer={self.optimizer!r} is not known: valid names are "
                 f"{', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"schedule={self.schedule!r} is not known: valid names are {', '.join(SCHEDULES)}"
             )
         if self.precision not in PRECISIONS:
             raise ConfigError(
@@ -149,6 +158,7 @@ class TrainConfig:
 
 # Inclusive numeric ranges checked on construction (the comments above say the same).
 OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "wsd")
 PRECISIONS = ("fp32", "bf16")
 
 _RANGES: dict[str, tuple[float, float]] = {

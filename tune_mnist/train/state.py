@@ -156,9 +156,10 @@ def layout(model: nn.Module, config: TrainConfig) -> nn.Module:
 
 def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
     """(AdamW or SGD, its one-cycle schedule stepped per batch, the weight average or None)."""
-    problem = schedule_problem(config.epochs, config.batch_size, config.pct_start, n_train)
-    if problem:
-        raise ConfigError(problem)
+    if config.schedule == "onecycle":
+        problem = schedule_problem(config.epochs, config.batch_size, config.pct_start, n_train)
+        if problem:
+            raise ConfigError(problem)
     # CUDA: fused or capturable kernels (steps.py); CPU: torch's defaults, as pinned
     options = optimizer_options(config, next(model.parameters()).device)
     if config.optimizer == "sgd":
@@ -173,6 +174,8 @@ def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay, **options
         )
+    if config.schedule == "wsd":
+        return optimizer, wsd(optimizer, config, n_train), _averager(config, model)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=config.max_lr,
@@ -183,13 +186,43 @@ def optimisation(config: TrainConfig, model: nn.Module, n_train: int):
         # the cycle would overwrite `momentum` (0 included), so it is held as configured
         cycle_momentum=config.optimizer != "sgd",
     )
-    ema = None
-    if config.ema_decay > 0:
-        # use_buffers: BatchNorm's running statistics are averaged along with the weights,
-        # so the averaged weights are evaluated with statistics that match them
-        averager = get_ema_multi_avg_fn(config.ema_decay)
-        ema = AveragedModel(model, multi_avg_fn=averager, use_buffers=True)
-    return optimizer, scheduler, ema
+    return optimizer, scheduler, _averager(config, model)
+
+
+def _averager(config: TrainConfig, model: nn.Module) -> AveragedModel | None:
+    if config.ema_decay <= 0:
+        return None
+    # use_buffers: BatchNorm's running statistics are averaged along with the weights, so
+    # the averaged weights are evaluated with statistics that match them
+    averager = get_ema_multi_avg_fn(config.ema_decay)
+    return AveragedModel(model, multi_avg_fn=averager, use_buffers=True)
+
+
+WSD_START = 1 / 25  # the warm-up's first rate as a share of the peak (one-cycle's default)
+
+
+def wsd_decay_epochs(epochs: int) -> int:
+    """Epochs of a warmup-stable-decay run's cool-down: its last fifth, at least one."""
+    return max(1, round(epochs / 5))
+
+
+def wsd(optimizer, config: TrainConfig, n_train: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warmup-stable-decay (Hägele et al. 2024): one epoch of linear warm-up, the peak held,
+    a 1 - sqrt cool-down to zero over `wsd_decay_epochs`. Until its cool-down, the rate at a
+    step does not depend on the run's length: any branch shares the trunk's epochs."""
+    per_epoch = steps_per_epoch(config, n_train)
+    warm = per_epoch
+    decay_from = (config.epochs - wsd_decay_epochs(config.epochs)) * per_epoch
+    total = config.epochs * per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return WSD_START + (1 - WSD_START) * step / warm
+        if step < decay_from:
+            return 1.0
+        return 1 - math.sqrt(min(1.0, (step - decay_from) / max(1, total - decay_from)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def prepare_run(config: TrainConfig, data: MNIST) -> tuple[torch.device, MNIST, AugmentSpec]:

@@ -1,0 +1,1 @@
+"""Studies that measure the search itself (fidelity_runs: cheap evaluations)."""
