@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from tune_mnist.fidelity import FULL, parse
+from tune_mnist.search import rungs
 from tune_mnist.store import atomic_write_bytes
 from tune_mnist.train.config import TrainConfig
 
@@ -43,6 +45,12 @@ EPOCH_COLUMNS = [
     "graphed",  # its full batches ran from a captured CUDA graph (False on CPU; steps.py)
     "precision",  # what its steps ran in: fp32 or bf16 (bf16 falls back where unsupported)
     "node_id",  # the Ray node that trained the epoch (a retried trial may change node)
+    # the run the epoch belongs to (settings.rungs; tune_mnist.fidelity): full, or a cheaper
+    # rung such as compressed3; its index, and the epoch within that run (`epoch` counts
+    # the trial's epochs across rungs)
+    "fidelity",
+    "rung",
+    "rung_epoch",
 ]
 _DTYPES = {"bool": "bool", "int": "int64", "float": "float64", "str": "string"}
 
@@ -66,6 +74,9 @@ def epoch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             by_epoch[int(epoch)] = {k: row.get(k) for k in EPOCH_COLUMNS[1:]}
             by_epoch[int(epoch)]["replayed"] = bool(row.get("replayed", False))
             by_epoch[int(epoch)]["graphed"] = bool(row.get("graphed", False))
+            by_epoch[int(epoch)]["fidelity"] = row.get("fidelity") or FULL
+            by_epoch[int(epoch)]["rung"] = int(row.get("rung") or 0)
+            by_epoch[int(epoch)]["rung_epoch"] = int(row.get("rung_epoch") or epoch)
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -108,7 +119,7 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
     settings = space.settings
     epochs = epoch_rows(trial.results)
     last = trial.last_result or {}
-    status = trial_status(trial.status, last, epochs, settings["epochs"])
+    status = trial_status(trial.status, last, epochs, rungs.trial_epochs(settings))
     device = last.get("device") or "cpu"
     config = space.train_config(trial.config, device=device, threads=cpus)
     # selection figures come from the validation images; the test figure is only reported
@@ -137,6 +148,8 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
             and params <= settings["max_params"]
         ),
         "train_s": float(sum(e["epoch_s"] or 0 for e in epochs)),
+        # what its full run alone takes (or would have): full_fidelity_share's denominator
+        "full_fidelity_s": full_run_s(epochs, settings["epochs"]),
         # over budget: the trainable's own clock (Ray's also counts the worker's start-up)
         "wall_s": float(last.get("trial_s") or last.get("time_total_s") or 0.0),
         "error": trial.error if status == "error" else "",
@@ -147,6 +160,17 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
         **trial.provenance,  # a resumed search keeps each trial's own
     }
     return row, [{"trial_id": trial.trial_id, **e} for e in epochs]
+
+
+def full_run_s(epochs: list[dict], full_epochs: int) -> float:
+    """Seconds of a full run of the trial: its median epoch at all its images (a subset
+    rung's epochs scaled up), times the full run's epochs; 0 when it trained nothing."""
+    per_epoch = []
+    for e in epochs:
+        kind, amount = parse(e.get("fidelity") or FULL)
+        share = amount / 100 if kind == "subset" else 1.0
+        per_epoch.append((e.get("epoch_s") or 0.0) / share)
+    return float(pd.Series(per_epoch).median() * full_epochs) if per_epoch else 0.0
 
 
 def _or_low(value: float) -> float:

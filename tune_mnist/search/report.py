@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tune_mnist.results import Results, load  # noqa: E402
-from tune_mnist.search.summary import epochs_summary  # noqa: E402
+from tune_mnist.search.summary import epochs_summary, full_fidelity  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
 
 COLORS = {
@@ -153,11 +153,14 @@ def asha(results: Results, settings: dict, path: Path) -> None:
     left.set_xlabel("epochs trained before the trial ended")
     left.set_ylabel("trials")
     left.set_title("Where ASHA stopped the trials")
-    used, full = epochs_summary(results.trials, settings["epochs"])
     over = int((results.trials["status"] == "over_budget").sum())
+    share, used, full, _ = full_fidelity(results.trials)
+    unit = "core-seconds"
+    if share != share:  # tables from before full_fidelity_s: epochs instead
+        (used, full), unit = epochs_summary(results.trials, settings["epochs"]), "epochs"
     right.bar(["trained", "every trial in full"], [used, full], color=["tab:green", "tab:gray"])
-    right.set_ylabel("epochs")
-    right.set_title(f"Epochs: {used} of {full} ({over} over budget, untrained)")
+    right.set_ylabel(unit)
+    right.set_title(f"{unit}: {used:,.0f} of {full:,.0f} ({over} over budget, untrained)")
     for ax in (left, right):
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

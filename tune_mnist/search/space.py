@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from tune_mnist.search import rungs
 from tune_mnist.train.config import (
     CPU_STEPS,
     ConfigError,
@@ -61,6 +62,10 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     # searches (precision, channels_last) wins. Absent = plain: the searches recorded before
     # it existed rebuild their rows as they ran
     "cpu_step": "plain",
+    # fidelities each trial trains in turn, ASHA keeping the best 1/reduction_factor at each
+    # rung's end, e.g. [compressed3, compressed5, full] (tune_mnist.search.rungs); absent:
+    # the full run alone, ASHA stopping it at grace_period * reduction_factor^k epochs
+    "rungs": None,
 }
 # Per-epoch metrics a search may select on (Optuna) or stop on (ASHA), with the direction that
 # is better. The *_avg3 means of the last 3 epochs are steadier at ASHA's rungs: while the
@@ -147,14 +152,20 @@ class SearchSpace:
         n_train = n_images - self.settings["val_size"]
         if self.settings["train_subset"]:
             n_train = min(n_train, self.settings["train_subset"])
+        runs = {(r.epochs, r.config.train_subset or n_train) for r in self._rungs(n_train)}
         for batch in self._listed("batch_size"):
             for start in self._listed("pct_start"):
-                problem = schedule_problem(self.settings["epochs"], batch, start, n_train)
-                if problem:
-                    raise SpaceError(
-                        f"{self.path}: epochs {self.settings['epochs']}, {n_train} training "
-                        f"images, batch_size {batch}, pct_start {start}: {problem}"
-                    )
+                for epochs, images in sorted(runs):
+                    problem = schedule_problem(epochs, batch, start, images)
+                    if problem:
+                        raise SpaceError(
+                            f"{self.path}: epochs {epochs}, {images} training "
+                            f"images, batch_size {batch}, pct_start {start}: {problem}"
+                        )
+
+    def _rungs(self, n_train: int) -> list[rungs.Rung]:
+        base = TrainConfig(epochs=self.settings["epochs"], clean_epochs=0)
+        return rungs.plan(base, self.settings, n_train)
 
     def _listed(self, name: str) -> list:
         """Every value `name` can take that is known before any trial: fixed, constant or a
@@ -341,6 +352,10 @@ def _settings(block: Any) -> dict[str, Any]:
         raise SpaceError(f"settings.pareto: {settings['pareto']!r}; must be true or false")
     if not (isinstance(settings["target_acc"], (int, float)) and 0 < settings["target_acc"] <= 100):
         raise SpaceError("settings.target_acc: a percentage in (0, 100]")
+    try:
+        rungs.check(settings)
+    except ConfigError as exc:
+        raise SpaceError(f"settings.{exc}") from None
     run_keys = ("epochs", "val_size", "train_subset", "test_subset")
     try:
         TrainConfig.from_dict({k: settings[k] for k in run_keys})

@@ -12,6 +12,21 @@ def epochs_summary(trials_df, max_epochs: int) -> tuple[int, int]:
     return int(trained["epochs_run"].sum()), int(len(trained) * max_epochs)
 
 
+JUDGED = ("completed", "asha_stopped")  # trials the scheduler let finish or stopped
+
+
+def full_fidelity(trials_df) -> tuple[float, float, float, int]:
+    """(share, core-seconds trained, core-seconds a full run of each would take, trials)
+    over the trials ASHA judged: what its rungs saved. Core-seconds: seconds x threads."""
+    judged = trials_df[trials_df["status"].isin(JUDGED)]
+    if not len(judged) or "full_fidelity_s" not in judged:
+        return math.nan, 0.0, 0.0, 0
+    threads = judged["threads"].clip(lower=1) if "threads" in judged else 1
+    spent = float((judged["train_s"] * threads).sum())
+    full = float((judged["full_fidelity_s"] * threads).sum())
+    return (spent / full if full else math.nan), spent, full, len(judged)
+
+
 ENDED = ("completed", "asha_stopped", "over_budget", "diverged", "error")
 UNENDED = ("interrupted", "running", "pending", "lost")
 
@@ -39,9 +54,13 @@ def format_summary(
     if "error" in trials_df:
         for _, row in trials_df[trials_df["status"] == "error"].iterrows():
             lines.append(f"    failed: trial {row['trial_id']} {row['arch']}: {row['error']}")
-    done, grid = epochs_summary(trials_df, settings["epochs"])
-    saved = 100 * (1 - done / grid) if grid else 0.0
-    lines.append(f"  epochs trained {done} vs {grid} for every trial in full ({saved:.0f}% saved)")
+    share, spent, full, judged = full_fidelity(trials_df)
+    if judged:
+        lines.append(
+            f"  full-fidelity share {100 * share:.0f}%: the {judged} trials ASHA judged trained "
+            f"{spent:,.0f} core-s, a full run of each {full:,.0f} "
+            f"(rungs: {', '.join(settings.get('rungs') or ['full'])})"
+        )
     busy = trials_df["train_s"].sum() if busy is None else busy
     share = 100 * busy / (wall_s * slots) if wall_s and slots else math.nan
     lines.append(

@@ -12,6 +12,7 @@ import os
 import pickle
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import ray
 import torch
 from ray import tune
 
+from tune_mnist.search import rungs
 from tune_mnist.search.journal import EMPTY, Ledger
 from tune_mnist.search.ray_door import trial_storage
 from tune_mnist.search.space import METRICS, SearchSpace
@@ -176,10 +178,53 @@ def run_trial(
     for report in history:  # epochs trained before a kill whose reports never got journaled
         if known < report["epoch"] <= start_epoch:  # (its start_epoch stays its own run's)
             tune.report({**report, "replayed": True})
-    # a cohort (settings.seeds_per_trial > 1) reports its members' mean, min, std and lists
-    train(
-        train_config,
-        data,
-        on_epoch=lambda metrics, state: report_epoch(metrics, state, where, start_epoch, history),
-        resume=resume,
-    )
+    n_train = space.settings["train_subset"] or len(data.train_y) - space.settings["val_size"]
+    plan = rungs.plan(train_config, space.settings, n_train)
+    first = int(resume.get("rung", 0)) if resume else 0
+    for rung in plan[first:]:
+        # a cohort (settings.seeds_per_trial > 1) reports its members' mean, min, std, lists
+        report = partial(report_rung, rung, space.settings, where, start_epoch, history)
+        [result, *_] = train(
+            rung.config, data, on_epoch=report, resume=_rung_state(resume, rung.index, first)
+        )
+        if result.status != "completed":  # diverged: no later rung
+            return
+
+
+def _rung_state(resume: dict | None, rung: int, first: int) -> dict | None:
+    """The checkpoint as its rung's run saved it (its own epoch count), for the first rung
+    trained here; later rungs start fresh."""
+    if resume is None or rung != first:
+        return None
+    return {**resume, "epoch": int(resume.get("rung_epoch", resume["epoch"]))}
+
+
+class _RungState:
+    """A rung's run state, saved with the trial's epoch count and the rung it belongs to."""
+
+    def __init__(self, state, rung: rungs.Rung):
+        self.state, self.rung = state, rung
+
+    def state_dict(self) -> dict[str, Any]:
+        saved = self.state.state_dict()
+        return {
+            **saved,
+            "epoch": self.rung.offset + saved["epoch"],
+            "rung": self.rung.index,
+            "rung_epoch": saved["epoch"],
+        }
+
+
+def report_rung(rung, settings, where, start_epoch, history, metrics, state) -> None:
+    """One epoch of a rung's run, reported as the trial's: its epoch counted across rungs,
+    its fidelity, and the level ASHA reads (tune_mnist.search.rungs)."""
+    done = metrics["epoch"] == rung.epochs
+    metrics = {
+        **metrics,
+        "epoch": rung.offset + metrics["epoch"],
+        "rung": rung.index,
+        "rung_epoch": metrics["epoch"],
+        "fidelity": rung.fidelity,
+        rungs.LEVEL: rungs.level(settings, rung.index, done),
+    }
+    report_epoch(metrics, _RungState(state, rung), where, start_epoch, history)

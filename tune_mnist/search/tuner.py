@@ -18,12 +18,12 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_mnist.results import write_tables
-from tune_mnist.search import ray_door
+from tune_mnist.search import ray_door, rungs
 from tune_mnist.search.atomic_fs import storage_filesystem
 from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.space import METRICS
-from tune_mnist.search.summary import format_summary
+from tune_mnist.search.summary import format_summary, full_fidelity
 from tune_mnist.search.trainable import run_trial
 from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 from tune_mnist.store import atomic_write_bytes, provenance, write_json
@@ -152,10 +152,11 @@ def make_search(space, seed: int) -> tuple[OptunaSearch, ASHAScheduler]:
         points_to_evaluate=space.optuna_points() or None,
     )
     metric, own = asha_metric(settings)
+    staged = rungs.staged(settings)  # rungs: ASHA's milestones are the rungs' ends
     scheduler = ASHAScheduler(
-        time_attr="epoch",
-        max_t=settings["epochs"],
-        grace_period=settings["grace_period"],
+        time_attr=rungs.LEVEL if staged else "epoch",
+        max_t=rungs.max_level(settings) if staged else settings["epochs"],
+        grace_period=1 if staged else settings["grace_period"],
         reduction_factor=settings["reduction_factor"],
         metric=metric if own else None,
         mode=METRICS[metric] if own else None,
@@ -265,6 +266,9 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
             "trials": total,
             "ended": ended,
             "statuses": json.loads(trials_df["status"].value_counts().to_json()),
+            # core-seconds trained / those a full run of each judged trial would take
+            "full_fidelity_share": _number(full_fidelity(trials_df)[0]),
+            "rungs": space.settings.get("rungs") or ["full"],
         },
     )
     if ended < total:  # Ctrl-C or SIGTERM: Ray Tune stopped its loop and saved its state
@@ -277,6 +281,10 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
 
         print(f"  report: {build(folder)}", flush=True)
     return 0
+
+
+def _number(value: float) -> float | None:
+    return None if value != value else value  # NaN (nothing judged) is JSON's null
 
 
 TRAINED = ("completed", "asha_stopped", "diverged")  # trials that trained to their end

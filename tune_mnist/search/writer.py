@@ -14,6 +14,7 @@ from pathlib import Path
 from ray import tune
 
 from tune_mnist.results import TrialView, build_tables, write_tables
+from tune_mnist.search import rungs
 from tune_mnist.search.journal import Journal, Ledger, TrialRecord, resolve
 
 WRITE_EVERY_S = 10.0  # tables follow running trials' epochs at most this often
@@ -73,11 +74,13 @@ def end_text(last: dict, space) -> str:
     epoch, val = int(last.get("epoch") or 0), last.get("val_acc")
     if last.get("diverged"):
         return f"diverged at epoch {epoch} (loss not finite), never passes"
-    how = (
-        f"completed {epoch} epochs"
-        if epoch >= space.settings["epochs"]
-        else f"stopped by ASHA at epoch {epoch}"
-    )
+    fidelity = last.get("fidelity") or "full"
+    if epoch >= rungs.trial_epochs(space.settings):
+        how = f"completed {epoch} epochs"
+    elif fidelity != "full":  # ASHA judges a rung at its last epoch
+        how = f"stopped by ASHA after its {fidelity} rung"
+    else:
+        how = f"stopped by ASHA at epoch {epoch}"
     return how + (f", val_acc {val:.2f}%" if val is not None else "")
 
 
@@ -239,7 +242,7 @@ class ResultsWriter:
         self.beat = time.time()
         ended, running, total = self.counts()
         elapsed = time.time() - self.started
-        epochs = self.space.settings["epochs"]
+        epochs = rungs.trial_epochs(self.space.settings)  # every rung's, when it has rungs
         done = sorted(self.epochs.values(), reverse=True)
         if 0 < ended < total:
             left = elapsed / ended * (total - ended)
