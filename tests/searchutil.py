@@ -31,11 +31,14 @@ arch:
 
 
 def space_file(
-    folder: Path, epochs=3, grace=1, samples=7, max_params=4000, points="", images=5000
+    folder: Path, epochs=3, grace=1, samples=7, max_params=4000, points="", images=5000, rungs=()
 ) -> Path:
-    """The smoke space with these settings; `images`: the training subset."""
+    """The smoke space with these settings; `images`: the training subset; `rungs`: the
+    fidelities each trial trains before its full run (settings.rungs)."""
+    staged = f", rungs: [{', '.join([*rungs, 'full'])}]" if rungs else ""
     text = (
         SMOKE_SETTINGS.replace("EPOCHS", str(epochs))
+        .replace("val_size: 1000}", f"val_size: 1000{staged}}}")
         .replace("train_subset: 5000", f"train_subset: {images}")
         .replace("GRACE", str(grace))
         .replace("SAMPLES", str(samples))

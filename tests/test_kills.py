@@ -1,6 +1,7 @@
-"""Resume keeps its word at any kill moment: a search's process group is SIGKILLed before any
-table, right after the first one, mid-epoch, during a resume and twice in a row, then resumed
-to the end. Ctrl-C and SIGTERM stop it cleanly, and a moved folder resumes where it now lies."""
+"""Resume keeps its word at any kill moment: a search's process group (its trials training
+in rungs) is SIGKILLed before any table, right after the first one, mid-epoch, during a
+resume and twice in a row, then resumed to the end. Ctrl-C and SIGTERM stop it cleanly, and
+a moved folder resumes where it now lies."""
 
 import hashlib
 import os
@@ -110,8 +111,15 @@ class Watch:
 def test_kills_at_many_moments_lose_nothing_and_retrain_nothing(tmp_path):
     results = tmp_path / "results"
     folder = results / "k"
+    # each trial trains a 2-epoch run, then (if ASHA keeps it) its 6-epoch one: kills land
+    # inside either rung and between them
     space = space_file(
-        tmp_path, epochs=EPOCHS, grace=2, samples=SAMPLES, max_params=8000, images=IMAGES
+        tmp_path,
+        epochs=EPOCHS,
+        samples=SAMPLES,
+        max_params=8000,
+        images=IMAGES,
+        rungs=["compressed2"],
     )
     args = ["--space", str(space), "--name", "k", "--no-report"]
     watch = Watch(folder)

@@ -1,0 +1,141 @@
+"""Low fidelities (tune_mnist.fidelity), a search's rungs (tune_mnist.search.rungs), and the
+warmup-stable-decay schedule whose branches continue its trunk exactly."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from tune_mnist.fidelity import config_at, nominal_cost, parse
+from tune_mnist.search import rungs
+from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.search.summary import full_fidelity
+from tune_mnist.train.config import ConfigError, TrainConfig
+from tune_mnist.train.loop import train
+from tune_mnist.train.state import make_state
+
+FULL15 = TrainConfig(arch="tiny", epochs=15, clean_epochs=3)
+
+
+def test_a_compressed_fidelity_is_the_whole_schedule_in_fewer_epochs():
+    three = config_at(FULL15, "compressed3", 55_000)
+    assert (three.epochs, three.clean_epochs, three.schedule) == (3, 1, "onecycle")
+    assert config_at(FULL15, "compressed2", 55_000).clean_epochs == 0  # 3 * 2 / 15 rounds to 0
+    assert nominal_cost(FULL15, "compressed3") == pytest.approx(0.2)
+    assert config_at(FULL15, "full", 55_000) == FULL15
+
+
+def test_a_subset_fidelity_keeps_the_schedule_on_fewer_images():
+    quarter = config_at(FULL15, "subset25", 55_000)
+    assert (quarter.train_subset, quarter.epochs, quarter.clean_epochs) == (13_750, 15, 3)
+    assert nominal_cost(FULL15, "subset25") == 0.25
+
+
+@pytest.mark.parametrize("name", ["compressed", "half", "subset0", "subset101", "wsd0", ""])
+def test_an_unknown_fidelity_is_refused_by_name(name):
+    with pytest.raises(ConfigError, match="fidelity"):
+        parse(name)
+
+
+SETTINGS = {"epochs": 15, "reduction_factor": 3}
+
+
+def test_a_trials_rungs_follow_each_other_and_count_every_epoch():
+    plan = rungs.plan(FULL15, {**SETTINGS, "rungs": ["compressed3", "compressed5", "full"]}, 55_000)
+    assert [(r.fidelity, r.epochs, r.offset) for r in plan] == [
+        ("compressed3", 3, 0),
+        ("compressed5", 5, 3),
+        ("full", 15, 8),
+    ]
+    assert rungs.trial_epochs({**SETTINGS, "rungs": ["compressed3", "compressed5", "full"]}) == 23
+    assert rungs.trial_epochs(SETTINGS) == 15  # no rungs: the full run alone
+    assert not rungs.staged(SETTINGS)
+
+
+def test_asha_reads_a_level_that_only_reaches_a_milestone_at_a_rungs_end():
+    settings = {**SETTINGS, "rungs": ["compressed3", "compressed5", "full"]}
+    during = [rungs.level(settings, r, done=False) for r in range(3)]
+    ends = [rungs.level(settings, r, done=True) for r in range(3)]
+    assert during == [0, 1, 3] and ends == [1, 3, 9]  # milestones 1, 3, 9: grace 1, factor 3
+    assert rungs.max_level(settings) == 9
+
+
+@pytest.mark.parametrize(
+    "listed, why",
+    [
+        (["compressed3"], "ending in full"),
+        (["full", "compressed3"], "ending in full"),
+        (["compressed15", "full"], "fewer epochs"),
+        (["compressed5", "compressed3", "full"], "cost more"),
+        (["wsd3", "full"], "compressed<E>, subset<P>, full"),
+        (["quarter", "full"], "not known"),
+        ("compressed3", "ending in full"),
+    ],
+)
+def test_a_space_with_rungs_it_cannot_run_is_refused_in_one_line(tmp_path, listed, why):
+    path = tmp_path / "space.yaml"
+    path.write_text(f"settings: {{rungs: {listed!r}}}\narch: {{super_light: {{}}}}\n")
+    with pytest.raises(SpaceError, match=why):
+        load_space(path)
+
+
+def test_the_shipped_spaces_with_rungs_load():
+    space = load_space("search_spaces/default.yaml")
+    rungs.check(space.settings)
+    assert space.settings["rungs"] is None or space.settings["rungs"][-1] == "full"
+
+
+def test_the_full_fidelity_share_is_the_trained_over_the_full_core_seconds():
+    import pandas as pd
+
+    trials = pd.DataFrame(
+        {
+            "status": ["completed", "asha_stopped", "asha_stopped", "over_budget", "diverged"],
+            "train_s": [150.0, 30.0, 30.0, 0.0, 9.0],
+            "full_fidelity_s": [100.0, 100.0, 100.0, 0.0, 100.0],
+            "threads": [1, 1, 1, 1, 1],
+        }
+    )
+    share, spent, full, judged = full_fidelity(trials)
+    assert (spent, full, judged) == (210.0, 300.0, 3)  # diverged and over budget: not judged
+    assert share == pytest.approx(0.7)
+    assert math.isnan(full_fidelity(trials[trials.status == "over_budget"])[0])
+
+
+WSD = dict(arch="tiny", width1=4, width2=6, width3=8, schedule="wsd", device="cpu", seed=3)
+
+
+def test_wsd_warms_up_holds_the_peak_then_decays_to_zero_over_its_last_fifth():
+    config = TrainConfig(**WSD, epochs=10, batch_size=500, max_lr=0.01)
+    state = make_state(config, torch.device("cpu"), 2000)  # 4 steps an epoch
+    rates = []
+    for _ in range(40):
+        rates.append(state.scheduler.get_last_lr()[0])
+        state.optimizer.step()
+        state.scheduler.step()
+    assert rates[0] == pytest.approx(0.01 / 25) and rates[3] < 0.01  # one warm-up epoch
+    assert rates[4:32] == [pytest.approx(0.01)] * 28  # held through epoch 8
+    assert rates[32] == pytest.approx(0.01) and rates[33] < rates[32]  # epochs 9-10 decay
+    assert rates[-1] < 0.01 * 0.6 and all(a >= b for a, b in zip(rates[32:-1], rates[33:], strict=True))
+
+
+def test_a_wsd_branch_off_a_longer_trunk_is_the_shorter_run_bit_for_bit(small):
+    """What a rung of cool-down branches rests on: epochs before the cool-down do not depend
+    on the run's length, so the study's branch at 2 is the 3-epoch run itself."""
+    trunk_config = TrainConfig(**WSD, epochs=5, clean_epochs=1, rotate_deg=10.0)
+    saved = {}
+
+    def keep(metrics, state):
+        if state.epoch == 2:  # a copy: the trunk trains on in the same tensors
+            saved.update(copy.deepcopy(state.state_dict()))
+
+    train(trunk_config, small, on_epoch=keep)
+    short = trunk_config.replace(epochs=3)
+    trained = []
+    branch = train(short, small, on_epoch=lambda m, s: trained.append(m["epoch"]), resume=saved)[0]
+    assert trained == [3]  # the branch trained its cool-down epoch alone
+    straight = train(short, small)[0]
+    assert [m["test_acc"] for m in branch.history] == [m["test_acc"] for m in straight.history]
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(branch.model.state_dict()[name], tensor), name
