@@ -238,6 +238,8 @@ BAD_SPACES = {
     "low_above_high": "arch: {super_light: {}}\nparams: {max_lr: {uniform: [0.1, 0.01]}}\n",
     "negative_dropout": "arch: {super_light: {}}\nparams: {dropout: -0.1}\n",
     "metric_on_test": "settings: {metric: test_acc}\narch: {super_light: {}}\n",
+    "rungs_not_ending_in_full": "settings: {rungs: [compressed1]}\narch: {super_light: {}}\n",
+    "max_params_nothing_fits": "arch: {super_light: {}}\n",
 }
 
 
@@ -246,6 +248,7 @@ BAD_SPACES = {
     [
         *BAD_SPACES,
         "samples_0",
+        "max_params_0",
         "gpus_-1",
         "gpus_too_many",
         "broken_data",
@@ -267,6 +270,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_
         args += ["--space", str(tmp_path / "s.yaml")]
     extra = {
         "samples_0": ["--samples", "0"],
+        "max_params_0": ["--max-params", "0"],
+        "max_params_nothing_fits": ["--max-params", "1000"],
         "gpus_-1": ["--gpus", "-1"],
         "gpus_too_many": ["--gpus", "99"],
         "broken_data": ["--data-dir", str(broken_data)],

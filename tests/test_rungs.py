@@ -140,3 +140,26 @@ def test_a_wsd_branch_off_a_longer_trunk_is_the_shorter_run_bit_for_bit(small):
     assert [m["test_acc"] for m in branch.history] == [m["test_acc"] for m in straight.history]
     for name, tensor in straight.model.state_dict().items():
         assert torch.equal(branch.model.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("budget", [8000, 4000, 3000])
+def test_the_default_space_shaped_to_a_budget_wastes_at_most_a_fifth_of_its_draws(budget):
+    from pathlib import Path
+
+    from tune_mnist.search.budget import MAX_OVER, over_budget_share, shaped_file
+
+    path, factor = shaped_file(Path("search_spaces/default.yaml"), budget)
+    space = load_space(path)
+    assert space.settings["max_params"] == budget
+    assert factor == pytest.approx((budget / 8000) ** 0.5)
+    assert over_budget_share(space, draws=200) <= MAX_OVER
+    if budget < 4262:  # the reference three are fixed at 4,262-4,836 parameters
+        assert set(space.branches) == {"tiny", "lean"} and not space.points
+
+
+def test_a_budget_no_architecture_fits_is_refused(tmp_path):
+    from tune_mnist.search.budget import shaped_doc
+
+    doc = {"settings": {"max_params": 8000}, "arch": {"super_light": {}}}
+    with pytest.raises(SpaceError, match="no architecture"):
+        shaped_doc(doc, 1000)

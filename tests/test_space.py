@@ -97,10 +97,10 @@ def test_conditional_space_never_leaks_branch_params(tmp_path):
         assert all(k.startswith(f"{arch}:") for k in branch_keys), (arch, branch_keys)
         config = space.train_config(values)  # every sample is a valid TrainConfig
         assert config.arch == arch
-        if arch != "tiny":
+        if arch not in ("tiny", "lean"):
             assert not branch_keys
         study.tell(trial, float(i % 7))
-    assert seen == {"super_light", "light", "lightest", "tiny"}
+    assert seen == {"super_light", "light", "lightest", "tiny", "lean"}
 
 
 def test_points_use_branch_names():

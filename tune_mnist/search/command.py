@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None):
     )
     parser.add_argument("--space", help="search-space YAML (default search_spaces/default.yaml)")
     parser.add_argument("--samples", type=int, help="trials to run (default: the space's)")
+    parser.add_argument(
+        "--max-params",
+        type=int,
+        help="parameter budget: the space's widths are scaled to it and what cannot fit is "
+        "dropped (default: the space's settings.max_params, 8,000 for default.yaml)",
+    )
     parser.add_argument("--gpus", type=int, help="GPUs the search may use (default: all; 0 = CPU)")
     parser.add_argument("--trials-per-gpu", type=int, default=4, help="trials packed per GPU")
     parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPU threads per trial")
@@ -69,6 +75,8 @@ def parse_args(argv: list[str] | None):
         raise UsageError(f"--seed {args.seed}: must be 0..{2**32 - 1} (the Optuna sampler's seed)")
     if args.max_failures < 0:
         raise UsageError(f"--max-failures {args.max_failures}: must be >= 0")
+    if args.max_params is not None and not 100 <= args.max_params <= 1_000_000:
+        raise UsageError(f"--max-params {args.max_params}: a budget of 100..1,000,000 parameters")
     if args.samples is not None and args.samples < 1:
         raise UsageError(f"--samples {args.samples}: must be >= 1")
     if args.gpus is not None and args.gpus < 0:
@@ -86,6 +94,7 @@ def parse_args(argv: list[str] | None):
 
 def prepare(args):
     """Everything that can fail on bad input, before Ray starts or anything is written."""
+    from tune_mnist.search.budget import over_budget_share, shaped_file
     from tune_mnist.search.lock import check_free
     from tune_mnist.search.space import load_space
     from tune_mnist.train.data import load_mnist
@@ -95,7 +104,11 @@ def prepare(args):
         name = check_name(args.name)
         folder = RESULTS / name
     else:
-        space = load_space(args.space or ROOT / "search_spaces" / default)
+        path = Path(args.space or ROOT / "search_spaces" / default)
+        args.space_source = _shown(path)
+        if args.max_params is not None:
+            path, args.width_factor = shaped_file(path, args.max_params)
+        space = load_space(path)
         if args.samples:
             space.settings["samples"] = args.samples
         if args.cpu_step:
@@ -123,10 +136,19 @@ def prepare(args):
         )
     data = load_mnist(args.data_dir)
     space.check_schedule(len(data.train_y))  # a recipe no trial could train: refused now
+    args.over_budget_share = over_budget_share(space)
     return space, name, folder, storage, experiment, data
 
 
 SPACE_COPY = "space.yaml"  # the space a search started with, kept in its results folder
+
+
+def _shown(path: Path) -> str:
+    """A space's path as a record keeps it: relative to the checkout where it lies inside."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def resumed_space(args, folder: Path):
@@ -147,6 +169,11 @@ def resumed_space(args, folder: Path):
         raise UsageError(
             f"--space {args.space}: differs from the space {folder.name!r} started with "
             f"({saved}); drop --space to resume"
+        )
+    budget = space.settings["max_params"]
+    if args.max_params is not None and args.max_params != budget:
+        raise UsageError(
+            f"--max-params {args.max_params}: {folder.name!r} was started with {budget}"
         )
     samples = meta.get("settings", {}).get("samples", space.settings["samples"])
     if args.samples and args.samples != samples:

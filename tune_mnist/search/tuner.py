@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 from tune_mnist.results import write_tables
 from tune_mnist.search import ray_door, rungs
 from tune_mnist.search.atomic_fs import storage_filesystem
+from tune_mnist.search.budget import DRAWS, MAX_OVER
 from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.space import METRICS
@@ -192,11 +193,13 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
             "name": name,
-            "space": str(space.path),
+            "space": getattr(args, "space_source", None) or str(space.path),
             "settings": space.settings,
             "experiment": experiment,
             "argv": sys.argv,
             "plan": plan.__dict__,
+            "over_budget_share": getattr(args, "over_budget_share", None),  # of DRAWS draws
+            "max_params_flag": args.max_params,
             **prov,
         }
         write_json(folder / ("resume.json" if args.resume else "search.json"), meta)
@@ -207,6 +210,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             f"each {plan.per_trial}; results in {folder}",
             flush=True,
         )
+        print(budget_line(args, space.settings), flush=True)
         if device == "cpu":
             step = space.settings["cpu_step"]
             chosen = cpu_step_of(TrainConfig(**cpu_step_fields(step, "cpu")))
@@ -236,6 +240,18 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         set_live(None)
         ray.shutdown()
     return finish(args, folder, space, tables, wall_s, plan, counts)
+
+
+def budget_line(args, settings: dict) -> str:
+    """`budget 4,000 parameters (widths x0.71); 11% of 400 random draws over it`."""
+    share = getattr(args, "over_budget_share", float("nan"))
+    factor = getattr(args, "width_factor", None)
+    scaled = f" (--max-params: widths x{factor:.2f})" if factor else ""
+    warn = "; more than 20%: narrow the space's widths" if share > MAX_OVER else ""
+    return (
+        f"budget {settings['max_params']:,} parameters{scaled}; {100 * share:.0f}% of "
+        f"{DRAWS} random draws of the space are over it (recorded, never trained){warn}"
+    )
 
 
 def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts) -> int:
