@@ -1,6 +1,7 @@
 """Nothing lost, nothing let in: failing trials, dying workers, bad input, listeners."""
 
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -75,6 +76,7 @@ def _listening_sockets():
 LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
 
 
+OVER_BUDGET = "points_to_evaluate:\n  - {arch: super_light, max_lr: 0.02, rotate_deg: 10.0}\n"
 DIVERGES = 50000.0  # a max_lr no model survives: its loss is NaN within the first epoch
 POINTS = f"""points_to_evaluate:
   - {{arch: tiny, max_lr: 0.02}}
@@ -151,7 +153,7 @@ def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tm
     assert (trials["epochs_run"] == 1).all()
     done = runs[0]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "no trial trained: trial " in errors[0]
+    assert len(errors) == 1 and "no trial trained to its end: 2 failed; first: trial " in errors[0]
     assert "injected failure at epoch 2" in errors[0] and "1 more failed trial" in errors[0]
     failed = [line for line in done.stdout.splitlines() if " failed (" in line]
     assert len(failed) == 2 and all("Ray's full error: " in line for line in failed)
@@ -161,6 +163,31 @@ def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tm
     assert "Trials did not complete" not in done.stderr
     assert done.stdout.count(" restarted after a failure: ") == 2  # --max-failures 1, 2 trials
     assert done.stdout.count("    failed: trial ") == 2  # the summary lists each with its cause
+
+
+def test_a_search_whose_trials_all_diverge_or_are_over_budget_exits_1_and_says_why(tmp_path):
+    """Divergence and budget refusals happen at run time: neither is a trial trained to its
+    end, so the search exits 1, its line gives the counts by cause, and the summary counts
+    no scheduler saving for them."""
+    space = space_file(
+        tmp_path, epochs=3, samples=3, max_params=4000, images=2000, points=OVER_BUDGET
+    )
+    text = space.read_text().replace("{loguniform: [0.01, 0.05]}", f"{{choice: [{DIVERGES}]}}")
+    space.write_text(text.replace("max_lr: 0.02", f"max_lr: {DIVERGES}"))
+    done = run_search(tmp_path / "results", "--space", str(space), "--name", "d", "--no-report")
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "no trial trained to its end: 2 diverged, 1 over budget; first: trial " in line, line
+    trials = load(tmp_path / "results" / "d").trials
+    assert sorted(trials["status"]) == ["diverged", "diverged", "over_budget"]
+    summary = json.loads((tmp_path / "results" / "d" / "summary.json").read_text())
+    assert summary["trained_to_end"] == 0 and summary["full_fidelity_share"] is None
+    assert summary["cut_short"]["diverged"] == {"trials": 2, "epochs_not_trained": 4}
+    assert summary["cut_short"]["over_budget"] == {"trials": 1, "epochs_not_trained": 3}
+    assert "cut short (not the scheduler's doing): diverged 2 (4 epochs not trained)" in (
+        done.stdout
+    )
+    assert "full-fidelity share" not in done.stdout  # nothing the scheduler judged
 
 
 def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path, search_main):

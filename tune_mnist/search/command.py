@@ -38,10 +38,11 @@ def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(
         prog="scripts/search.py",
         description="Search tiny MNIST CNNs with Ray Tune (Optuna proposes, ASHA stops).",
-        epilog="exit status: 0 the search ran and at least one trial trained to its end; 1 it "
-        "ran but no trial trained (one line names the first cause), or results cannot be "
-        "written; 2 bad input, before Ray starts; 130 Ctrl-C, 143 SIGTERM (the line gives "
-        "the --resume command)",
+        epilog="exit status: 0 the search ran and at least one trial trained to its end "
+        "(completed, or stopped by ASHA at a rung); 1 it ran but none did (every trial "
+        "diverged, failed, was over budget or lost: one line gives the counts by cause and "
+        "the first), or results cannot be written; 2 bad input, before Ray starts; 130 "
+        "Ctrl-C, 143 SIGTERM (the line gives the --resume command)",
     )
     parser.add_argument("--space", help="search-space YAML (default search_spaces/default.yaml)")
     parser.add_argument("--samples", type=int, help="trials to run (default: the space's)")

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import math
 
+from tune_mnist.search import rungs
+
 
 def epochs_summary(trials_df, max_epochs: int) -> tuple[int, int]:
-    """Epochs trained vs a full run of every ended trial (unended ones may still train)."""
-    ended = ["completed", "asha_stopped", "diverged", "error"]
-    trained = trials_df[trials_df["status"].isin(ended)]
+    """Epochs trained vs a full run of every trial the scheduler judged."""
+    trained = trials_df[trials_df["status"].isin(JUDGED)]
     return int(trained["epochs_run"].sum()), int(len(trained) * max_epochs)
 
 
-JUDGED = ("completed", "asha_stopped")  # trials the scheduler let finish or stopped
+# How a trial can end, in trials.parquet's `status`. Trained to its end: the full run
+# completed, or the scheduler stopped it at a rung (its figure stands). Every other ending
+# is cut short by something else, and none of them makes a search a success (exit 0).
+JUDGED = ("completed", "asha_stopped")
+CUT_SHORT = {
+    "diverged": "diverged",  # its loss went non-finite or exploded; never retried
+    "error": "failed",  # failed on every retry Ray gave it (--max-failures)
+    "over_budget": "over budget",  # more parameters than the budget: never trained
+    "lost": "lost",  # a kill came before Ray's state named it
+    "interrupted": "interrupted",  # Ctrl-C, SIGTERM or a kill: --resume continues it
+}
+
+
+def cut_short(trials_df, trial_epochs: int) -> dict[str, dict[str, int]]:
+    """Per ending that is not the scheduler's: its trials and the epochs they did not train
+    of a full trial's `trial_epochs` (every rung's)."""
+    out = {}
+    for status in CUT_SHORT:
+        part = trials_df[trials_df["status"] == status]
+        if len(part):
+            missing = (trial_epochs - part["epochs_run"]).clip(lower=0)
+            out[status] = {"trials": len(part), "epochs_not_trained": int(missing.sum())}
+    return out
 
 
 def full_fidelity(trials_df) -> tuple[float, float, float, int]:
@@ -54,6 +77,15 @@ def format_summary(
     if "error" in trials_df:
         for _, row in trials_df[trials_df["status"] == "error"].iterrows():
             lines.append(f"    failed: trial {row['trial_id']} {row['arch']}: {row['error']}")
+    short = cut_short(trials_df, rungs.trial_epochs(settings))
+    if short:
+        lines.append(
+            "  cut short (not the scheduler's doing): "
+            + ", ".join(
+                f"{CUT_SHORT[s]} {n['trials']} ({n['epochs_not_trained']} epochs not trained)"
+                for s, n in short.items()
+            )
+        )
     share, spent, full, judged = full_fidelity(trials_df)
     if judged:
         lines.append(

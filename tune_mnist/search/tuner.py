@@ -24,7 +24,13 @@ from tune_mnist.search.budget import DRAWS, MAX_OVER
 from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.space import METRICS
-from tune_mnist.search.summary import format_summary, full_fidelity
+from tune_mnist.search.summary import (
+    CUT_SHORT,
+    JUDGED,
+    cut_short,
+    format_summary,
+    full_fidelity,
+)
 from tune_mnist.search.trainable import run_trial
 from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 from tune_mnist.store import atomic_write_bytes, provenance, write_json
@@ -284,13 +290,16 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
             "statuses": json.loads(trials_df["status"].value_counts().to_json()),
             # core-seconds trained / those a full run of each judged trial would take
             "full_fidelity_share": _number(full_fidelity(trials_df)[0]),
+            "trained_to_end": int(trials_df["status"].isin(JUDGED).sum()),
+            "cut_short": cut_short(trials_df, rungs.trial_epochs(space.settings)),
             "rungs": space.settings.get("rungs") or ["full"],
         },
     )
     if ended < total:  # Ctrl-C or SIGTERM: Ray Tune stopped its loop and saved its state
         raise SearchInterrupted(ended, total)
-    if not trials_df["status"].isin(TRAINED).any():  # a script must not read success here
-        print(f"error: no trial trained: {first_cause(trials_df)}", file=sys.stderr, flush=True)
+    if not trials_df["status"].isin(JUDGED).any():  # a script must not read success here
+        cause = first_cause(trials_df, space.settings)
+        print(f"error: no trial trained to its end: {cause}", file=sys.stderr, flush=True)
         return 1
     if not args.no_report:
         from tune_mnist.search.report import build
@@ -303,18 +312,25 @@ def _number(value: float) -> float | None:
     return None if value != value else value  # NaN (nothing judged) is JSON's null
 
 
-TRAINED = ("completed", "asha_stopped", "diverged")  # trials that trained to their end
-
-
-def first_cause(trials: pd.DataFrame) -> str:
-    """Why no trial trained, in one line: the first failed trial's cause, or the statuses."""
+def first_cause(trials: pd.DataFrame, settings: dict) -> str:
+    """Why no trial trained to its end, in one line: the counts by cause, then the first
+    failed trial's error, or the first trial's ending."""
+    counts = ", ".join(
+        f"{n} {CUT_SHORT.get(s, s)}" for s, n in trials["status"].value_counts().items()
+    )
     failed = trials[trials["status"] == "error"]
     if len(failed):
         row = failed.iloc[0]
         more = f" (and {len(failed) - 1} more failed trials)" if len(failed) > 1 else ""
-        return f"trial {row['trial_id']}: {row.get('error') or 'error'}{more}"
-    counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().items())
-    return f"{counts or 'no trials'}; see trials.parquet"
+        return f"{counts}; first: trial {row['trial_id']}: {row.get('error') or 'error'}{more}"
+    if not len(trials):
+        return "no trials; see trials.parquet"
+    row = trials.iloc[0]
+    how = {
+        "diverged": f"diverged at epoch {row['epochs_run']} (loss not finite or exploding)",
+        "over_budget": f"over budget ({row['params']:,} > {settings['max_params']:,} parameters)",
+    }.get(row["status"], row["status"])
+    return f"{counts}; first: trial {row['trial_id']} {how}; see trials.parquet"
 
 
 class SearchInterrupted(Exception):
