@@ -163,3 +163,20 @@ def test_a_budget_no_architecture_fits_is_refused(tmp_path):
     doc = {"settings": {"max_params": 8000}, "arch": {"super_light": {}}}
     with pytest.raises(SpaceError, match="no architecture"):
         shaped_doc(doc, 1000)
+
+
+def test_the_eta_counts_the_epochs_left_not_the_trials():
+    from tune_mnist.search.journal import TrialRecord
+    from tune_mnist.search.writer import epochs_left
+
+    settings = {**SETTINGS, "rungs": ["compressed3", "compressed5", "full"]}
+    # before any trial ended: successive halving's expectation, 3 + 5/3 + 15/9 epochs
+    expected = 3 + 5 / 3 + 15 / 9
+    assert epochs_left({}, {}, 4, settings) == pytest.approx(4 * expected)
+    over = TrialRecord("o", results=[{"over_budget": True}], ended="TERMINATED")
+    stopped = TrialRecord("s", results=[{"epoch": e} for e in (1, 2, 3)], ended="TERMINATED")
+    full = TrialRecord("f", results=[{"epoch": e} for e in range(1, 24)], ended="TERMINATED")
+    running = TrialRecord("r", results=[{"epoch": 1}])
+    records = {r.trial_id: r for r in (over, stopped, full, running)}
+    # judged trials trained 3 and 23 epochs: 13 expected; the running one has 12 left
+    assert epochs_left(records, {"r": 1}, 6, settings) == pytest.approx(12 + 2 * 13)

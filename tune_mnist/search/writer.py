@@ -16,6 +16,7 @@ from ray import tune
 from tune_mnist.results import TrialView, build_tables, write_tables
 from tune_mnist.search import rungs
 from tune_mnist.search.journal import Journal, Ledger, TrialRecord, resolve
+from tune_mnist.train.config import TrainConfig
 
 WRITE_EVERY_S = 10.0  # tables follow running trials' epochs at most this often
 HEARTBEAT_S = 60.0  # a progress line at least this often while trials train
@@ -118,6 +119,8 @@ class ResultsWriter:
         self.beat = time.time()  # when the last progress line was printed
         self.epochs: dict[str, int] = {}  # each running trial's newest epoch
         self.seen: set[str] = set()  # trials started by this process
+        # reports journaled before this process started (a resume): not this pace's epochs
+        self.resumed_epochs = sum(len(r.results) for r in self.journal.read().values())
 
     def on_step_begin(self, trials) -> None:
         """Once, when Ray's loop starts: a journaled trial that Ray's restored state does not
@@ -236,27 +239,44 @@ class ResultsWriter:
         return ended, running, total
 
     def progress(self) -> None:
-        """`progress: 5 of 24 trials ended, 2 running (epochs 7, 3 of 15), 6.1 min so far, about
-        23 min left`: the estimate assumes the rest take as long on average as the ended ones
-        did (none ended yet: as long as the running ones' epochs so far suggest)."""
+        """`progress: 5 of 24 trials ended, 2 running (epochs 7, 3 of 20), 6.1 min so far,
+        about 23 min left`. The estimate counts epochs, not trials (an over-budget trial
+        ends at once, a promoted one trains every rung): the epochs left, at the pace of the
+        epochs trained so far."""
         self.beat = time.time()
+        records = self.journal.read()
         ended, running, total = self.counts()
         elapsed = time.time() - self.started
-        epochs = rungs.trial_epochs(self.space.settings)  # every rung's, when it has rungs
         done = sorted(self.epochs.values(), reverse=True)
-        if 0 < ended < total:
-            left = elapsed / ended * (total - ended)
-        elif ended == 0 and done and max(done) > 0:  # one trial ~ epochs * (elapsed / max epoch)
-            per_trial = elapsed / max(done) * epochs
-            left = per_trial * total / max(running, 1) - elapsed
-        else:
-            left = 0.0
-        at = f" (epochs {', '.join(map(str, done))} of {epochs})" if done and running else ""
+        left = epochs_left(records, self.epochs, total, self.space.settings)
+        trained = sum(len(r.results) for r in records.values()) - self.resumed_epochs
+        left_s = elapsed * left / trained if trained > 0 else 0.0  # at this search's pace
+        at = f" (epochs {', '.join(map(str, done))} of {rungs.trial_epochs(self.space.settings)})"
         print(
-            f"progress: {min(ended, total)} of {total} trials ended, {running} running{at}, "
-            f"{elapsed / 60:.1f} min so far, about {max(left, 0) / 60:.0f} min left",
+            f"progress: {min(ended, total)} of {total} trials ended, {running} running"
+            f"{at if done and running else ''}, {elapsed / 60:.1f} min so far, "
+            f"about {left_s / 60:.0f} min left",
             flush=True,
         )
+
+
+def epochs_left(records: dict, running: dict[str, int], total: int, settings: dict) -> float:
+    """Epochs the search has left: each running trial's expected rest, and every trial not
+    started. A trial's expected epochs: the mean of the trials ASHA judged so far, else what
+    successive halving expects (every rung's epochs over reduction_factor ** rung)."""
+    judged = [
+        len(r.results)
+        for r in records.values()
+        if r.ended and not r.last_result.get("over_budget") and r.results
+    ]
+    factor = settings["reduction_factor"]
+    plan = rungs.plan(TrainConfig(epochs=settings["epochs"]), settings, 60_000)
+    expected = (
+        sum(judged) / len(judged) if judged else sum(r.epochs / factor**r.index for r in plan)
+    )
+    started = len(records)
+    rest = sum(max(expected - epoch, 0.0) for epoch in running.values())
+    return rest + max(total - started, 0) * expected
 
 
 def _view(record: TrialRecord, trial) -> TrialView:
