@@ -13,12 +13,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tune_mnist.fidelity import parse
 
 FULL_EPOCHS = 15
 CANDIDATES = [
+    (["compressed2", "compressed3", "full"], 4),
     (["compressed3", "full"], 3),
     (["compressed2", "full"], 3),
     (["subset25", "full"], 3),
@@ -106,6 +108,43 @@ def simulate(acc: pd.DataFrame, rungs: list[str], factor: int) -> dict:
     }
 
 
+def asha(acc: pd.DataFrame, rungs: list[str], factor: int, orders: int = 200) -> dict:
+    """Ray's asynchronous rule over `acc`'s configurations arriving in random orders: a trial
+    goes on from a rung unless its figure is below the (1 - 1/factor) quantile of the figures
+    recorded there before it, so the first arrivals are promoted. (mean cost, mean regret)."""
+    data = acc.dropna(subset=[*rungs[:-1], "full"])
+    rng = np.random.default_rng(0)
+    costs, regrets = [], []
+    for _ in range(orders):
+        recorded: list[list[float]] = [[] for _ in rungs[:-1]]
+        spent, reached = 0.0, []
+        for i in rng.permutation(len(data)):
+            row = data.iloc[i]
+            for r, name in enumerate(rungs):
+                spent += _rung_cost(rungs, r)
+                if name == "full":
+                    reached.append(row["full"])
+                    break
+                before = recorded[r]
+                cut = np.nanpercentile(before, (1 - 1 / factor) * 100) if before else None
+                before.append(row[name])
+                if cut is not None and row[name] < cut:
+                    break
+        costs.append(spent / len(data))
+        regrets.append(data["full"].max() - max(reached))
+    return {"cost (ASHA)": float(np.mean(costs)), "regret (ASHA)": float(np.mean(regrets))}
+
+
+def _rung_cost(rungs: list[str], index: int) -> float:
+    """What one trial pays for rung `index` after the ones before it (a WSD rung continues
+    its trunk), as a share of a full run."""
+
+    def through(k: int) -> float:
+        return design_cost(rungs[:k], [1] * k) if k else 0.0
+
+    return through(index + 1) - through(index)
+
+
 def design_table(acc: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for box in ("4k", "8k"):
@@ -113,7 +152,7 @@ def design_table(acc: pd.DataFrame) -> pd.DataFrame:
         for rungs, factor in CANDIDATES:
             row = simulate(part, rungs, factor)
             if row:
-                rows.append({"box": box, **row})
+                rows.append({"box": box, **row, **asha(part, rungs, factor)})
     return pd.DataFrame(rows)
 
 

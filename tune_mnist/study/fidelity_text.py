@@ -25,24 +25,39 @@ def _ceiling(acc: pd.DataFrame) -> str:
     )
 
 
+def _ratio(text: str) -> float:
+    got, of = text.split("/")
+    return int(got) / int(of) if int(of) else 0.0
+
+
 def _chosen(designs: pd.DataFrame) -> str:
+    """Per box: the lowest-regret design within 40% under Ray's asynchronous rule, and the
+    designs whose first rung keeps at least 80% of the final top third, with their cost."""
     if designs.empty:
         return "Too few configurations have every rung measured to score a design yet."
     lines = []
     for box, part in designs.groupby("box"):
-        cheap = part[part["cost"] <= 0.40]
+        cheap = part[part["cost (ASHA)"] <= 0.40]
         if cheap.empty:
-            lines.append(f"- {box} box: no candidate costs 40% or less.")
-            continue
-        best = cheap.sort_values(["regret (points)", "cost"]).iloc[0]
-        lines.append(
-            f"- {box} box ({best['configs']} configurations): the lowest regret within 40% is "
-            f"`{best['design']}` with reduction factor {best['factor']}: cost "
-            f"{best['cost']:.2f}, the final top third kept at its first rung "
-            f"{best['top third kept at rung 1']}, the best configuration reaches the full run: "
-            f"{'yes' if best['best reaches full'] else 'no'}, regret "
-            f"{best['regret (points)']:.2f} points."
-        )
+            lines.append(f"- {box} box: no candidate costs 40% or less under Ray's ASHA.")
+        else:
+            best = cheap.sort_values(["regret (ASHA)", "cost (ASHA)"]).iloc[0]
+            lines.append(
+                f"- {box} box ({best['configs']} configurations): within 40% under Ray's ASHA, "
+                f"the lowest regret is `{best['design']}`, factor {best['factor']}: cost "
+                f"{best['cost (ASHA)']:.2f} ({best['cost']:.2f} synchronous), regret "
+                f"{best['regret (ASHA)']:.2f} points, its first rung keeping "
+                f"{best['top third kept at rung 1']} of the final top third."
+            )
+        keeps = part[part["top third kept at rung 1"].map(_ratio) >= 0.8]
+        for _, row in keeps.iterrows():
+            lines.append(
+                f"  - keeps >= 80% at its first rung: `{row['design']}`, factor "
+                f"{row['factor']}: {row['top third kept at rung 1']}, at cost "
+                f"{row['cost (ASHA)']:.2f} under Ray's ASHA ({row['cost']:.2f} synchronous)"
+            )
+        if keeps.empty:
+            lines.append("  - no candidate's first rung keeps 80% of the final top third")
     return "\n".join(lines)
 
 
