@@ -1,0 +1,74 @@
+"""The race on validation seeds (tune_mnist.publish.race): who is dropped, when it ends, that
+its workers never see a test image, and that a rerun trains nothing again."""
+
+import shutil
+
+import pytest
+import torch
+
+from tune_mnist.publish import race
+from tune_mnist.publish.race_command import main as race_main
+from tune_mnist.results import read_parquet
+from tune_mnist.train.config import TrainConfig
+
+
+def contender(name, vals, params=3000):
+    return race.Contender(name, TrainConfig(), params, list(vals))
+
+
+def test_a_contender_clearly_below_the_leader_is_dropped_and_a_close_one_is_not():
+    field = [
+        contender("lead", [99.50, 99.48, 99.52]),
+        contender("close", [99.46, 99.50, 99.44]),
+        contender("far", [99.10, 99.12, 99.08]),
+    ]
+    race.judge(field, 99.4)
+    assert [c.status for c in field][1:] == ["racing", "dropped"]
+
+
+def test_the_race_ends_when_the_leaders_pass_chance_is_clearly_ahead():
+    ahead = [contender("a", [99.55, 99.57, 99.53]), contender("b", [99.42, 99.43, 99.41])]
+    assert race.judge(ahead, 99.4) and ahead[0].status == "winner"
+    young = [contender("a", [99.55]), contender("b", [99.42])]  # one seed: not yet
+    assert not race.judge(young, 99.4) and young[0].status == "racing"
+    assert race.pass_chance(ahead[0], 99.4) > 0.5 > race.pass_chance(ahead[1], 99.4)
+
+
+def test_a_racing_worker_gets_the_held_out_images_as_its_test_set(mnist):
+    data = race.validation_only(mnist, 5000)
+    assert torch.equal(data.test_x, mnist.train_x[-5000:])
+    split = data.holdout(5000)
+    assert torch.equal(split.val_x, split.test_x) and len(split.train_y) == 55_000
+
+
+def test_a_race_on_a_search_records_its_runs_and_a_rerun_trains_nothing(
+    smoke_search, tmp_path, monkeypatch
+):
+    folder, _ = smoke_search
+    # the smoke search's figures lie points apart on its 1,000 images: a seed spread that
+    # wide keeps both contenders in until the budget of 2 runs is spent
+    monkeypatch.setattr(race, "SEED_SD", 20.0)
+    mine = tmp_path / "s1"
+    shutil.copytree(folder, mine)
+    assert race_main(["--results", str(mine), "--top", "2", "--runs", "2", "--cpus", "2"]) == 0
+    runs = read_parquet(mine / "race_runs.parquet")
+    table = read_parquet(mine / "race.parquet")
+    assert len(runs) == 2 and set(runs["seed"]) == {1}
+    assert list(table["seeds"]) == [2, 2] and table["pass_chance"].between(0, 1).all()
+    assert "test_acc" not in runs  # nothing the race records reads the test set
+    trials = read_parquet(mine / "trials.parquet").set_index("trial_id")
+    best = trials.loc[table["trial_id"]]["final_val_acc"]
+    assert list(best) == sorted(best, reverse=True)  # the search's best two, by validation
+    assert race_main(["--results", str(mine), "--top", "2", "--runs", "2"]) == 0
+    assert len(read_parquet(mine / "race_runs.parquet")) == 2  # nothing trained again
+
+
+def test_a_folder_without_a_search_is_one_line_exit_2(tmp_path, capsys):
+    assert race_main(["--results", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_race_of_one_is_refused_by_its_flags():
+    with pytest.raises(SystemExit) as exited:
+        race_main(["--results", "x", "--top", "1"])
+    assert exited.value.code == 2

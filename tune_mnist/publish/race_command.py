@@ -1,0 +1,124 @@
+"""`python scripts/race.py --results results/<name>`: race a search's best trials on more
+validation seeds (tune_mnist.publish.race), then name the one to confirm on test.
+
+Exit status: 0 the race ran (its winner, or its leader when the budget ran out, is named with
+the command that confirms it); 2 bad input (no such folder, no completed trial, a damaged
+table); 130 Ctrl-C (every finished run is recorded: the same command continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from tune_mnist.publish import race
+from tune_mnist.results import read_parquet
+
+TOP = 4
+RUNS = 6
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python scripts/race.py",
+        description="Race a search's best trials on more validation seeds before any test "
+        "figure; the winner is the one to confirm (retrain_best.py).",
+    )
+    parser.add_argument("--results", required=True, help="the search's folder: results/<name>")
+    parser.add_argument("--top", type=int, default=TOP, help=f"contenders (default {TOP})")
+    parser.add_argument(
+        "--runs", type=int, default=RUNS, help=f"the race's budget of seed runs (default {RUNS})"
+    )
+    parser.add_argument("--cpus", type=int, default=None, help="runs at once (default: all)")
+    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    args = parser.parse_args(argv)
+    if args.top < 2 or args.runs < 0:
+        parser.error("--top needs 2 or more contenders and --runs 0 or more")
+    return args
+
+
+def load_field(folder: Path, top: int):
+    meta = json.loads((folder / "search.json").read_text())
+    settings = meta["settings"]
+    trials = read_parquet(folder / "trials.parquet")
+    field = race.contenders(trials, top, settings["max_params"])
+    if not field:
+        raise ValueError(f"{folder}: no completed trial within budget to race")
+    done = race.recorded_runs(folder)
+    for c in field:
+        mine = done[done["trial_id"] == c.trial_id] if len(done) else done
+        for _, run in mine.sort_values("seed").iterrows() if len(mine) else []:
+            c.vals.append(float(run["val_acc"]))
+    return field, settings
+
+
+def train_round(alive, data, settings, folder: Path) -> None:
+    """One more seed of each contender in `alive`, side by side as Ray tasks."""
+    from tune_mnist.publish.confirm import train_groups
+    from tune_mnist.store import provenance
+
+    configs = [[c.config.replace(seed=len(c.vals), threads=1, device="cpu")] for c in alive]
+    prov = provenance("cpu")
+    for c, runs in zip(alive, train_groups(configs, data, {"num_cpus": 1}), strict=True):
+        [run] = runs
+        val = float(run.history[-1]["val_acc"])
+        config = c.config.replace(seed=run.seed, threads=1, device="cpu")
+        row = {**config.to_dict(), "trial_id": c.trial_id, "params": c.params}
+        row |= {"val_acc": val, "train_s": run.seconds, "status": run.status, **prov}
+        race.append_runs(folder, [row])
+        c.vals.append(val)
+
+
+def show(table) -> str:
+    lines = ["  trial      params  seeds  mean val  std   pass chance  status"]
+    for _, r in table.iterrows():
+        lines.append(
+            f"  {r['trial_id']:<9} {r['params']:>6,}  {r['seeds']:>5}  {r['mean_val_acc']:7.3f}% "
+            f"{r['std_val_acc']:5.3f}  {r['pass_chance']:11.3f}  {r['status']}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from tune_mnist.train.data import DataError, load_mnist
+
+    started = time.perf_counter()
+    try:
+        args = parse_args(argv)
+        folder = Path(args.results)
+        field, settings = load_field(folder, args.top)
+        data = race.validation_only(load_mnist(args.data_dir), settings["val_size"])
+    except (OSError, ValueError, KeyError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    target = settings["target_acc"]
+    spent, ray_up = sum(len(c.vals) - 1 for c in field), False
+    try:
+        decided = race.judge(field, target)
+        while not decided and spent < args.runs:
+            alive = [c for c in field if c.status == "racing"][: args.runs - spent]
+            left = args.runs - spent
+            print(f"race round: {len(alive)} runs, {left} left in the budget", flush=True)
+            if not ray_up:
+                from tune_mnist.search.ray_door import start_ray
+
+                start_ray(None, cpus=args.cpus)
+                ray_up = True
+            train_round(alive, data, settings, folder)
+            spent += len(alive)
+            decided = race.judge(field, target)
+    except KeyboardInterrupt:
+        print("interrupted: every finished run is recorded; rerun to continue", file=sys.stderr)
+        return 130
+    leader = max((c for c in field if c.status != "dropped"), key=lambda c: c.mean)
+    table = race.write_summary(folder, field, target)
+    why = "decided" if decided else f"budget of {args.runs} runs spent"
+    print(f"race over ({why}, {time.perf_counter() - started:.0f}s):\n{show(table)}")
+    command = ["python", "scripts/retrain_best.py", "--results", str(folder)]
+    command += ["--trials", leader.trial_id, "--seeds", "5"]
+    print(f"confirm on test: {shlex.join(command)}")
+    return 0
