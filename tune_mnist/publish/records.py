@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
 
-from tune_mnist.publish.confirm import selection_of, train_command
+from tune_mnist.publish.confirm import InputError, selection_of, train_command
 from tune_mnist.store import atomic_write_text, save_model, write_json
 
 
@@ -103,24 +104,79 @@ def _chosen(card: dict) -> str:
     )
 
 
+TABLES = ("confirmations.parquet", "confirmation_epochs.parquet")
+REQUIRED = {"confirmations.parquet": ("trial_id", "seed"), "confirmation_epochs.parquet": ()}
+SIDE = ".unwritten-"  # rows a table could not take: <table>.unwritten-<stamp>.parquet
+
+
+def table_problem(path: Path, required: tuple[str, ...] = ()) -> str | None:
+    """What is wrong with a parquet table that a command will read or append to, in a few
+    words (None: readable, or absent, which is fine for a table made on first append)."""
+    import pyarrow
+
+    from tune_mnist.results import read_parquet
+
+    if not path.exists():
+        return None
+    try:
+        if path.stat().st_size == 0:
+            return "empty"
+        head = path.read_bytes()[:4]
+        if head != b"PAR1":
+            return "not a parquet file"
+        frame = read_parquet(path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    except (pyarrow.ArrowException, ValueError):
+        return "cut short or damaged"
+    missing = [c for c in required if c not in frame.columns]
+    return f"missing column {missing[0]}" if missing else None
+
+
+def check_tables(folder: Path) -> None:
+    """Refuse, before anything is trained, a confirmation table that could not take rows."""
+    for name in TABLES:
+        problem = table_problem(folder / name, REQUIRED[name])
+        if problem:
+            raise InputError(
+                f"{folder / name}: {problem}; move it aside (its rows are lost with it, the "
+                "seeds' weights and cards stay) and rerun: the command makes a new one"
+            )
+
+
 def append_confirmations(
     folder: Path, rows: list[dict], name: str = "confirmations.parquet"
-) -> None:
+) -> Path | None:
     """Read-append-replace under an exclusive lock: two retrain_best.py runs on the same
     experiment (say, --trials a and --trials b side by side) must not drop each other's rows.
-    Rows a later retrain of the same seed supersedes then move to the history tables."""
+    Rows a later retrain of the same seed supersedes then move to the history tables. Rows
+    the table cannot take (a full disk, a file damaged meanwhile) go to a side file beside
+    it, whose path is returned; the next append merges every side file back in, once."""
     import fcntl
+
+    import pyarrow
 
     from tune_mnist.results import read_parquet, write_parquet
 
     path = folder / name
     with open(folder / ".confirmations.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        frame = pd.DataFrame(rows)
-        if path.is_file():
-            frame = pd.concat([read_parquet(path), frame], ignore_index=True)
-        write_parquet(path, frame)
+        sides = sorted(folder.glob(f"{name}{SIDE}*.parquet"))
+        frame = pd.concat(
+            [*(read_parquet(p) for p in sides), pd.DataFrame(rows)], ignore_index=True
+        )
+        try:
+            if path.is_file():
+                frame = pd.concat([read_parquet(path), frame], ignore_index=True)
+            write_parquet(path, frame)
+        except (OSError, pyarrow.ArrowException, ValueError):
+            side = folder / f"{name}{SIDE}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.parquet"
+            write_parquet(side, pd.DataFrame(rows))
+            return side
+        for merged in sides:  # in the table now: each row once
+            merged.unlink()
         retire_superseded(folder)
+    return None
 
 
 HISTORY = {  # current table -> where its superseded rows go

@@ -25,7 +25,13 @@ from tune_mnist.publish.confirm import (
     summarise,
     train_groups,
 )
-from tune_mnist.publish.records import append_confirmations, link, write_card
+from tune_mnist.publish.records import (
+    append_confirmations,
+    check_tables,
+    link,
+    table_problem,
+    write_card,
+)
 from tune_mnist.results import config_of, read_parquet
 from tune_mnist.search.command import RESULTS
 from tune_mnist.search.space import SETTINGS_DEFAULTS
@@ -117,6 +123,14 @@ def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
     folder = Path(args.results) if args.results else newest_experiment(RESULTS)
     if not folder.is_dir():
         raise InputError(f"--results {folder}: no such folder; pass results/<name>")
+    for name, required in (("trials.parquet", ("trial_id", "status")), ("passing.parquet", ())):
+        problem = table_problem(folder / name, required)
+        if problem:
+            raise InputError(
+                f"{folder / name}: {problem}; move it aside and run `python scripts/search.py "
+                f"--resume --name {folder.name}`: it rewrites the tables from the search's "
+                "journal"
+            )
     try:
         passing = read_parquet(folder / "passing.parquet")
         meta = json.loads((folder / "search.json").read_text())
@@ -216,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         folder, candidates, settings = load_candidates(args)
+        check_tables(folder)  # a table that could not take the rows: refused before training
         data = load_mnist(args.data_dir)
         parallel = start_ray(args)
     except (InputError, DataError, ConfigError) as exc:
@@ -258,7 +273,7 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
     prov = provenance(device)
     rows = [row for _, row in candidates.iterrows()]
     groups = [seed_configs(row, args, device, parallel is not None) for row in rows]
-    any_passed = False
+    any_passed = lost_rows = False
     # every seed of every candidate is queued at once (no core idles while a candidate's
     # last seed runs); each candidate is written as soon as its own seeds are done
     cohort = bool(args.gpus) if args.cohort is None else args.cohort
@@ -288,8 +303,18 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
         )
         write_card(out, row, first, runs, summary, prov, command)
         rows = confirmation_rows(row, rank + 1, runs, summary, first, prov)
-        append_confirmations(folder, rows)
-        append_confirmations(folder, epoch_rows(rows, runs), "confirmation_epochs.parquet")
+        unwritten = [
+            append_confirmations(folder, rows),
+            append_confirmations(folder, epoch_rows(rows, runs), "confirmation_epochs.parquet"),
+        ]
+        for side in filter(None, unwritten):
+            print(
+                f"error: {side.name.split('.unwritten-')[0]} could not take the rows; they are "
+                f"in {side} (the next retrain merges them in; weights and card in {out})",
+                file=sys.stderr,
+                flush=True,
+            )
+            lost_rows = True
         if passed and not any_passed:  # best/: the first passing candidate, not a copy
             link(folder / "best", Path("confirmed") / str(row["trial_id"]))
         any_passed = any_passed or passed
@@ -299,4 +324,4 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
             f"(target {target}%); card in {out}",
             flush=True,
         )
-    return 0 if any_passed else 1
+    return 0 if any_passed and not lost_rows else 1

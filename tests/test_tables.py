@@ -1,0 +1,59 @@
+"""A damaged or unwritable confirmation table never costs a trained seed: retrain_best.py
+refuses a damaged table before it trains, in one line naming the file, and rows a table
+cannot take go to a side file that the next append merges in once."""
+
+import shutil
+
+import pytest
+
+from tune_mnist.publish.records import append_confirmations, table_problem
+from tune_mnist.publish.retrain import main as retrain_main
+from tune_mnist.results import read_parquet
+
+
+def _damage(path, how):
+    good = path.read_bytes()
+    if how == "cut":
+        path.write_bytes(good[:300])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "csv":
+        path.write_text("trial_id,seed\na,1\n")
+    elif how == "no_column":
+        read_parquet(path).drop(columns=["trial_id"]).to_parquet(path)
+
+
+CASES = [
+    (table, how)
+    for table in ("confirmations.parquet", "confirmation_epochs.parquet", "trials.parquet")
+    for how in ("cut", "empty", "csv", "no_column")
+    if not (how == "no_column" and table == "confirmation_epochs.parquet")  # none required
+]
+
+
+@pytest.mark.parametrize("table, how", CASES)
+def test_a_damaged_table_is_refused_before_anything_trains(tmp_path, table, how, capsys):
+    folder = tmp_path / "s"
+    shutil.copytree("results/campaign3-4k-narrow", folder)
+    _damage(folder / table, how)
+    before = sorted(p.name for p in (folder / "confirmed" / "a8059cfa").iterdir())
+    args = ["--results", str(folder), "--trials", "a8059cfa", "--seeds", "1", "--smoke-test"]
+    assert retrain_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(folder / table) in err and "move it aside" in err
+    assert sorted(p.name for p in (folder / "confirmed" / "a8059cfa").iterdir()) == before
+
+
+def test_rows_a_table_cannot_take_wait_in_a_side_file_and_are_merged_once(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    rows = [{"trial_id": "a", "seed": 1, "acc": 99.4}]
+    assert append_confirmations(folder, rows) is None
+    (folder / "confirmations.parquet").write_bytes(b"PAR1 damaged meanwhile")
+    side = append_confirmations(folder, [{"trial_id": "a", "seed": 2, "acc": 99.5}])
+    assert side is not None and side.is_file()
+    assert table_problem(folder / "confirmations.parquet") == "cut short or damaged"
+    (folder / "confirmations.parquet").unlink()  # the user moves the damaged table aside
+    assert append_confirmations(folder, [{"trial_id": "a", "seed": 3, "acc": 99.6}]) is None
+    table = read_parquet(folder / "confirmations.parquet")
+    assert list(table["seed"]) == [2, 3] and not side.exists()  # seed 2 once, from the side
