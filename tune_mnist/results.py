@@ -15,7 +15,6 @@ from typing import Any
 import pandas as pd
 
 from tune_mnist.fidelity import FULL, parse
-from tune_mnist.search import rungs
 from tune_mnist.store import atomic_write_bytes
 from tune_mnist.train.config import TrainConfig
 
@@ -119,7 +118,7 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
     settings = space.settings
     epochs = epoch_rows(trial.results)
     last = trial.last_result or {}
-    status = trial_status(trial.status, last, epochs, rungs.trial_epochs(settings))
+    status = trial_status(trial.status, last, epochs, space.trial_epochs)
     device = last.get("device") or "cpu"
     config = space.train_config(trial.config, device=device, threads=cpus)
     # selection figures come from the validation images; the test figure is only reported

@@ -145,6 +145,11 @@ class SearchSpace:
             )
         return out
 
+    @property
+    def trial_epochs(self) -> int:
+        """Epochs a trial trains when it reaches its full run (every rung's)."""
+        return rungs.trial_epochs(self.settings)
+
     def check_schedule(self, n_images: int) -> None:
         """Refuse, before Ray starts, a recipe whose fixed or listed values the one-cycle
         schedule cannot run on this many training images (every trial would fail at its
