@@ -20,7 +20,6 @@ Exit status: 0 the queue ran (or the page was written), 1 a run failed, 2 bad in
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -136,12 +135,7 @@ def command_import(args) -> int:
     return 0
 
 
-def _stop(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM takes Ctrl-C's path: what finished is kept
-
-
 def main(argv=None) -> int:
-    signal.signal(signal.SIGTERM, _stop)
     args = parse_args(argv)
     started = time.perf_counter()
     try:

@@ -178,7 +178,14 @@ def train_queue(queue: list[Job], folder: Path, args) -> int:
 
     data = load_mnist(args.data_dir)
     start_ray(None, cpus=args.cpus)
+    import signal
+
     import ray
+
+    def stop(signum, frame):  # after ray.init, whose own SIGTERM handler ends the driver
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # SIGTERM takes Ctrl-C's path: what finished is kept
 
     task = ray.remote(run_job).options(num_cpus=1, max_retries=0)
     shared = ray.put(data)
