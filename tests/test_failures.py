@@ -139,6 +139,17 @@ def test_failing_once_is_retried_from_its_checkpoint_diverging_never_and_no_publ
         else:
             assert list(group["epoch"]) == [1] and list(group["start_epoch"]) == [0]
     assert stdout.count(" restarted after a failure: ") == 2  # not the diverged one
+    _adds_up(tmp_path / "results" / "f", trained=2, cut={"diverged": 1})
+    assert "cut short (not the scheduler's doing): diverged 1 (2 epochs not trained)" in stdout
+
+
+def _adds_up(folder, trained: int, cut: dict[str, int]) -> None:
+    """summary.json's endings add up to the trials table's statuses."""
+    summary = json.loads((folder / "summary.json").read_text())
+    statuses = load(folder).trials["status"].value_counts().to_dict()
+    assert summary["trained_to_end"] == trained
+    assert {s: n["trials"] for s, n in summary["cut_short"].items()} == cut
+    assert trained + sum(cut.values()) == sum(statuses.values()) == summary["trials"]
 
 
 def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tmp_path):
@@ -163,6 +174,7 @@ def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tm
     assert "Trials did not complete" not in done.stderr
     assert done.stdout.count(" restarted after a failure: ") == 2  # --max-failures 1, 2 trials
     assert done.stdout.count("    failed: trial ") == 2  # the summary lists each with its cause
+    _adds_up(tmp_path / "results" / "f", trained=0, cut={"error": 2})
 
 
 def test_a_search_whose_trials_all_diverge_or_are_over_budget_exits_1_and_says_why(tmp_path):
@@ -188,6 +200,7 @@ def test_a_search_whose_trials_all_diverge_or_are_over_budget_exits_1_and_says_w
         done.stdout
     )
     assert "full-fidelity share" not in done.stdout  # nothing the scheduler judged
+    _adds_up(tmp_path / "results" / "d", trained=0, cut={"diverged": 2, "over_budget": 1})
 
 
 def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path, search_main):
