@@ -124,7 +124,7 @@ def test_wsd_warms_up_holds_the_peak_then_decays_to_zero_over_its_last_fifth():
 def test_a_wsd_branch_off_a_longer_trunk_is_the_shorter_run_bit_for_bit(small):
     """What a rung of cool-down branches rests on: epochs before the cool-down do not depend
     on the run's length, so the study's branch at 2 is the 3-epoch run itself."""
-    trunk_config = TrainConfig(**WSD, epochs=5, clean_epochs=1, rotate_deg=10.0)
+    trunk_config = TrainConfig(**WSD, epochs=4, clean_epochs=1, rotate_deg=10.0)
     saved = {}
 
     def keep(metrics, state):
