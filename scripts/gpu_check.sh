@@ -11,6 +11,14 @@
 # 4. the default space with seeds_per_trial 3 on one GPU: model-epochs/s, slot time training
 # 5. retrain_best.py --gpus 1 on that search: its 3 seeds as one cohort, one process
 set -u
+case "${1:-}" in
+  -h|--help)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    echo "Options: --smoke-test (the CPU flow), --help. Figures land in \$OUT (gpu-check/)."
+    exit 0 ;;
+  ""|--smoke-test) ;;
+  *) echo "error: unknown option $1; use --smoke-test or --help" >&2; exit 2 ;;
+esac
 out=${OUT:-gpu-check}
 mkdir -p "$out"
 figures="$out/figures.md"
