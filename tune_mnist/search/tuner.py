@@ -201,7 +201,8 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             "name": name,
             "space": getattr(args, "space_source", None) or str(space.path),
             "settings": space.settings,
-            "experiment": experiment,
+            # Ray's folder for it, relative to the results folder when it lies below it
+            "experiment": _below(experiment, folder.parent),
             "argv": sys.argv,
             "plan": plan.__dict__,
             "over_budget_share": getattr(args, "over_budget_share", None),  # of DRAWS draws
@@ -306,6 +307,15 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
 
         print(f"  report: {build(folder)}", flush=True)
     return 0
+
+
+def _below(path: str, root: Path) -> str:
+    """`path` relative to `root` when it lies below it (a record names no machine's
+    folders), else as given (a URI, a shared file system)."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return path
 
 
 def _number(value: float) -> float | None:
