@@ -25,6 +25,24 @@ def _ceiling(acc: pd.DataFrame) -> str:
     )
 
 
+STUDIED = ("compressed2", "compressed3", "compressed5", "subset25", "subset50", "wsd3", "wsd5")
+
+
+def _missing(acc: pd.DataFrame) -> str:
+    """Which of the study's fidelities lack runs, and for how many configurations."""
+    gaps = [
+        f"`{name}` ({len(acc) - (int(acc[name].notna().sum()) if name in acc else 0)})"
+        for name in STUDIED
+        if name not in acc or acc[name].notna().sum() < len(acc)
+    ]
+    if not gaps:
+        return "Every fidelity is measured on every configuration."
+    return (
+        "Configurations still without a run, per fidelity: " + ", ".join(gaps) + "; `python "
+        "scripts/fidelity_study.py run` trains what is missing and `analyse` redraws this page."
+    )
+
+
 def _ratio(text: str) -> float:
     got, of = text.split("/")
     return int(got) / int(of) if int(of) else 0.0
@@ -129,10 +147,7 @@ full run among the configurations that reach it falls below the best of all.
   more again when the sampler's later proposals beat its early ones: a real search costs
   more than even the ASHA column says ([history.md](history.md), "The main command, cold",
   measures one).
-- Not measured yet: the 5-epoch compression (`compressed5`), the data subsets (`subset25`,
-  `subset50`) and the warmup-stable-decay branches (`wsd3`, `wsd5`) beyond the runs the
-  tables show; `python scripts/fidelity_study.py run` trains what is missing, in that
-  order of the queue, and this page is regenerated from it.
+- {_missing(acc)}
 - The pilot's compressed 2- and 3-epoch runs of the searches' 27 completed trials were made
   on another CPU (AMD EPYC family 26 model 2) at the commit their rows name; their seconds are not
   recorded, so those rows count at their nominal cost.
