@@ -211,7 +211,7 @@ def test_bad_input_exits_2(tmp_path, confirmed, refused):
     assert not (empty / "best").exists()
     (empty / "passing.parquet").write_bytes(b"not parquet")
     code, stderr = refused("--results", str(empty))
-    assert code == 2 and "unreadable" in stderr
+    assert code == 2 and f"{empty / 'passing.parquet'}: not a parquet file" in stderr
 
 
 def test_named_trials_are_confirmed_side_by_side(tmp_path, confirmed, refused):

@@ -1,5 +1,6 @@
 """End-to-end searches on subset data (CPU): Optuna + ASHA + parquet, over budget, resume."""
 
+import json
 import re
 import subprocess
 import time
@@ -70,7 +71,14 @@ def test_asha_stopped_some_and_epochs_match(smoke):
         assert counts.get(row["trial_id"], 0) == row["epochs_run"]
         epochs = results.epochs[results.epochs["trial_id"] == row["trial_id"]]["epoch"]
         assert list(epochs) == list(range(1, row["epochs_run"] + 1))
-    assert "search summary" in stdout and "% saved" in stdout and "slot time" in stdout
+    assert "search summary" in stdout and "full-fidelity share" in stdout and "slot time" in stdout
+    judged = trials[trials["status"].isin(["completed", "asha_stopped"])]
+    share = (judged["train_s"] * judged["threads"]).sum() / (
+        judged["full_fidelity_s"] * judged["threads"]
+    ).sum()  # what a reader recomputes from the table
+    summary = json.loads((results.path / "summary.json").read_text())
+    assert summary["full_fidelity_share"] == pytest.approx(share)
+    assert f"full-fidelity share {100 * share:.0f}%" in stdout
     assert "progress: 7 of 7 trials ended, 0 running" in stdout  # and an estimate before it
     assert re.search(r"progress: [1-6] of 7 trials ended, \d running[^,]*, .* min left", stdout)
 

@@ -114,6 +114,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: every finished run is recorded; rerun to continue", file=sys.stderr)
         return 130
+    finally:
+        if ray_up:
+            import ray
+
+            ray.shutdown()
     leader = max((c for c in field if c.status != "dropped"), key=lambda c: c.mean)
     table = race.write_summary(folder, field, target)
     why = "decided" if decided else f"budget of {args.runs} runs spent"
