@@ -49,14 +49,14 @@ def load_field(folder: Path, top: int):
     if not field:
         raise ValueError(f"{folder}: no completed trial within budget to race")
     done = race.recorded_runs(folder)
-    for c in field:
-        mine = done[done["trial_id"] == c.trial_id] if len(done) else done
-        for _, run in mine.sort_values("seed").iterrows() if len(mine) else []:
-            c.vals.append(float(run["val_acc"]))
+    if len(done):
+        for c in field:
+            mine = done[done["trial_id"] == c.trial_id].sort_values("seed")
+            c.vals += [float(v) for v in mine["val_acc"]]
     return field, settings
 
 
-def train_round(alive, data, settings, folder: Path) -> None:
+def train_round(alive, data, folder: Path) -> None:
     """One more seed of each contender in `alive`, side by side as Ray tasks."""
     from tune_mnist.publish.confirm import train_groups
     from tune_mnist.store import provenance
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
 
                 start_ray(None, cpus=args.cpus)
                 ray_up = True
-            train_round(alive, data, settings, folder)
+            train_round(alive, data, folder)
             spent += len(alive)
             decided = race.judge(field, target)
     except KeyboardInterrupt:

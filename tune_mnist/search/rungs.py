@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tune_mnist.fidelity import FULL, config_at, parse
+from tune_mnist.fidelity import FULL, config_at, nominal_cost, parse
 from tune_mnist.train.config import ConfigError, TrainConfig
 
 LEVEL = "level"
@@ -61,7 +61,7 @@ def check(settings: dict) -> None:
             raise ConfigError(f"rungs: {name}: a search's rungs are compressed<E>, subset<P>, full")
         if kind == "compressed" and amount >= epochs:
             raise ConfigError(f"rungs: {name}: fewer epochs than the full run's {epochs}")
-        costs.append({"compressed": amount / epochs, "subset": amount / 100}.get(kind, 1.0))
+        costs.append(nominal_cost(TrainConfig(epochs=epochs), str(name)))
     if costs != sorted(set(costs)):
         raise ConfigError(f"rungs: {listed}: each rung must cost more than the one before")
 

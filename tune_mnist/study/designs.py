@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tune_mnist.fidelity import parse
+from tune_mnist.fidelity import nominal_cost, parse
+from tune_mnist.train.config import TrainConfig
 
 FULL_EPOCHS = 15
 CANDIDATES = [
@@ -36,17 +37,10 @@ CANDIDATES = [
 
 def nominal(name: str) -> float:
     """Training steps as a share of the full run's, for a fidelity column's name (a prefix
-    of the full run costs its epochs)."""
+    of the full run costs its epochs; `full:seed1` is a full run)."""
     if name.startswith("prefix"):
         return int(name[len("prefix") :]) / FULL_EPOCHS
-    kind, amount = parse(name.partition(":")[0])
-    if kind == "compressed":
-        return amount / FULL_EPOCHS
-    if kind == "subset":
-        return amount / 100
-    if kind == "wsd":
-        return (amount + 1) / FULL_EPOCHS
-    return 1.0 if name.startswith("full") else math.nan
+    return nominal_cost(TrainConfig(epochs=FULL_EPOCHS), name.partition(":")[0])
 
 
 def spearman(a: pd.Series, b: pd.Series) -> float:
