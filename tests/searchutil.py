@@ -60,7 +60,16 @@ def env(results: Path, **extra: str) -> dict[str, str]:
 
 
 def search_command(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "scripts" / "search.py"), "--gpus", "0", *args]
+    """The search alone (no race after it: the chain's own tests ask for one)."""
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "search.py"),
+        "--gpus",
+        "0",
+        "--race-runs",
+        "0",
+        *args,
+    ]
 
 
 def run_search(results: Path, *args: str, timeout=600, **extra) -> subprocess.CompletedProcess:

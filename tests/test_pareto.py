@@ -35,12 +35,14 @@ def _space(tmp_path, pareto: str, asha: str = "val_acc_avg3"):
 
 
 def test_pareto_mode_asks_optuna_for_two_objectives_and_asha_for_one(tmp_path):
-    searcher, scheduler = make_search(load_space(_space(tmp_path, "true", "val_acc")), seed=0)
+    space = load_space(_space(tmp_path, "true", "val_acc"))
+    searcher, scheduler = make_search(space, seed=0, concurrency=1)
     maximize, minimize = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
-    assert searcher._ot_study.directions == [maximize, minimize]
+    assert searcher.searcher._ot_study.directions == [maximize, minimize]
     assert (scheduler.metric, scheduler._mode) == ("val_acc", "max")
-    searcher, scheduler = make_search(load_space(_space(tmp_path, "false", "val_acc")), seed=0)
-    assert searcher._ot_study.directions == [maximize]
+    space = load_space(_space(tmp_path, "false", "val_acc"))
+    searcher, scheduler = make_search(space, seed=0, concurrency=1)
+    assert searcher.searcher._ot_study.directions == [maximize]
     assert scheduler.metric is None  # one metric: Tune's config names it for both
 
 

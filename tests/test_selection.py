@@ -111,7 +111,7 @@ def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
 
         return build
 
-    for kind in ("OptunaSearch", "ASHAScheduler"):
+    for kind in ("OptunaSearch", "PromotionASHA", "Limiter"):
         monkeypatch.setattr(run, kind, capture(kind))
     for kind in ("with_parameters", "with_resources", "TuneConfig", "RunConfig", "Tuner"):
         monkeypatch.setattr(run.tune, kind, capture(kind))
@@ -122,7 +122,7 @@ def test_optuna_and_asha_are_built_on_validation_metrics(monkeypatch, name):
     if isinstance(optuna_metrics, list):
         assert optuna_metrics[1:] == ["params"] and seen["OptunaSearch"]["mode"][1] == "min"
         optuna_metrics = optuna_metrics[0]
-    metrics = [optuna_metrics, seen["TuneConfig"]["metric"], seen["ASHAScheduler"]["metric"]]
+    metrics = [optuna_metrics, seen["TuneConfig"]["metric"], seen["PromotionASHA"]["metric"]]
     chosen = [m for m in metrics if m is not None]
     assert chosen and all(m.startswith("val_") for m in chosen), metrics
 

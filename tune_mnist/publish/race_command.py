@@ -84,6 +84,12 @@ def show(table) -> str:
 
 
 def main(argv=None) -> int:
+    return run(argv)[0]
+
+
+def run(argv=None) -> tuple[int, str | None]:
+    """(exit status, the trial to confirm: the winner, or the leader when the budget ran
+    out; None when the race did not run)."""
     from tune_mnist.train.data import DataError, load_mnist
 
     started = time.perf_counter()
@@ -94,7 +100,7 @@ def main(argv=None) -> int:
         data = race.validation_only(load_mnist(args.data_dir), settings["val_size"])
     except (OSError, ValueError, KeyError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     target = settings["target_acc"]
     spent, ray_up = sum(len(c.vals) - 1 for c in field), False
     try:
@@ -113,7 +119,7 @@ def main(argv=None) -> int:
             decided = race.judge(field, target)
     except KeyboardInterrupt:
         print("interrupted: every finished run is recorded; rerun to continue", file=sys.stderr)
-        return 130
+        return 130, None
     finally:
         if ray_up:
             import ray
@@ -126,4 +132,4 @@ def main(argv=None) -> int:
     command = ["python", "scripts/retrain_best.py", "--results", str(folder)]
     command += ["--trials", leader.trial_id, "--seeds", "5"]
     print(f"confirm on test: {shlex.join(command)}")
-    return 0
+    return 0, leader.trial_id

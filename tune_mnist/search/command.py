@@ -24,6 +24,7 @@ from tune_mnist.train.config import CPU_STEPS
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (tune_mnist/search/command.py)
 RESULTS = Path(os.environ.get("TUNE_MNIST_RESULTS", ROOT / "results"))
 RAY_DIR = ".ray"  # Ray's own experiment files, under the storage root
+RACE_RUNS = 6  # seed runs of the race after a search (tune_mnist.publish.race_command)
 
 
 def check_name(name: str) -> str:
@@ -71,7 +72,25 @@ def parse_args(argv: list[str] | None):
         help="how CPU trials run their steps (default: the space's settings.cpu_step); auto = "
         "the fastest variant measured to keep accuracy (README, The CPU step)",
     )
+    parser.add_argument(
+        "--race-runs",
+        type=int,
+        default=RACE_RUNS,
+        help="when the search ends, race its best completed trials on this many more "
+        f"validation seeds (default {RACE_RUNS}; 0: no race)",
+    )
+    parser.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        metavar="SEEDS",
+        help="then confirm the race's pick on this many fresh seeds on the test set and "
+        "publish it: model card, leaderboard row (default 0: stop after the race); "
+        "exit 0 when every seed passed",
+    )
     args = parser.parse_args(argv)
+    if args.race_runs < 0 or not 0 <= args.confirm <= 20:
+        raise UsageError("--race-runs must be >= 0 and --confirm 0..20 seeds")
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed {args.seed}: must be 0..{2**32 - 1} (the Optuna sampler's seed)")
     if args.max_failures < 0:
@@ -251,20 +270,31 @@ def resume_command(args, name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The search alone (scripts/search.py runs it inside tune_mnist.chain)."""
+    return run(argv)[0]
+
+
+def run(argv: list[str] | None = None) -> tuple[int, object, Path | None]:
+    """(exit status, the parsed arguments, the search's folder); None before they exist."""
     from tune_mnist.search.space import SpaceError
     from tune_mnist.train.config import ConfigError
     from tune_mnist.train.data import DataError
 
+    args = None
     try:
         args = parse_args(argv)
         ray_door.keep_ray_local(args.address)
         prepared = prepare(args)
     except (UsageError, SpaceError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, args, None
     except KeyboardInterrupt:
         print("interrupted before the search started; nothing was written", file=sys.stderr)
-        return 130
+        return 130, args, None
+    return _search(args, prepared), args, prepared[2]
+
+
+def _search(args, prepared) -> int:
     from tune_mnist.search.lock import hold
     from tune_mnist.search.tuner import RECEIVED, SearchInterrupted, run_search
 

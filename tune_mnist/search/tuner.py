@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_mnist.results import write_tables
@@ -23,6 +22,7 @@ from tune_mnist.search.atomic_fs import storage_filesystem
 from tune_mnist.search.budget import DRAWS, MAX_OVER
 from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
+from tune_mnist.search.promotion import Limiter, PromotionASHA
 from tune_mnist.search.space import METRICS
 from tune_mnist.search.summary import (
     CUT_SHORT,
@@ -100,7 +100,7 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
             resume_errored=True,
             storage_filesystem=filesystem,
         )
-    searcher, scheduler = make_search(space, args.seed)
+    searcher, scheduler = make_search(space, args.seed, plan.concurrency)
     settings = space.settings
     _, own = asha_metric(settings)
     return tune.Tuner(
@@ -111,7 +111,6 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=settings["samples"],
-            max_concurrent_trials=plan.concurrency,
             # a finished trial's worker process takes the next trial: no new process, no
             # second CUDA start-up, and the data stays on its GPU (data.on_device)
             reuse_actors=True,
@@ -134,8 +133,9 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
     )
 
 
-def make_search(space, seed: int) -> tuple[OptunaSearch, ASHAScheduler]:
-    """Optuna's TPE proposes (one objective, or accuracy and size in Pareto mode); ASHA stops."""
+def make_search(space, seed: int, concurrency: int) -> tuple[Limiter, PromotionASHA]:
+    """Optuna's TPE proposes (one objective, or accuracy and size in Pareto mode), at most
+    `concurrency` running at once; ASHA by promotion stops (tune_mnist.search.promotion)."""
     import optuna
 
     # the `group` sampler option is marked experimental, and a new in-memory study is
@@ -159,16 +159,31 @@ def make_search(space, seed: int) -> tuple[OptunaSearch, ASHAScheduler]:
         points_to_evaluate=space.optuna_points() or None,
     )
     metric, own = asha_metric(settings)
-    staged = rungs.staged(settings)  # rungs: ASHA's milestones are the rungs' ends
-    scheduler = ASHAScheduler(
-        time_attr=rungs.LEVEL if staged else "epoch",
-        max_t=rungs.max_level(settings) if staged else settings["epochs"],
-        grace_period=1 if staged else settings["grace_period"],
-        reduction_factor=settings["reduction_factor"],
+    time_attr, milestones, max_t = asha_milestones(settings)
+    scheduler = PromotionASHA(
+        time_attr,
+        milestones,
+        max_t,
+        settings["reduction_factor"],
         metric=metric if own else None,
         mode=METRICS[metric] if own else None,
     )
-    return searcher, scheduler
+    return Limiter(searcher, max_concurrent=concurrency), scheduler
+
+
+def asha_milestones(settings: dict) -> tuple[str, list[float], float]:
+    """(what ASHA reads, where it judges, where a trial ends). Rungs: each rung's end
+    (tune_mnist.search.rungs); else ASHA's geometric epochs from grace_period below the
+    last epoch."""
+    factor = settings["reduction_factor"]
+    if rungs.staged(settings):
+        ends = [rungs.level(settings, i, done=True) for i in range(len(rungs.names(settings)))]
+        return rungs.LEVEL, ends[:-1], rungs.max_level(settings)
+    epochs, at, out = settings["epochs"], settings["grace_period"], []
+    while at < epochs:
+        out.append(float(at))
+        at *= factor
+    return "epoch", out, float(epochs)
 
 
 def asha_metric(settings: dict) -> tuple[str, bool]:

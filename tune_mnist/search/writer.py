@@ -29,6 +29,13 @@ def set_live(writer: ResultsWriter | None) -> None:
     _LIVE = writer
 
 
+def live_reports() -> tuple[dict[str, list[dict]], set[str]]:
+    """Every trial's journaled reports, in order, and the trials that ended: what a
+    resumed scheduler rebuilds its rungs from (tune_mnist.search.promotion)."""
+    records = _LIVE.journal.read() if _LIVE else {}
+    return {t: r.results for t, r in records.items()}, {t for t, r in records.items() if r.ended}
+
+
 class Relay(tune.Callback):
     """The callback Ray keeps: forwards to the live writer (none: the event is dropped)."""
 
@@ -167,9 +174,12 @@ class ResultsWriter:
     def on_trial_complete(self, trials, trial) -> None:
         # `done` marks a real end: the trainable returned, or the scheduler stopped it. A
         # trial stopped because the search was interrupted has no `done`: it stays resumable.
+        # A paused trial that Ray completes is one the scheduler stopped at its rung
+        # (tune_mnist.search.promotion): a real end too.
         last = trial.last_result or {}
-        if last.get("done") and not self.journal.ended(trial.trial_id):  # (a resume's ended
-            self.journal.end(trial.trial_id, "TERMINATED")  # trials return unannounced)
+        stopped = last.get("done") or trial.status == "PAUSED"
+        if stopped and not self.journal.ended(trial.trial_id):  # (a resume's ended trials
+            self.journal.end(trial.trial_id, "TERMINATED")  # return unannounced)
             print(f"trial {trial.trial_id} ended: {end_text(last, self.space)}", flush=True)
         self.epochs.pop(trial.trial_id, None)
         self.write(trials)
@@ -239,22 +249,28 @@ class ResultsWriter:
         return ended, running, total
 
     def progress(self) -> None:
-        """`progress: 5 of 24 trials ended, 2 running (epochs 7, 3 of 20), 6.1 min so far,
-        about 23 min left`. The estimate counts epochs, not trials (an over-budget trial
-        ends at once, a promoted one trains every rung): the epochs left, at the pace of the
-        epochs trained so far."""
+        """`progress: 5 of 24 trials ended, 2 running (epochs 7, 3 of 20), 3 waiting at a
+        rung, 6.1 min so far, about 23 min left`. The estimate counts epochs, not trials (an
+        over-budget trial ends at once, a promoted one trains every rung): the epochs left,
+        at the pace of the epochs trained so far."""
         self.beat = time.time()
         records = self.journal.read()
         ended, running, total = self.counts()
         elapsed = time.time() - self.started
-        done = sorted(self.epochs.values(), reverse=True)
+        status = {t.trial_id: t.status for t in self.trials}
+        done = sorted(
+            (e for t, e in self.epochs.items() if status.get(t) != "PAUSED"), reverse=True
+        )
+        waiting = sum(s == "PAUSED" for s in status.values())  # at a rung, for a promotion
         left = epochs_left(records, self.epochs, total, self.space.settings)
         trained = sum(len(r.results) for r in records.values()) - self.resumed_epochs
         left_s = elapsed * left / trained if trained > 0 else 0.0  # at this search's pace
         at = f" (epochs {', '.join(map(str, done))} of {rungs.trial_epochs(self.space.settings)})"
         print(
             f"progress: {min(ended, total)} of {total} trials ended, {running} running"
-            f"{at if done and running else ''}, {elapsed / 60:.1f} min so far, "
+            f"{at if done and running else ''}"
+            f"{f', {waiting} waiting at a rung' if waiting else ''}, "
+            f"{elapsed / 60:.1f} min so far, "
             f"about {left_s / 60:.0f} min left",
             flush=True,
         )

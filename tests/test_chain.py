@@ -1,0 +1,66 @@
+"""`python scripts/search.py --confirm N`: search, race, confirmation and leaderboard row in
+one command, and a rerun that trains nothing it already has."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pandas as pd
+import pytest
+from searchutil import env, search_command, space_file
+
+pytestmark = pytest.mark.slow
+
+
+def chain(results, *args):
+    command = [a for a in search_command(*args)]
+    at = command.index("--race-runs")  # the helper's default (no race) is replaced here
+    del command[at : at + 2]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=900, env=env(results), cwd=results.parent
+    )
+
+
+def race_runs(folder):
+    path = folder / "race_runs.parquet"
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free(tmp_path):
+    # one epoch: every trial completes (no rung to stop at), so the race has a field; the
+    # confirmation trains the pick on all 60,000 images, as published figures are
+    space = space_file(tmp_path, epochs=1, samples=3, images=2000)
+    results = tmp_path / "results"
+    flags = ("--race-runs", "2", "--confirm", "2", "--no-report")
+    done = chain(results, "--space", str(space), "--name", "c", *flags)
+    out = done.stdout + done.stderr
+    folder = results / "c"
+    race = pd.read_parquet(folder / "race.parquet")
+    assert len(race) == 3 and (race["status"] == "winner").sum() <= 1
+    runs = race_runs(folder)  # none when the field is decided at once (the rest far behind)
+    assert len(runs) <= 2 and set(runs.get("trial_id", [])) <= set(race["trial_id"])
+    pick = race.sort_values("mean_val_acc", ascending=False)
+    pick = pick[pick["status"] != "dropped"].iloc[0]["trial_id"]
+    confirmed = pd.read_parquet(folder / "confirmations.parquet")
+    assert set(confirmed["trial_id"]) == {pick} and confirmed["seed"].nunique() == 2
+    assert (confirmed["test_subset"] == 0).all()  # the whole test set, for the pick only
+    passed = bool(confirmed["passed"].all())
+    assert done.returncode == (0 if passed else 1), out[-3000:]
+    assert (folder / "confirmed" / pick).is_dir()
+    board = pd.read_csv(results / "leaderboard.csv")
+    assert ((board["experiment"] == "c") & (board["trial_id"] == pick)).sum() == 1, board
+
+    again = chain(results, "--resume", "--name", "c", *flags)
+    assert again.returncode == done.returncode, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "already confirmed" in again.stdout
+    assert len(race_runs(folder)) == len(runs)  # nothing raced again
+    assert len(pd.read_parquet(folder / "confirmations.parquet")) == len(confirmed)
+
+
+def test_bad_chain_flags_are_refused_before_anything_runs(tmp_path):
+    results = tmp_path / "results"
+    for flags in (("--confirm", "-1"), ("--confirm", "21"), ("--race-runs", "-2")):
+        done = chain(results, "--name", "x", *flags)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().startswith("error:") and len(done.stderr.splitlines()) == 1
+    assert not (results / "x").exists()

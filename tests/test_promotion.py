@@ -1,0 +1,142 @@
+"""ASHA by promotion (tune_mnist.search.promotion), driven with stand-in trials: what waits,
+what goes on, the quota, the search's end, a resume's rebuilt rungs and the concurrency
+limit. The search tests run it inside Ray Tune for real."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from tune_mnist.search import promotion
+from tune_mnist.search.promotion import Limiter, PromotionASHA
+
+CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
+
+
+class Controller:
+    """What the scheduler asks of Ray's TuneController: its trials, and stopping one."""
+
+    def __init__(self, scheduler):
+        self.trials, self.scheduler = [], scheduler
+
+    def add(self, trial_id: str, status: str = "RUNNING"):
+        trial = SimpleNamespace(trial_id=trial_id, status=status)
+        self.trials.append(trial)
+        return trial
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        self.scheduler.on_trial_remove(self, trial)
+        trial.status = "TERMINATED"
+
+
+def scheduler(milestones=(1.0, 4.0), max_t=16.0, factor=4):
+    return PromotionASHA("level", list(milestones), max_t, factor, metric="val_acc", mode="max")
+
+
+def arrive(asha, controller, trial, acc, level=1.0):
+    decision = asha.on_trial_result(controller, trial, {"level": level, "val_acc": acc})
+    trial.status = "PAUSED" if decision == PAUSE else trial.status
+    return decision
+
+
+def test_a_rung_promotes_at_most_a_quarter_of_what_it_has_seen_even_when_each_is_better():
+    """Trials that improve one after another (a model-based sampler's way) are the case
+    where Ray's ASHA promotes most of them; by promotion a rung keeps floor(n / 4)."""
+    asha, ray_asha = scheduler(), ASHAScheduler(max_t=16, grace_period=1, reduction_factor=4)
+    ray_asha.set_search_properties("val_acc", "max")
+    controller = Controller(asha)
+    controller.add("busy")  # a trial still training: the search has not reached its end
+    ours = theirs = 0
+    for i in range(16):
+        trial = controller.add(f"t{i:02d}")
+        ours += arrive(asha, controller, trial, 90.0 + i) == CONTINUE
+        resumed = asha.choose_trial_to_run(controller)  # a waiting one promoted since
+        if resumed is not None:
+            resumed.status, ours = "RUNNING", ours + 1
+        ray_asha.on_trial_add(controller, trial)
+        result = {"training_iteration": 1, "val_acc": 90.0 + i}
+        theirs += ray_asha.on_trial_result(controller, trial, result) == CONTINUE
+    assert ours == 16 // 4
+    assert theirs > 2 * ours  # measured side by side: Ray's promotes nearly every one
+
+
+def test_the_first_arrivals_wait_until_the_quota_lets_the_best_go_on():
+    asha = scheduler()
+    controller = Controller(asha)
+    trials = [controller.add(f"t{i}") for i in range(4)]
+    for trial, acc in zip(trials[:3], (97, 99, 98), strict=True):
+        assert arrive(asha, controller, trial, acc) == PAUSE
+    assert asha.choose_trial_to_run(controller) is None  # t3 still runs: wait for it
+    assert arrive(asha, controller, trials[3], 96.0) == PAUSE  # 4 figures: the best, t1
+    assert asha.choose_trial_to_run(controller) is trials[1]
+    trials[1].status = "RUNNING"
+    assert asha.choose_trial_to_run(controller) is None  # the quota of one is spent
+    # the promoted trial's next reports: mid-rung (nothing to judge), then its next rung
+    assert arrive(asha, controller, trials[1], 98.5, level=1.0) == CONTINUE
+    assert arrive(asha, controller, trials[1], 99.1, level=4.0) == PAUSE
+    assert asha.on_trial_result(controller, trials[1], {"level": 16.0, "val_acc": 99}) == STOP
+
+
+def test_the_end_stops_the_waiting_and_a_rung_without_a_promotion_promotes_its_best():
+    asha = scheduler()
+    controller = Controller(asha)
+    a, b = controller.add("a"), controller.add("b")
+    arrive(asha, controller, a, 98.0)
+    arrive(asha, controller, b, 98.7)
+    assert asha.choose_trial_to_run(controller) is b  # nothing runs: every search ends
+    b.status = "RUNNING"  # with one full run, its rung's best
+    arrive(asha, controller, b, 99.0, level=4.0)
+    assert asha.choose_trial_to_run(controller) is b  # and again at the next rung
+    b.status = "RUNNING"
+    assert asha.on_trial_result(controller, b, {"level": 16.0, "val_acc": 99.2}) == STOP
+    b.status = "TERMINATED"
+    assert asha.choose_trial_to_run(controller) is None
+    assert a.status == "TERMINATED"  # stopped at its rung: the search can end
+
+
+def test_a_new_trial_is_never_started_past_a_promoted_one_and_pending_ones_start():
+    asha = scheduler()
+    controller = Controller(asha)
+    pending = controller.add("p", status="PENDING")
+    assert asha.choose_trial_to_run(controller) is pending
+    foreign = controller.add("q", status="PAUSED")  # paused by Ray (a restore): goes on
+    pending.status = "RUNNING"
+    assert asha.choose_trial_to_run(controller) is foreign
+
+
+def test_a_resumed_search_rebuilds_its_rungs_from_the_recorded_reports():
+    """The same arrivals give the same decisions whether or not the scheduler was rebuilt
+    from the journal half way (a --resume builds a fresh one)."""
+    levels = {"a": [0.0, 1.0, 1.0, 4.0], "b": [1.0], "c": [1.0], "d": [1.0]}
+    accs = {"a": [95, 99, 98, 99.2], "b": [97], "c": [96], "d": [98]}
+    reports = {
+        t: [{"level": lv, "val_acc": v} for lv, v in zip(levels[t], accs[t], strict=True)]
+        for t in levels
+    }
+    rebuilt = scheduler()
+    rebuilt.seed(reports, ended={"c"})
+    assert rebuilt._figures[1.0] == {"a": 99, "b": 97, "c": 96, "d": 98}
+    assert rebuilt._promoted[1.0] == {"a"} and rebuilt._figures[4.0] == {"a": 99.2}
+    assert set(rebuilt._waiting) == {"a", "b", "d"}  # c ended at its rung
+    assert promotion._WAITING == {"a", "b", "d"}
+
+
+@pytest.mark.parametrize("waiting", [set(), {"x"}])
+def test_the_concurrency_limit_counts_running_trials_not_waiting_ones(waiting, monkeypatch):
+    class Proposer(Searcher):
+        def suggest(self, trial_id):
+            return {"lr": 0.1}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    limiter = Limiter(Proposer(metric="val_acc", mode="max"), max_concurrent=1)
+    assert limiter.suggest("x") == {"lr": 0.1}
+    monkeypatch.setattr(promotion, "_WAITING", waiting)
+    assert (limiter.suggest("y") is not None) == bool(waiting)

@@ -1,0 +1,115 @@
+"""`python scripts/search.py`: the search, then the race, then (with `--confirm N`) the
+confirmation and the publication, as one command.
+
+1. search (tune_mnist.search.command): Optuna proposes, ASHA by promotion stops;
+2. race (tune_mnist.publish.race_command): the best completed trials on more validation
+   seeds, `--race-runs` of them; the test set is read by neither step;
+3. confirm (tune_mnist.publish.retrain): the race's pick on N fresh seeds, on test; its model
+   card and weights under results/<name>/confirmed/<trial>;
+4. publish (tune_mnist.publish.leaderboard): results/leaderboard.csv and .png rebuilt.
+
+Each stage keeps what it finished: a rerun with `--resume --name <name>` continues the
+search, reuses every recorded race run and skips a confirmation already recorded.
+Exit status: the search's when it fails; with --confirm, 0 when the pick passed on every
+seed and 1 when it did not (or no trial completed to race); 2 bad input; 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tune_mnist.publish import leaderboard, race_command, retrain
+from tune_mnist.results import read_parquet
+from tune_mnist.search import command
+
+SMOKE_TEST = 1000  # test images of a --smoke confirmation
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    code, args, folder = command.run(argv)
+    if code != 0 or folder is None or not (args.race_runs or args.confirm):
+        return code
+    again = f"python scripts/search.py --resume --name {folder.name} --confirm {args.confirm}"
+    if not _raceable(folder):
+        print("no race: no completed trial within the budget (see trials.parquet)")
+        return 1 if args.confirm else 0
+    print(f"\n== race: the best completed trials on {args.race_runs} more validation runs ==")
+    code, pick = race_command.run(_race_argv(args, folder))
+    if code != 0 or pick is None:
+        return _stopped("race", code, again if args.confirm else "")
+    if not args.confirm:
+        return 0
+    print(f"\n== confirm: trial {pick} on {args.confirm} fresh seeds, on the test set ==")
+    recorded = _confirmed(folder, pick, args.confirm, SMOKE_TEST if args.smoke else 0)
+    if recorded is not None:
+        print(f"already confirmed: {recorded} (confirmations.parquet); not trained again")
+        code = 0 if recorded.endswith("PASSED") else 1
+    else:
+        code = retrain.main(_retrain_argv(args, folder, pick))
+    if code not in (0, 1):
+        return _stopped("confirmation", code, again)
+    if args.smoke:
+        print("smoke: a confirmation on a few images is never published (no leaderboard row)")
+        return code
+    print("\n== publish: the leaderboard ==")
+    published = leaderboard.main(["--results", str(command.RESULTS)])
+    if published != 0:
+        return _stopped("leaderboard", published, "python scripts/leaderboard.py")
+    return code
+
+
+def _raceable(folder: Path) -> bool:
+    import json
+
+    from tune_mnist.publish.race import contenders
+
+    budget = json.loads((folder / "search.json").read_text())["settings"]["max_params"]
+    return bool(contenders(read_parquet(folder / "trials.parquet"), 1, budget))
+
+
+def _race_argv(args, folder: Path) -> list[str]:
+    out = ["--results", str(folder), "--runs", str(args.race_runs)]
+    return out + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+
+def _retrain_argv(args, folder: Path, pick: str) -> list[str]:
+    import os
+
+    out = ["--results", str(folder), "--trials", pick, "--seeds", str(args.confirm)]
+    if args.gpus:
+        out += ["--gpus", str(args.gpus)]
+    else:
+        out += ["--cpus", str(min(args.confirm, os.cpu_count() or 1))]
+    if args.address:
+        out += ["--address", args.address]
+    if args.data_dir:
+        out += ["--data-dir", args.data_dir]
+    if args.smoke:  # seconds: one epoch on a few images, never a published figure
+        out += ["--epochs", "1", "--train-subset", "2000", "--test-subset", str(SMOKE_TEST)]
+    return out
+
+
+def _confirmed(folder: Path, trial_id: str, seeds: int, test_subset: int) -> str | None:
+    """`mean 99.45% on 5 seeds: PASSED` when `seeds` seeds of the trial are recorded in
+    confirmations.parquet on these test images (0: all); else None."""
+    path = folder / "confirmations.parquet"
+    if not path.is_file():
+        return None
+    rows = read_parquet(path)
+    mine = rows[(rows["trial_id"] == trial_id) & (rows["test_subset"] == test_subset)]
+    mine = mine.drop_duplicates("seed", keep="last")
+    if len(mine) < seeds:
+        return None
+    mine = mine.tail(seeds)
+    verdict = "PASSED" if bool(mine["passed"].all()) else "not passed"
+    return f"mean {mine['final_test_acc'].mean():.2f}% on {seeds} seeds: {verdict}"
+
+
+def _stopped(stage: str, code: int, again: str) -> int:
+    """The chain stopped at `stage`: one line, what to run to continue, the stage's status
+    (1 when the stage had nothing to work on)."""
+    how = f"; continue with: {again}" if again else ""
+    print(f"chain stopped at the {stage} (exit {code}){how}", file=sys.stderr)
+    return code or 1
