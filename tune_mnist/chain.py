@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from tune_mnist.publish import leaderboard, race_command, retrain
+from tune_mnist.publish.records import table_problem
 from tune_mnist.results import read_parquet
 from tune_mnist.search import command
 
@@ -95,8 +96,8 @@ def _confirmed(folder: Path, trial_id: str, seeds: int, test_subset: int) -> str
     """`mean 99.45% on 5 seeds: PASSED` when `seeds` seeds of the trial are recorded in
     confirmations.parquet on these test images (0: all); else None."""
     path = folder / "confirmations.parquet"
-    if not path.is_file():
-        return None
+    if not path.is_file() or table_problem(path, ("trial_id", "seed", "test_subset")):
+        return None  # (retrain_best refuses a damaged one in one line, before training)
     rows = read_parquet(path)
     mine = rows[(rows["trial_id"] == trial_id) & (rows["test_subset"] == test_subset)]
     mine = mine.drop_duplicates("seed", keep="last")

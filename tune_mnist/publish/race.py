@@ -113,14 +113,17 @@ def summary_rows(field_: list[Contender], target: float) -> pd.DataFrame:
     )
 
 
+RUNS_TABLE = "race_runs.parquet"
+
+
 def recorded_runs(folder: Path) -> pd.DataFrame:
-    path = folder / "race_runs.parquet"
+    path = folder / RUNS_TABLE
     return read_parquet(path) if path.is_file() else pd.DataFrame()
 
 
 def append_runs(folder: Path, rows: list[dict]) -> None:
     old = recorded_runs(folder)
-    write_parquet(folder / "race_runs.parquet", pd.concat([old, pd.DataFrame(rows)]))
+    write_parquet(folder / RUNS_TABLE, pd.concat([old, pd.DataFrame(rows)]))
 
 
 def write_summary(folder: Path, field_: list[Contender], target: float) -> pd.DataFrame:
