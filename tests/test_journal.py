@@ -185,7 +185,10 @@ def test_a_table_rewritten_while_it_is_read_always_reads_whole(tmp_path):
     from tune_mnist.results import read_parquet, write_parquet
 
     path = tmp_path / "epochs.parquet"
-    frames = [pd.DataFrame({"epoch": np.arange(n), "acc": np.linspace(0, 1, n)}) for n in (9, 999)]
+    frames = [
+        pd.DataFrame({"trial_id": "t", "epoch": np.arange(n), "acc": np.linspace(0, 1, n)})
+        for n in (9, 999)
+    ]
     write_parquet(path, frames[0])
     stop = threading.Event()
 

@@ -35,8 +35,10 @@ class Controller:
         trial.status = "TERMINATED"
 
 
-def scheduler(milestones=(1.0, 4.0), max_t=16.0, factor=4):
-    return PromotionASHA("level", list(milestones), max_t, factor, metric="val_acc", mode="max")
+def scheduler(milestones=(1.0, 4.0), max_t=16.0, factor=4, samples=None):
+    return PromotionASHA(
+        "level", list(milestones), max_t, factor, metric="val_acc", mode="max", samples=samples
+    )
 
 
 def arrive(asha, controller, trial, acc, level=1.0):
@@ -140,3 +142,23 @@ def test_the_concurrency_limit_counts_running_trials_not_waiting_ones(waiting, m
     assert limiter.suggest("x") == {"lr": 0.1}
     monkeypatch.setattr(promotion, "_WAITING", waiting)
     assert (limiter.suggest("y") is not None) == bool(waiting)
+
+
+def test_a_trial_that_can_never_be_promoted_stops_at_once_so_optuna_learns_its_figure():
+    """8 trials, a quarter promoted at most: 2 at the first rung. A waiting trial that two
+    figures beat is hopeless, and stops (itself, or paused, through Ray) instead of waiting."""
+    asha = scheduler(samples=8)
+    controller = Controller(asha)
+    controller.add("busy")
+    worst = controller.add("worst")
+    assert arrive(asha, controller, worst, 90.0) == PAUSE  # one figure: it may yet go on
+    good = controller.add("good")
+    assert arrive(asha, controller, good, 99.0) == PAUSE
+    assert worst.status == "PAUSED"
+    better = controller.add("better")
+    assert arrive(asha, controller, better, 99.5) == PAUSE
+    assert worst.status == "TERMINATED"  # two beat it: stopped through Ray's controller
+    low = controller.add("low")
+    assert arrive(asha, controller, low, 80.0) == STOP  # hopeless on arrival
+    assert set(asha._waiting) == {"good"}  # 4 figures: a quota of one, the best goes on
+    assert asha.choose_trial_to_run(controller) is better

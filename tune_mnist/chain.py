@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tune_mnist.publish import leaderboard, race_command, retrain
 from tune_mnist.publish.records import table_problem
-from tune_mnist.results import read_parquet
+from tune_mnist.results import TableError, read_parquet
 from tune_mnist.search import command
 
 SMOKE_TEST = 1000  # test images of a --smoke confirmation
@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0 or folder is None or not (args.race_runs or args.confirm):
         return code
     again = f"python scripts/search.py --resume --name {folder.name} --confirm {args.confirm}"
-    if not _raceable(folder):
+    try:
+        raceable = _raceable(folder)
+    except (OSError, TableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not raceable:
         print("no race: no completed trial within the budget (see trials.parquet)")
         return 1 if args.confirm else 0
     print(f"\n== race: the best completed trials on {args.race_runs} more validation runs ==")

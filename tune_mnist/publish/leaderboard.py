@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
-from tune_mnist.results import config_of, read_parquet  # noqa: E402
+from tune_mnist.results import TableError, config_of, read_parquet  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
 from tune_mnist.train.config import TrainConfig, cpu_step_of  # noqa: E402
 
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         for path, text, markers, _ in targets:
             if update_readme(Path(path), text, markers):
                 print(f"updated {path}")
-    except (InputError, OSError) as exc:
+    except (InputError, TableError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

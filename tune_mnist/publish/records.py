@@ -114,19 +114,16 @@ def table_problem(path: Path, required: tuple[str, ...] = ()) -> str | None:
     words (None: readable, or absent, which is fine for a table made on first append)."""
     import pyarrow
 
-    from tune_mnist.results import read_parquet
+    from tune_mnist.results import TableError, read_parquet
 
     if not path.exists():
         return None
     try:
-        if path.stat().st_size == 0:
-            return "empty"
-        head = path.read_bytes()[:4]
-        if head != b"PAR1":
-            return "not a parquet file"
         frame = read_parquet(path)
     except OSError as exc:
         return f"unreadable ({exc.strerror})"
+    except TableError as exc:
+        return exc.problem
     except (pyarrow.ArrowException, ValueError):
         return "cut short or damaged"
     missing = [c for c in required if c not in frame.columns]

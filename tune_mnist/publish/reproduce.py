@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from tune_mnist.publish.confirm import InputError
-from tune_mnist.results import config_of, read_parquet
+from tune_mnist.results import TableError, config_of, read_parquet
 
 COMPARED = ("lr", "train_loss", "train_acc", "test_loss", "test_acc")
 
@@ -31,6 +31,8 @@ def recorded(folder: Path, seed: int | None) -> tuple[pd.Series, pd.DataFrame | 
     experiment, trial = folder.parent.parent, folder.name
     try:
         rows = read_parquet(experiment / "confirmations.parquet")
+    except TableError as exc:
+        raise InputError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise InputError(
             f"{folder}: not a confirmed model under results/<search>/confirmed/<trial> "
@@ -49,6 +51,8 @@ def recorded(folder: Path, seed: int | None) -> tuple[pd.Series, pd.DataFrame | 
         curves = read_parquet(experiment / "confirmation_epochs.parquet")
     except FileNotFoundError:
         return row, None
+    except TableError as exc:
+        raise InputError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{experiment}: unreadable confirmation curves ({exc})") from None
     key = (curves["trial_id"] == trial) & (curves["seed"] == seed)
@@ -125,7 +129,10 @@ def smallest_confirmed() -> Path:
 
     found = []
     for path in RESULTS.glob("*/confirmations.parquet"):
-        rows = read_parquet(path, columns=["trial_id", "params"])
+        try:
+            rows = read_parquet(path, columns=["trial_id", "params"])
+        except TableError as exc:
+            raise InputError(str(exc)) from None
         found += [
             (int(r.params), path.parent / "confirmed" / r.trial_id) for r in rows.itertuples()
         ]

@@ -32,7 +32,7 @@ from tune_mnist.publish.records import (
     table_problem,
     write_card,
 )
-from tune_mnist.results import config_of, read_parquet
+from tune_mnist.results import TableError, config_of, read_parquet
 from tune_mnist.search.command import RESULTS
 from tune_mnist.search.space import SETTINGS_DEFAULTS
 from tune_mnist.store import provenance
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         check_tables(folder)  # a table that could not take the rows: refused before training
         data = load_mnist(args.data_dir)
         parallel = start_ray(args)
-    except (InputError, DataError, ConfigError) as exc:
+    except (InputError, TableError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ConnectionError as exc:  # --address / RAY_ADDRESS names no running cluster

@@ -178,7 +178,13 @@ def resumed_space(args, folder: Path):
     from tune_mnist.search.space import load_space
 
     meta_path = folder / "search.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"--resume: {meta_path} is unreadable ({type(exc).__name__}); it is the search's "
+            "record of its settings: restore it from a copy (nothing else rebuilds it)"
+        ) from None
     saved = folder / SPACE_COPY
     if not saved.is_file():  # searches made before the space was kept with them
         saved = Path(args.space or meta.get("space") or "")

@@ -7,9 +7,12 @@ to arrive, judged against few or none, nearly all go on (the cold 4k search trai
 34 judged trials in full where successive halving keeps 2). Here a rung promotes at most
 floor(n / reduction_factor) of the n figures it has seen, the best ones not yet promoted.
 A trial that is not among them waits, paused at its checkpoint, holding no resources; a
-later figure can lift it into the quota and it resumes. When nothing runs and nothing is
-left to start, the waiting trials are stopped, except that a rung that has promoted none
-promotes its best: every search trains at least one trial to the full run.
+later figure can lift it into the quota and it resumes. A trial that as many figures beat as
+its rung can ever promote (a quarter of the search's trials at the first rung, and so on)
+stops at once instead: nothing can lift it, and Optuna learns its figure only when it ends.
+When nothing runs and nothing is left to start, the waiting trials are stopped, except that
+a rung that has promoted none promotes its best: every search trains at least one trial to
+the full run.
 
 The Optuna searcher's concurrency limit counts running trials only (`Limiter`): waiting
 ones would otherwise fill it and starve the search of new trials.
@@ -41,9 +44,11 @@ class PromotionASHA(FIFOScheduler):
         reduction_factor: float,
         metric: str | None = None,
         mode: str | None = None,
+        samples: int | None = None,
     ):
         super().__init__()
         self._time_attr, self._max_t, self._rf = time_attr, max_t, reduction_factor
+        self._samples = samples  # trials of the whole search: what bounds each rung's quota
         self._metric, self._mode = metric, mode
         self._milestones = sorted(milestones)
         self._figures: dict[float, dict[str, float]] = {m: {} for m in self._milestones}
@@ -125,9 +130,40 @@ class PromotionASHA(FIFOScheduler):
         self._promote(milestone)
         going_on = trial.trial_id in self._resume
         self._resume.discard(trial.trial_id)
+        hopeless = self._hopeless(milestone)
+        for other in tune_controller.get_trials():
+            if other.trial_id in hopeless and other.status == Trial.PAUSED:
+                tune_controller.stop_trial(other)
         _WAITING.clear()
         _WAITING.update(self._waiting)
-        return TrialScheduler.CONTINUE if going_on else TrialScheduler.PAUSE
+        if going_on:
+            return TrialScheduler.CONTINUE
+        return TrialScheduler.STOP if trial.trial_id in hopeless else TrialScheduler.PAUSE
+
+    def _ceiling(self, milestone: float) -> float:
+        """The most promotions `milestone` can ever make: a quarter of the most figures it
+        can ever see (the search's trials, a quarter of them at the next rung, ...)."""
+        if not self._samples:
+            return math.inf
+        arrivals = self._samples
+        for m in self._milestones:
+            quota = max(1, int(arrivals // self._rf))  # (the search's end promotes one)
+            if m == milestone:
+                return quota
+            arrivals = quota
+        return math.inf
+
+    def _hopeless(self, milestone: float) -> set[str]:
+        """The waiting trials at `milestone` that as many figures beat as it can ever
+        promote: no later figure can lift them. They stop now (their figure reaches Optuna
+        at once, where a waiting trial tells it nothing)."""
+        figures, ceiling = self._figures[milestone], self._ceiling(milestone)
+        out = set()
+        for trial_id, at in list(self._waiting.items()):
+            if at == milestone and sum(f > figures[trial_id] for f in figures.values()) >= ceiling:
+                out.add(trial_id)
+                self._waiting.pop(trial_id)
+        return out
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         self._forget(trial.trial_id)

@@ -167,6 +167,7 @@ def make_search(space, seed: int, concurrency: int) -> tuple[Limiter, PromotionA
         settings["reduction_factor"],
         metric=metric if own else None,
         mode=METRICS[metric] if own else None,
+        samples=settings["samples"],
     )
     return Limiter(searcher, max_concurrent=concurrency), scheduler
 

@@ -126,6 +126,7 @@ class ResultsWriter:
         self.beat = time.time()  # when the last progress line was printed
         self.epochs: dict[str, int] = {}  # each running trial's newest epoch
         self.seen: set[str] = set()  # trials started by this process
+        self.paused: set[str] = set()  # trials seen waiting at a rung
         # reports journaled before this process started (a resume): not this pace's epochs
         self.resumed_epochs = sum(len(r.results) for r in self.journal.read().values())
 
@@ -135,6 +136,7 @@ class ResultsWriter:
         is recorded as lost, and Ray runs another trial in its place."""
         running = sum(t.status == "RUNNING" for t in trials)
         self.peak_running = max(self.peak_running, running)
+        self.paused.update(t.trial_id for t in trials if t.status == "PAUSED")
         if self.checked:
             return
         self.checked = True
@@ -148,7 +150,10 @@ class ResultsWriter:
         # a second start in this process is Ray's retry after a failure; a trial the journal
         # knew before this process began is continued by a --resume
         how = "started"
-        if trial.trial_id in self.seen:
+        if trial.trial_id in self.paused:  # waited at a rung (tune_mnist.search.promotion)
+            how = "promoted: goes on to its next rung"
+            self.paused.discard(trial.trial_id)
+        elif trial.trial_id in self.seen:
             how = "restarted after a failure"
         elif trial.trial_id in self.journal.read():
             how = "resumed"
