@@ -78,3 +78,18 @@ def test_a_race_of_one_is_refused_by_its_flags():
     with pytest.raises(SystemExit) as exited:
         race_main(["--results", "x", "--top", "1"])
     assert exited.value.code == 2
+
+
+def test_a_race_run_the_table_cannot_take_waits_in_a_side_file_and_counts_once(tmp_path):
+    """The disk fills, or the table is damaged, between a run's training and its append:
+    the run goes to a side file that the race counts, and the next append merges it in."""
+    row = {"trial_id": "a", "val_acc": 99.4}
+    assert race.append_runs(tmp_path, [{**row, "seed": 1}]) is None
+    (tmp_path / race.RUNS_TABLE).write_bytes(b"PAR1 damaged meanwhile")
+    side = race.append_runs(tmp_path, [{**row, "seed": 2}])
+    assert side is not None and side.is_file()
+    (tmp_path / race.RUNS_TABLE).unlink()  # the user moves the damaged table aside
+    assert list(race.recorded_runs(tmp_path)["seed"]) == [2]  # the side file's run counts
+    assert race.append_runs(tmp_path, [{**row, "seed": 3}]) is None
+    assert list(read_parquet(tmp_path / race.RUNS_TABLE)["seed"]) == [2, 3]
+    assert not side.exists() and list(race.recorded_runs(tmp_path)["seed"]) == [2, 3]

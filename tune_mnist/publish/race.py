@@ -117,13 +117,24 @@ RUNS_TABLE = "race_runs.parquet"
 
 
 def recorded_runs(folder: Path) -> pd.DataFrame:
-    path = folder / RUNS_TABLE
-    return read_parquet(path) if path.is_file() else pd.DataFrame()
+    """Every run recorded: the table's, and any a full disk left in a side file beside it
+    (publish.records.SIDE) that no later append has merged in yet."""
+    from tune_mnist.publish.records import SIDE
+
+    paths = [folder / RUNS_TABLE, *sorted(folder.glob(f"{RUNS_TABLE}{SIDE}*.parquet"))]
+    frames = [read_parquet(p) for p in paths if p.is_file()]
+    if not frames:
+        return pd.DataFrame()
+    runs = pd.concat(frames, ignore_index=True)
+    return runs.drop_duplicates(["trial_id", "seed"], keep="last").reset_index(drop=True)
 
 
-def append_runs(folder: Path, rows: list[dict]) -> None:
-    old = recorded_runs(folder)
-    write_parquet(folder / RUNS_TABLE, pd.concat([old, pd.DataFrame(rows)]))
+def append_runs(folder: Path, rows: list[dict]) -> Path | None:
+    """Append under the confirmations' lock; rows the table cannot take go to a side file,
+    whose path is returned (merged in by the next append)."""
+    from tune_mnist.publish.records import append_confirmations
+
+    return append_confirmations(folder, rows, RUNS_TABLE)
 
 
 def write_summary(folder: Path, field_: list[Contender], target: float) -> pd.DataFrame:

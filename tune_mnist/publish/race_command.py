@@ -20,6 +20,7 @@ from tune_mnist.results import read_parquet
 
 TOP = 4
 RUNS = 6
+UNWRITTEN: list[Path] = []  # side files this run wrote (exit status 1)
 
 
 def parse_args(argv):
@@ -81,7 +82,15 @@ def train_round(alive, data, folder: Path) -> None:
         config = c.config.replace(seed=run.seed, threads=1, device="cpu")
         row = {**config.to_dict(), "trial_id": c.trial_id, "params": c.params}
         row |= {"val_acc": val, "train_s": run.seconds, "status": run.status, **prov}
-        race.append_runs(folder, [row])
+        side = race.append_runs(folder, [row])
+        if side is not None:  # a full disk, a table damaged meanwhile: the run is kept
+            print(
+                f"error: {race.RUNS_TABLE} could not take trial {c.trial_id}'s run; it is in "
+                f"{side} (counted by the race, merged in by its next append)",
+                file=sys.stderr,
+                flush=True,
+            )
+            UNWRITTEN.append(side)
         c.vals.append(val)
 
 
@@ -105,6 +114,7 @@ def run(argv=None) -> tuple[int, str | None]:
     from tune_mnist.train.data import DataError, load_mnist
 
     started = time.perf_counter()
+    UNWRITTEN.clear()
     try:
         args = parse_args(argv)
         folder = Path(args.results)
@@ -144,4 +154,4 @@ def run(argv=None) -> tuple[int, str | None]:
     command = ["python", "scripts/retrain_best.py", "--results", str(folder)]
     command += ["--trials", leader.trial_id, "--seeds", "5"]
     print(f"confirm on test: {shlex.join(command)}")
-    return 0, leader.trial_id
+    return (1 if UNWRITTEN else 0), leader.trial_id
