@@ -85,3 +85,17 @@ def test_a_damaged_table_is_refused_in_one_line_before_anything_runs(
     assert len(err) == 1 and err[0].startswith("error: ") and str(path) in err[0], err
     assert "move it aside" in err[0]
     assert {p.name: p.read_bytes() for p in folder.glob("*.parquet")} == before
+
+
+def test_reproduce_full_refuses_damaged_weights_before_its_full_run(tmp_path, monkeypatch, capsys):
+    import tune_mnist.train.loop as loop
+    from tune_mnist.publish import reproduce
+
+    folder = tmp_path / "results" / "cold-4k"
+    shutil.copytree(SOURCE, folder, ignore=shutil.ignore_patterns("journal", "*.png", "*.html"))
+    weights = folder / "confirmed" / TRIAL / "seed1.pt"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("trained before refusing"))
+    assert reproduce.main([str(weights.parent), "--seed", "1", "--full"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert str(weights) in line and "retrain the seed" in line

@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"python scripts/reproduce.py {args.confirmed} --seed {config.seed} --full"
             )
         args.epochs = config.epochs if args.full else args.epochs
+        if args.full:  # the weights it compares against: checked before a full run
+            check_weights(Path(args.confirmed) / f"seed{config.seed}.pt")
         if curve is not None and args.epochs > len(curve):
             raise InputError(f"--epochs {args.epochs}: only {len(curve)} epochs recorded")
         data = load_mnist(args.data_dir)
@@ -193,6 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "bit for bit identical" if not diffs else f"{len(diffs)} figures differ"
     print(f"{verdict} to {' and '.join(compared)}")
     return 0 if not diffs else 1
+
+
+def check_weights(weights: Path) -> None:
+    """A weights file that --full could not compare (cut short, not a model file) refused
+    before the run; a missing one is reported as a difference after it."""
+    from tune_mnist.store import read_model_file
+
+    if weights.is_file():
+        try:
+            read_model_file(weights)
+        except ValueError as exc:
+            raise InputError(
+                f"{exc}; the seed's weights are damaged: retrain the seed (its model card "
+                "gives the command) to compare against new ones"
+            ) from None
 
 
 def final_differences(result, row: pd.Series, weights: Path) -> list[str]:
