@@ -169,7 +169,7 @@ def test_trial_failing_every_time_is_recorded_as_error_and_the_search_exits_1(tm
     failed = [line for line in done.stdout.splitlines() if " failed (" in line]
     assert len(failed) == 2 and all("Ray's full error: " in line for line in failed)
     assert "Trial task failed" not in done.stderr  # Ray's traceback is in its error file
-    # nor Ray's own reporter's notices (Ray's output engine, off: run.quiet_ray_reporter)
+    # nor Ray's own reporter's notices (Ray's output engine, off: ray_door.quiet_tune_output)
     assert "errored after" not in done.stdout and "Number of errored" not in done.stdout
     assert "Trials did not complete" not in done.stderr
     assert done.stdout.count(" restarted after a failure: ") == 2  # --max-failures 1, 2 trials

@@ -31,3 +31,43 @@ def test_every_upgrade_note_names_a_test_that_exists():
     assert len(named) >= 5
     for module, test in named:
         assert f"def {test}(" in (ROOT / "tests" / module).read_text(), (module, test)
+
+
+# what only the door may touch: Ray internals reached by attribute, logger name or
+# environment variable (RAY_ADDRESS and RAY_TMPDIR are Ray's documented variables)
+OUTSIDE_PUBLIC_API = {
+    "a trial's storage": re.compile(r"\.storage\.\w"),
+    "a Ray logger by its module path": re.compile(r"getLogger\(\s*[\"']ray\."),
+    "a Ray environment variable": re.compile(r"[\"']RAY_(?!ADDRESS\b|TMPDIR\b)\w+"),
+    "TuneController.stop_trial": re.compile(r"\.stop_trial\("),
+}
+
+
+def reaches_past_the_door(text: str) -> list[str]:
+    return [what for what, pattern in OUTSIDE_PUBLIC_API.items() if pattern.search(text)]
+
+
+def test_no_other_module_uses_ray_beyond_its_public_api():
+    found = {
+        path.relative_to(ROOT).as_posix(): reaches_past_the_door(path.read_text())
+        for path in sorted((ROOT / "tune_mnist").rglob("*.py"))
+        if path.name != "ray_door.py"
+    }
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_guard_finds_a_planted_use_outside_the_door():
+    planted = {
+        "checkpoint = f'{trial.storage.trial_dir_name}/x'": "a trial's storage",
+        "logging.getLogger('ray.tune.tune').setLevel(50)": "a Ray logger by its module path",
+        'os.environ["RAY_worker_niceness"] = "0"': "a Ray environment variable",
+        "tune_controller.stop_trial(trial)": "TuneController.stop_trial",
+    }
+    for line, what in planted.items():
+        assert reaches_past_the_door(line) == [what], line
+    assert reaches_past_the_door('os.environ.get("RAY_ADDRESS")') == []
+
+
+def test_the_install_pins_the_ray_the_door_was_checked_against():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert f'"ray[tune]=={ray_door.RAY_CHECKED}"' in text

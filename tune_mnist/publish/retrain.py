@@ -206,7 +206,7 @@ def confirmation_target(args, settings: dict) -> float:
     return settings["target_acc"]
 
 
-def start_ray(args) -> dict | None:
+def seed_runner(args) -> dict | None:
     """Ray task options for a seed, once Ray runs (None: seeds train here, one by one)."""
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not (address or args.gpus or args.cpus > 1):
@@ -214,7 +214,7 @@ def start_ray(args) -> dict | None:
     from tune_mnist.search.ray_door import start_ray as start
 
     start(address, cpus=args.cpus, gpus=args.gpus, worker_output=True)  # every seed's epochs
-    import ray  # (after start_ray: it sets what Ray reads on its first import)
+    import ray  # (after ray_door.start_ray: it sets what Ray reads on its first import)
 
     have = ray.cluster_resources().get("GPU", 0)
     if address and args.gpus > have:  # the seeds' tasks would wait forever for a GPU
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         folder, candidates, settings = load_candidates(args)
         check_tables(folder)  # a table that could not take the rows: refused before training
         data = load_mnist(args.data_dir)
-        parallel = start_ray(args)
+        parallel = seed_runner(args)
     except (InputError, TableError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

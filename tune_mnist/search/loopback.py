@@ -23,12 +23,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tune_mnist.search.ray_door import raylet_pid, use_auth_token
+from tune_mnist.search.ray_door import LOOPBACK_ENV, raylet_pid, use_auth_token
 
 # Ray then gives every node, and every server in it, the address 127.0.0.1 (read when ray is
 # first imported, so before that; the nodes' processes inherit it)
 # Its workers run at normal priority, not Ray's nice 15, which starves them on a busy machine.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_worker_niceness": "0"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -30,6 +30,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from tune_mnist.search import ray_door
 from tune_mnist.search.writer import live_reports
 
 _WAITING: set[str] = set()  # the driver's waiting trials, for its Limiter
@@ -133,7 +134,7 @@ class PromotionASHA(FIFOScheduler):
         hopeless = self._hopeless(milestone)
         for other in tune_controller.get_trials():
             if other.trial_id in hopeless and other.status == Trial.PAUSED:
-                tune_controller.stop_trial(other)
+                ray_door.stop_paused(tune_controller, other)
         _WAITING.clear()
         _WAITING.update(self._waiting)
         if going_on:
@@ -204,7 +205,7 @@ class PromotionASHA(FIFOScheduler):
                 return self.choose_trial_to_run(tune_controller)
         for trial in trials:
             if trial.status == Trial.PAUSED and trial.trial_id in self._waiting:
-                tune_controller.stop_trial(trial)
+                ray_door.stop_paused(tune_controller, trial)
         return None
 
     def debug_string(self) -> str:

@@ -13,6 +13,35 @@ import os
 import socket
 
 RAY_CHECKED = "2.60.0"
+# what a Ray of our own, or a loopback cluster's node, reads at start: the node address on
+# loopback (keep_ray_local) and workers at normal priority (start_ray)
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_worker_niceness": "0"}
+
+
+def trial_dir_name(trial) -> str:
+    """A trial's folder under the experiment: Ray names it there (`trial.storage`, no public
+    accessor). Upgrade:
+    test_kills.py::test_kills_at_many_moments_lose_nothing_and_retrain_nothing"""
+    return trial.storage.trial_dir_name
+
+
+def stop_paused(tune_controller, trial) -> None:
+    """Stop a paused trial, as Ray's own HyperBandScheduler does (TuneController.stop_trial,
+    a developer API: a scheduler's decisions only reach the trial reporting). Upgrade:
+    test_search.py::test_asha_stopped_some_and_epochs_match"""
+    tune_controller.stop_trial(trial)
+
+
+def quiet_tune_output() -> None:
+    """Ray Tune's own output off, in the driver: its new output engine prints a notice and a
+    table for every failed trial whatever the verbosity (on_trial_error is not gated), so the
+    legacy engine (RAY_AIR_NEW_OUTPUT=0), silent at verbosity 0; "Resume experiment with:
+    Tuner.restore(...)" on Ctrl-C (ours names the command) and "Trials did not complete"
+    (ours names each failed trial); every failure's traceback logged again (ours is one
+    line). Upgrade: test_failures.py::test_bad_input_is_one_line_exit_2_and_writes_nothing"""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
 
 
 def keep_ray_local(address: str | None) -> None:
@@ -24,7 +53,8 @@ def keep_ray_local(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     host = (address or "").rpartition(":")[0]
     if not address or host in ("127.0.0.1", "localhost"):
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        key = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+        os.environ.setdefault(key, LOOPBACK_ENV[key])
 
 
 def start_ray(
@@ -42,7 +72,7 @@ def start_ray(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0" if worker_output else "1")
     # Ray starts its workers at nice 15: on a busy machine the trials (the whole point) then
     # starve behind any normal process; ours run at normal priority (a cluster keeps its own)
-    os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.setdefault("RAY_worker_niceness", LOOPBACK_ENV["RAY_worker_niceness"])
     import ray
 
     if address:

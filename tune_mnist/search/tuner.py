@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -55,7 +54,7 @@ def catch_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_signal)
 
 
-def start_ray(address: str | None) -> None:
+def start_search_ray(address: str | None) -> None:
     """Join a cluster if one is named; else a local Ray sized for this machine (ray_door)."""
     # One checkpoint kept per trial forces a state snapshot each epoch: wanted (nothing lost
     # on a crash), so Ray's warning about it is noise here.
@@ -126,8 +125,8 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
             # --resume ("Could not recover from checkpoint as it does not exist on storage")
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             callbacks=[Relay()],  # stateless: see tune_mnist.search.writer
-            # Ray's reporter stays silent (quiet_ray_reporter): the writer prints a line per
-            # trial start, end and failure, and a heartbeat with the ETA
+            # Ray's reporter stays silent (ray_door.quiet_tune_output): the writer prints a line
+            # per trial start, end and failure, and a heartbeat with the ETA
             verbose=0,
         ),
     )
@@ -195,17 +194,9 @@ def asha_metric(settings: dict) -> tuple[str, bool]:
     return metric, settings["pareto"] or metric != settings["metric"]
 
 
-def quiet_ray_reporter() -> None:
-    """Ray's new output engine prints a 2-line notice and an end-of-run table for every
-    failed trial whatever the verbosity (Ray 2.60: on_trial_error is not gated); its legacy
-    engine, which RAY_AIR_NEW_OUTPUT=0 selects (a documented switch), prints nothing at
-    verbosity 0. Set in the driver only, before Tuner.fit reads it."""
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-
-
 def run_search(args, space, name, folder, storage, experiment, data) -> int:
     started = time.perf_counter()
-    start_ray(args.address)
+    start_search_ray(args.address)
     catch_sigterm()
     writer = None
     try:
@@ -242,13 +233,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             print(f"CPU step: {chosen} (cpu_step {step}{where}; README, The CPU step)")
         writer = ResultsWriter(folder, space, args.cpus_per_trial, prov, experiment)
         set_live(writer)
-        # Ray's "Resume experiment with: Tuner.restore(...)" on Ctrl-C (ours names the command)
-        # and "Trials did not complete: [...]" (ours names each failed trial and its cause)
-        logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
-        # a failed trial is one line of ours (writer.on_trial_error: its cause and Ray's error
-        # file), not Ray's traceback logged again for every failure and retry
-        logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
-        quiet_ray_reporter()
+        ray_door.quiet_tune_output()  # our lines instead of Ray Tune's
         ledger = writer.ledger()  # empty for a new search
         tuner = make_tuner(args, space, name, storage, experiment, data, plan, ledger)
         tuner.fit()

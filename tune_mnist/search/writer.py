@@ -14,7 +14,7 @@ from pathlib import Path
 from ray import tune
 
 from tune_mnist.results import TrialView, build_tables, write_tables
-from tune_mnist.search import rungs
+from tune_mnist.search import ray_door, rungs
 from tune_mnist.search.journal import Journal, Ledger, TrialRecord, resolve
 from tune_mnist.train.config import TrainConfig
 
@@ -168,7 +168,7 @@ class ResultsWriter:
         # Ray stores the report's checkpoint before the report reaches the driver, and names
         # its folder in the report: the journal keeps it relative to the experiment folder
         folder = result.get("checkpoint_dir_name")
-        checkpoint = f"{trial.storage.trial_dir_name}/{folder}" if folder else ""
+        checkpoint = f"{ray_door.trial_dir_name(trial)}/{folder}" if folder else ""
         self.journal.epoch(trial.trial_id, result, checkpoint)
         self.epochs[trial.trial_id] = int(result.get("epoch") or 0)
         if time.time() - self.written > WRITE_EVERY_S:
