@@ -9,10 +9,10 @@ from tune_mnist.publish.leaderboard import (
     HISTORY_END,
     HISTORY_START,
     START,
+    best_by_budget,
     collect,
     describe,
     main,
-    pareto,
     update_readme,
 )
 from tune_mnist.train.config import TrainConfig
@@ -92,7 +92,7 @@ def test_reproduce_commands_name_threads_and_epochs_and_the_selection_is_shown(t
 
 def test_pareto_takes_best_mean_at_or_under_each_budget(root):
     _, models = collect(root)
-    table = pareto(models, budgets=(1000, 2000, 3000, 5000)).set_index("budget")
+    table = best_by_budget(models, budgets=(1000, 2000, 3000, 5000)).set_index("budget")
     assert pd.isna(table.loc[1000, "params"])  # nothing that small
     assert table.loc[2000, "trial_id"] == "small"  # not passing, still the best there
     assert table.loc[3000, "trial_id"] == "mid"  # the 2-seed 99.9 does not count
@@ -110,7 +110,7 @@ def test_pareto_breaks_a_printed_tie_for_the_passing_then_smaller_model(tmp_path
     pd.DataFrame(rows).to_parquet(tmp_path / "e" / "confirmations.parquet")
     _, models = collect(tmp_path)
     assert models.set_index("trial_id")["mean"].idxmax() == "fails"  # what used to win
-    best = pareto(models, budgets=(4000,)).iloc[0]
+    best = best_by_budget(models, budgets=(4000,)).iloc[0]
     assert best["trial_id"] == "passes" and best["passed"]
 
 
@@ -205,7 +205,7 @@ def test_campaign_table_takes_only_five_seed_models_chosen_on_validation(tmp_pat
     ]
     pd.DataFrame(rows).to_parquet(tmp_path / "e" / "confirmations.parquet")
     _, models = collect(tmp_path)
-    table = pareto(models, budgets=(2000, 2500, 3000), strict=True).set_index("budget")
+    table = best_by_budget(models, budgets=(2000, 2500, 3000), strict=True).set_index("budget")
     assert pd.isna(table.loc[2000, "params"])
     assert table.loc[2500, "trial_id"] == "five" and table.loc[2500, "passed"]
     assert table.loc[3000, "trial_id"] == "fails" and not table.loc[3000, "passed"]

@@ -146,7 +146,7 @@ def train_groups(
         yield runs
 
 
-def summarise(runs: list[SeedRun], target: float, max_params: int) -> dict[str, Any]:
+def seed_summary(runs: list[SeedRun], target: float, max_params: int) -> dict[str, Any]:
     accs = [r.final_test_acc for r in runs]
     return {
         "target_acc": target,
@@ -192,7 +192,9 @@ def confirmation_rows(row, rank, runs, summary, config, prov) -> list[dict[str, 
     return out
 
 
-def epoch_rows(confirmations: list[dict[str, Any]], runs: list[SeedRun]) -> list[dict[str, Any]]:
+def confirmation_epoch_rows(
+    confirmations: list[dict[str, Any]], runs: list[SeedRun]
+) -> list[dict[str, Any]]:
     """One row per seed and epoch, keyed like its confirmation row (trial, seed, time)."""
     out = []
     for confirmation, run in zip(confirmations, runs, strict=True):

@@ -177,7 +177,7 @@ def chosen_on(row: pd.Series) -> str:
     return "val" if str(row.get("selected_on")) == "val_acc" else "test"
 
 
-def pareto(models: pd.DataFrame, budgets=BUDGETS, strict: bool = False) -> pd.DataFrame:
+def best_by_budget(models: pd.DataFrame, budgets=BUDGETS, strict: bool = False) -> pd.DataFrame:
     """For each budget, the confirmed model (>= 3 seeds) with the best mean at or under it.
     `strict`: campaign 2's rule, only models chosen on validation with >= 5 seeds."""
     rows = []
@@ -273,8 +273,8 @@ def plot(models: pd.DataFrame, path: Path) -> None:
             + ("every seed >= 99.4%" if passed else "a seed below 99.4%")
             + f" ({len(group)})",
         )
-    strict = pareto(models, STRICT_BUDGETS, strict=True)
-    winners = pd.concat([strict, pareto(models)]).dropna(subset=["params"])
+    strict = best_by_budget(models, STRICT_BUDGETS, strict=True)
+    winners = pd.concat([strict, best_by_budget(models)]).dropna(subset=["params"])
     winners = winners.drop_duplicates(["experiment", "trial_id", "epochs"]).sort_values("params")
     placed: list[tuple[float, float]] = []  # (x, y) of labels so far, in data units
     for m in winners.itertuples():
@@ -310,7 +310,7 @@ def plot(models: pd.DataFrame, path: Path) -> None:
 
 def render(models: pd.DataFrame) -> str:
     """The README block: the honest rule's models, then the best of them by budget."""
-    strict = pareto(models, STRICT_BUDGETS, strict=True)
+    strict = best_by_budget(models, STRICT_BUDGETS, strict=True)
     return (
         f"{START}\n{honest_markdown(models)}\n\n**By budget** (the best of these at or under "
         f"each budget; passes: all {STRICT_SEEDS} seeds >= {TARGET}%):\n\n"
@@ -323,7 +323,7 @@ def render_history(models: pd.DataFrame) -> str:
     return (
         f"{HISTORY_START}\n{results_markdown(models)}\n\n**Pareto table, any selection** "
         "(best confirmed mean at or under each budget, 3+ seeds; most rows chosen on test):"
-        f"\n\n{pareto_markdown(pareto(models))}\n{HISTORY_END}"
+        f"\n\n{pareto_markdown(best_by_budget(models))}\n{HISTORY_END}"
     )
 
 

@@ -16,13 +16,13 @@ import pandas as pd
 
 from tune_mnist.publish.confirm import (
     InputError,
+    confirmation_epoch_rows,
     confirmation_rows,
-    epoch_rows,
     newest_experiment,
     pick,
     reproduce_command,
+    seed_summary,
     selection_of,
-    summarise,
     train_groups,
 )
 from tune_mnist.publish.records import (
@@ -288,7 +288,7 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
         )
     for (rank, row), configs in zip(candidates.iterrows(), groups, strict=True):
         runs = next(finished)
-        summary = summarise(runs, target, settings["max_params"])
+        summary = seed_summary(runs, target, settings["max_params"])
         passed = summary["all_seeds_passed"]
         out = folder / "confirmed" / str(row["trial_id"])
         first = configs[0]
@@ -305,7 +305,9 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
         rows = confirmation_rows(row, rank + 1, runs, summary, first, prov)
         unwritten = [
             append_confirmations(folder, rows),
-            append_confirmations(folder, epoch_rows(rows, runs), "confirmation_epochs.parquet"),
+            append_confirmations(
+                folder, confirmation_epoch_rows(rows, runs), "confirmation_epochs.parquet"
+            ),
         ]
         for side in filter(None, unwritten):
             print(

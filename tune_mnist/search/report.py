@@ -44,7 +44,7 @@ def selected_on(results: Results) -> tuple[str, str]:
     return "test_acc", "test accuracy (chosen on test: a search before the validation split)"
 
 
-def pareto(results: Results, settings: dict, path: Path) -> None:
+def plot_pareto(results: Results, settings: dict, path: Path) -> None:
     metric, words = selected_on(results)
     final = f"final_{metric}"
     trials = results.trials[results.trials["epochs_run"] > 0]
@@ -291,7 +291,7 @@ def build(folder: str | Path) -> Path:
     meta = json.loads((folder / "search.json").read_text())
     settings = meta["settings"]
     images = {name: folder / f"{name}.png" for name in ("pareto", "curves", "asha", "importance")}
-    pareto(results, settings, images["pareto"])
+    plot_pareto(results, settings, images["pareto"])
     curves(results, settings, images["curves"])
     asha(results, settings, images["asha"])
     kept = folder / "space.yaml"  # the space the search ran, kept with it
