@@ -2,12 +2,11 @@
 
 Ray copies its experiment state (experiment_state-*.json, search_gen_state-*.json,
 searcher-state-*.pkl) from a staging folder into the storage every few seconds, every file
-each time, old runs' files too, and each copy truncates the file first. A search killed
-during such a copy left an empty file behind; on the next --resume Ray could not read it,
-logged "Failed to restore the run state", went on with no trials, and saved that empty state
-as the newest: every later resume then ended at once, with nothing to continue (seen in the
-kill test). Here every file written to the storage goes to a temporary name in its folder
-and is renamed over the old one when complete, so a kill leaves the old file or the new one.
+each time, old runs' files too, and each copy truncates the file first. A kill during such a
+copy leaves an empty file, which Ray cannot restore: it goes on with no trials and saves
+that empty state as the newest, so every later resume ends at once (docs/failures.md). Here
+every file written to the storage goes to a temporary name in its folder and is renamed
+over the old one when complete, so a kill leaves the old file or the new one.
 
 Given to Ray through its public `storage_filesystem` (RunConfig, Tuner.restore); local
 storage only: an object store (s3://) writes each object whole already.

@@ -58,7 +58,7 @@ def _in_storage() -> list[tune.Checkpoint]:
     """This trial's checkpoints in the experiment's storage (a folder, NFS or a bucket).
     Ray registers a reported checkpoint only after the report reached the driver and a save
     call to the worker came back: a node lost in between leaves Ray's retry with an older one
-    (seen once in CI: a retry from scratch), while the files are already in storage."""
+    (a retry from scratch), while the files are already in storage."""
     return stored_checkpoints(*trial_storage())
 
 

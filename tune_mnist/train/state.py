@@ -78,7 +78,7 @@ class RunState:
         for generator, saved in zip(self.generators, state["generators"], strict=True):
             generator.set_state(saved)
         torch.set_rng_state(state["torch_rng"])
-        if state.get("member_rng"):  # (absent in checkpoints from before it existed)
+        if state.get("member_rng"):  # empty unless the members run one by one (fuse.py)
             self.model.member_rng = [rng.clone() for rng in state["member_rng"]]
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
