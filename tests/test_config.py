@@ -64,3 +64,19 @@ def test_rows_from_before_a_field_existed_rebuild_with_its_default():
     row["squeeze_width"] = float("nan")  # another experiment's column, after a concat
     config = config_of(pd.Series(row), seed=3)
     assert config == TrainConfig(arch="slim", width1=6, max_lr=0.05, seed=3)
+
+
+def test_every_config_field_has_its_meaning_as_a_flags_help():
+    """`python -m tune_mnist.train --help` gives each flag the field's comment in config.py
+    and its default: one place says what a field means."""
+    import argparse
+
+    from tune_mnist.train.command import add_config_arguments
+    from tune_mnist.train.config import field_docs
+
+    docs = field_docs()
+    assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions if a.dest in docs}
+    assert helps["max_lr"].startswith(docs["max_lr"]) and "(default 0.04)" in helps["max_lr"]

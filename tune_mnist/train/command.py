@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 
-from tune_mnist.train.config import ConfigError, TrainConfig
+from tune_mnist.train.config import ConfigError, TrainConfig, field_docs
 from tune_mnist.train.loop import print_epoch, train
 from tune_mnist.train.models import build_from_config, count_params
 from tune_mnist.train.state import TrainResult, member_seeds, resolve_device
@@ -20,13 +20,15 @@ def add_config_arguments(parser) -> None:
     import argparse
     import dataclasses
 
+    docs = field_docs()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        text = f"{docs.get(f.name, f.name)} (default {f.default!r})".replace("%", "%%")
         if f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction)
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text)
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
-            parser.add_argument(flag, dest=f.name, type=kind, metavar=f.type.upper())
+            parser.add_argument(flag, dest=f.name, type=kind, metavar=f.type.upper(), help=text)
 
 
 def config_from_args(args) -> TrainConfig:

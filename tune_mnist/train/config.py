@@ -14,6 +14,22 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 
+def field_docs() -> dict[str, str]:
+    """Each TrainConfig field's comment in this file (its meaning, unit or range): the help
+    text of every command-line flag made from the field, so there is one place to say it."""
+    import re
+    from pathlib import Path
+
+    field = re.compile(r"^    (\w+): [\w|. ]+ = .+?(?:  # (.+))?$")
+    docs, above = {}, []  # above: the comment lines just before a field, if any
+    for text in Path(__file__).read_text().splitlines():
+        m = field.match(text)
+        if m:
+            docs[m.group(1)] = m.group(2) or " ".join(above).rstrip(":")
+        above = [*above, text.strip()[2:]] if text.strip().startswith("# ") and not m else []
+    return {name: doc for name, doc in docs.items() if doc}
+
+
 class ConfigError(ValueError):
     """A config key or value that cannot be used; the message says which and what is allowed."""
 
