@@ -285,12 +285,16 @@ def opening(trials) -> str:
     return f"{len(trials)} trials: {listed}." if parts else "No trials."
 
 
-def build(folder: str | Path) -> Path:
+def build(folder: str | Path, out: str | Path | None = None) -> Path:
+    """The report of the search in `folder`: its figures and report.html, in `out` (default:
+    the search's folder)."""
     folder = Path(folder)
+    target = Path(out) if out is not None else folder
     results = load(folder)
     meta = json.loads((folder / "search.json").read_text())
     settings = meta["settings"]
-    images = {name: folder / f"{name}.png" for name in ("pareto", "curves", "asha", "importance")}
+    target.mkdir(parents=True, exist_ok=True)
+    images = {name: target / f"{name}.png" for name in ("pareto", "curves", "asha", "importance")}
     plot_pareto(results, settings, images["pareto"])
     curves(results, settings, images["curves"])
     asha(results, settings, images["asha"])
@@ -317,18 +321,19 @@ only. Importance: {html.escape(note)}</p>
 {embedded}
 <h2>Passing configurations</h2>{passing_table(results)}
 </body></html>"""
-    out = folder / "report.html"
-    atomic_write_text(out, page)
-    return out
+    page_path = target / "report.html"
+    atomic_write_text(page_path, page)
+    return page_path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tune_mnist.report", description=__doc__)
     parser.add_argument("results", help="experiment folder, results/<name>")
+    parser.add_argument("--out", help="folder for report.html and its figures (default: results)")
     args = parser.parse_args(argv)
     try:
-        out = build(args.results)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
+        out = build(args.results, args.out)
+    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"report: {out}")
