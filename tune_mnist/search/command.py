@@ -40,10 +40,12 @@ def parse_args(argv: list[str] | None):
         prog="scripts/search.py",
         description="Search tiny MNIST CNNs with Ray Tune (Optuna proposes, ASHA stops).",
         epilog="exit status: 0 the search ran and at least one trial trained to its end "
-        "(completed, or stopped by ASHA at a rung); 1 it ran but none did (every trial "
+        "(completed, or stopped by ASHA at a rung), and its race ran; with --confirm N, 0 "
+        "when the race's pick passed on every seed; 1 it ran but none did (every trial "
         "diverged, failed, was over budget or lost: one line gives the counts by cause and "
-        "the first), or results cannot be written; 2 bad input, before Ray starts; 130 "
-        "Ctrl-C, 143 SIGTERM (the line gives the --resume command)",
+        "the first), or results cannot be written, or with --confirm the pick did not pass "
+        "or no trial completed to race; 2 bad input, before Ray starts; 130 Ctrl-C, 143 "
+        "SIGTERM (the line gives the --resume command)",
     )
     parser.add_argument("--space", help="search-space YAML (default search_spaces/default.yaml)")
     parser.add_argument("--samples", type=int, help="trials to run (default: the space's)")
