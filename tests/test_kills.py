@@ -12,11 +12,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from searchutil import env, run_search, search_command, space_file
 
 from tune_mnist.results import read_parquet
+from tune_mnist.search.optuna_journal import FILE
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +177,14 @@ def test_kills_at_many_moments_lose_nothing_and_retrain_nothing(tmp_path):
             rows = final[tid][1]
             later = rows[(rows["epoch"] > had) & ~rows["replayed"]]  # replayed: not retrained
             assert had == 0 or (later["start_epoch"] >= 1).all(), f"{tid} restarted from scratch"
+    # the Optuna study file went through every kill too: each trial of the tables once
+    study = optuna.load_study(
+        study_name="k", storage=JournalStorage(JournalFileBackend(str(folder / FILE)))
+    )
+    ids = [t.user_attrs["trial_id"] for t in study.trials]
+    assert sorted(ids) == sorted(final), (len(ids), len(final))
+    epochs = {t.user_attrs["trial_id"]: len(t.intermediate_values) for t in study.trials}
+    assert epochs == {tid: len(rows) for tid, (_, rows) in final.items()}
 
 
 def _interrupted(tmp_path, name: str, sig: int, group: bool):

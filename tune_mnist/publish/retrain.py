@@ -34,6 +34,7 @@ from tune_mnist.publish.records import (
 )
 from tune_mnist.results import TableError, config_of, read_parquet
 from tune_mnist.search.command import RESULTS
+from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.space import SETTINGS_DEFAULTS
 from tune_mnist.store import provenance
 from tune_mnist.train.config import CPU_STEPS, cpu_step_fields, cpu_step_of
@@ -330,4 +331,16 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
             f"(target {target}%); card in {out}",
             flush=True,
         )
+    study_note(folder)
     return 0 if any_passed and not lost_rows else 1
+
+
+def study_note(folder: Path) -> None:
+    """The confirmations, in the search's Optuna study file (optuna-dashboard): a view, so a
+    failure to write it is a note, never the command's failure."""
+    from optuna.exceptions import OptunaError
+
+    try:
+        rebuild(folder)
+    except (OSError, ValueError, OptunaError) as exc:
+        print(f"note: the Optuna study file was not updated ({exc})", flush=True)

@@ -23,6 +23,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tune_mnist.results import Results, load  # noqa: E402
+from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.summary import epochs_summary, full_fidelity  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
 
@@ -323,6 +324,7 @@ only. Importance: {html.escape(note)}</p>
 </body></html>"""
     page_path = target / "report.html"
     atomic_write_text(page_path, page)
+    rebuild(folder)  # the Optuna study file, for optuna-dashboard (a search made before it)
     return page_path
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from optuna.exceptions import OptunaError
 from ray import tune
 
 from tune_mnist.results import TrialView, build_tables, write_tables
 from tune_mnist.search import ray_door, rungs
 from tune_mnist.search.journal import Journal, Ledger, TrialRecord, resolve
+from tune_mnist.search.optuna_journal import FILE, StudyFile
 from tune_mnist.train.config import TrainConfig
 
 WRITE_EVERY_S = 10.0  # tables follow running trials' epochs at most this often
@@ -127,6 +129,8 @@ class ResultsWriter:
         self.epochs: dict[str, int] = {}  # each running trial's newest epoch
         self.seen: set[str] = set()  # trials started by this process
         self.paused: set[str] = set()  # trials seen waiting at a rung
+        self.study: StudyFile | None = None  # the Optuna study file (optuna_journal)
+        self.study_failed = False
         # reports journaled before this process started (a resume): not this pace's epochs
         self.resumed_epochs = sum(len(r.results) for r in self.journal.read().values())
 
@@ -234,10 +238,28 @@ class ResultsWriter:
         return views
 
     def write(self, trials=None) -> list[Path]:
+        """The tables, then the Optuna study file (optuna_journal), from the journal."""
         if trials is not None:
             self.trials = trials
         self.written = time.time()
-        return write_tables(self.folder, *self.tables())
+        views = self.views()
+        tables = build_tables(views, self.space, self.cpus, self.prov)
+        paths = write_tables(self.folder, *tables)
+        self.sync_study(views, tables[0])
+        return paths
+
+    def sync_study(self, views, trials_df) -> None:
+        """The study file is a view for the viewers: a failure to write it is said once and
+        never stops the search (the journal and the tables hold everything)."""
+        if self.study_failed:
+            return
+        try:
+            if self.study is None:
+                self.study = StudyFile(self.folder, self.space)
+            self.study.sync(views, trials_df)
+        except (OSError, ValueError, RuntimeError, OptunaError) as exc:
+            self.study_failed = True
+            print(f"note: {self.folder / FILE} not written ({exc}); the tables are", flush=True)
 
     def tables(self):
         return build_tables(self.views(), self.space, self.cpus, self.prov)

@@ -1,0 +1,99 @@
+"""The viewers users already have, opened on a real (smoke) search: optuna-dashboard's
+server on its Optuna study file, and TensorBoard's own reader on Ray Tune's event files."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tune_mnist.search.optuna_journal import FILE, STATES
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def dashboard(smoke_search):
+    """optuna-dashboard serving the smoke search's study file on 127.0.0.1."""
+    folder, _ = smoke_search
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "optuna-dashboard"), str(folder / FILE)]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while True:  # wait on the server answering, not on a fixed sleep
+        try:
+            get(f"{base}/studies")
+            break
+        except OSError:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "optuna-dashboard did not answer in 120 s"
+            time.sleep(0.2)
+    try:
+        yield folder, base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_optuna_dashboard_shows_the_search_as_its_tables_do(dashboard):
+    folder, base = dashboard
+    [summary] = get(f"{base}/studies")["study_summaries"]
+    study = get(f"{base}/studies/{summary['study_id']}?after=0")
+    trials = pd.read_parquet(folder / "trials.parquet").set_index("trial_id")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    shown = {}
+    for trial in study["trials"]:
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        shown[attrs["trial_id"]] = (trial, attrs)
+    assert set(shown) == set(trials.index)  # each trial once: no duplicate, no orphan
+    for trial_id, (trial, attrs) in shown.items():
+        status = trials.loc[trial_id, "status"]
+        assert attrs["status"] == status
+        assert trial["state"].upper() == {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED"}.get(
+            STATES.get(status), "FAIL"
+        )
+    trial_id = trials.index[trials["status"] == "completed"][0]
+    curve = {p["step"]: p["value"] for p in shown[trial_id][0]["intermediate_values"]}
+    mine = epochs[epochs["trial_id"] == trial_id].set_index("epoch")["val_acc"]
+    assert curve == pytest.approx(mine.to_dict())
+
+
+def test_tensorboard_reads_each_trials_curve_from_rays_event_files(smoke_search):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder, _ = smoke_search
+    experiment = folder.parent / ".ray" / folder.name
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    trial_id = epochs.groupby("trial_id")["epoch"].max().idxmax()
+    [trial_dir] = experiment.glob(f"*{trial_id}*")
+    values = []
+    for events in sorted(trial_dir.glob("events.out.tfevents*")):
+        reader = EventAccumulator(str(events))
+        reader.Reload()
+        if "ray/tune/val_acc" in reader.Tags()["scalars"]:
+            values += [e.value for e in reader.Scalars("ray/tune/val_acc")]
+    mine = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")["val_acc"]
+    assert values == pytest.approx(list(mine))
