@@ -14,7 +14,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,28 +122,45 @@ def units(configs: list[TrainConfig], cohort: bool) -> list[TrainConfig]:
 
 
 def train_groups(
-    groups: list[list[TrainConfig]], data: MNIST, parallel: dict | None, cohort: bool = False
+    groups: list[list[TrainConfig]],
+    data: MNIST,
+    parallel: dict | None,
+    cohort: bool = False,
+    on_run: Callable[[int, SeedRun], None] | None = None,
 ) -> Iterator[list[SeedRun]]:
     """Yield each group's runs in order. Without `parallel`, one after another here; with it,
     every unit (a seed, or a cohort) is a Ray task submitted up front, and each group is
-    yielded when done."""
+    yielded when done. `on_run(group, run)` hears of each run as soon as it finishes."""
+    on_run = on_run or (lambda group, run: None)
     if not parallel:
-        for configs in groups:
-            yield [run for unit in units(configs, cohort) for run in train_seed(unit, data)]
+        for index, configs in enumerate(groups):
+            runs = []
+            for unit in units(configs, cohort):
+                for run in train_seed(unit, data):
+                    on_run(index, run)
+                    runs.append(run)
+            yield runs
         return
     import ray
 
     task = ray.remote(train_seed).options(**parallel)
     shared = ray.put(data)
     futures = [[task.remote(u, shared) for u in units(configs, cohort)] for configs in groups]
+    owner = {f: index for index, group in enumerate(futures) for f in group}
+    finished: dict = {}
     for group in futures:
-        runs = [run for future in group for run in ray.get(future)]
-        for run in runs:
-            print(
-                f"[seed {run.seed}] {run.status}: {run.final_test_acc:.2f}% in {run.seconds:.0f}s",
-                flush=True,
-            )
-        yield runs
+        while not all(f in finished for f in group):  # each run heard of as it ends
+            waiting = [f for f in owner if f not in finished]
+            [ready], _ = ray.wait(waiting, num_returns=1)
+            finished[ready] = ray.get(ready)
+            for run in finished[ready]:
+                print(
+                    f"[seed {run.seed}] {run.status}: {run.final_test_acc:.2f}% in "
+                    f"{run.seconds:.0f}s",
+                    flush=True,
+                )
+                on_run(owner[ready], run)
+        yield [run for future in group for run in finished[future]]
 
 
 def seed_summary(runs: list[SeedRun], target: float, max_params: int) -> dict[str, Any]:

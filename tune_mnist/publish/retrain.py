@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.publish import stash
 from tune_mnist.publish.confirm import (
     InputError,
     confirmation_epoch_rows,
@@ -282,7 +283,15 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
     # every seed of every candidate is queued at once (no core idles while a candidate's
     # last seed runs); each candidate is written as soon as its own seeds are done
     cohort = bool(args.gpus) if args.cohort is None else args.cohort
-    finished = train_groups(groups, data, parallel, cohort)
+    outs = [folder / "confirmed" / str(row["trial_id"]) for row in rows]
+    kept, todo = stashed_seeds(outs, groups, reuse=not cohort)
+
+    def keep(index: int, run) -> None:  # each finished seed, stashed at once (publish.stash)
+        if not cohort:
+            [config] = [c for c in groups[index] if c.seed == run.seed]
+            stash.save(outs[index], config, run)
+
+    finished = train_groups(todo, data, parallel, cohort, on_run=keep)
     for (rank, row), configs in zip(candidates.iterrows(), groups, strict=True):
         print(
             f"confirming rank {rank + 1}: trial {row['trial_id']} {row['arch']} "
@@ -291,8 +300,9 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
             f"test {row['final_test_acc']:.2f}%), seeds {[c.seed for c in configs]}",
             flush=True,
         )
-    for (rank, row), configs in zip(candidates.iterrows(), groups, strict=True):
-        runs = next(finished)
+    for (rank, row), configs, before in zip(candidates.iterrows(), groups, kept, strict=True):
+        trained = {run.seed: run for run in next(finished)}
+        runs = [before.get(c.seed) or trained[c.seed] for c in configs]
         summary = seed_summary(runs, target, settings["max_params"])
         passed = summary["all_seeds_passed"]
         out = folder / "confirmed" / str(row["trial_id"])
@@ -322,6 +332,7 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
                 flush=True,
             )
             lost_rows = True
+        stash.clear(out)  # its seeds are in the card, the weights and the rows now
         if passed and not any_passed:  # best/: the first passing candidate, not a copy
             link(folder / "best", Path("confirmed") / str(row["trial_id"]))
         any_passed = any_passed or passed
@@ -333,6 +344,24 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
         )
     study_note(folder)
     return 0 if any_passed and not lost_rows else 1
+
+
+def stashed_seeds(outs, groups, reuse: bool) -> tuple[list[dict], list[list]]:
+    """(per candidate, its seeds finished by an earlier interrupted run; per candidate, the
+    configs still to train). Nothing is reused for a fused cohort (`reuse` False)."""
+    kept = [
+        {c.seed: run for c in configs if reuse and (run := stash.load(out, c)) is not None}
+        for out, configs in zip(outs, groups, strict=True)
+    ]
+    for out, before in zip(outs, kept, strict=True):
+        if before:
+            print(
+                f"trial {out.name}: seeds {sorted(before)} finished before an interruption: "
+                "loaded, not trained again",
+                flush=True,
+            )
+    todo = [[c for c in g if c.seed not in k] for g, k in zip(groups, kept, strict=True)]
+    return kept, todo
 
 
 def study_note(folder: Path) -> None:
