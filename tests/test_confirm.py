@@ -338,7 +338,9 @@ def _append_many(folder, worker, n):
     from tune_mnist.publish.records import append_confirmations
 
     for i in range(n):
-        append_confirmations(folder, [{"trial_id": f"w{worker}", "seed": i}])
+        append_confirmations(
+            folder, [{"trial_id": f"w{worker}", "seed": i, "final_test_acc": 99.0}]
+        )
 
 
 def test_side_by_side_confirmations_keep_every_row(tmp_path):
