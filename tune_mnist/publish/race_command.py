@@ -126,17 +126,21 @@ def run(argv=None) -> tuple[int, str | None]:
     target = settings["target_acc"]
     spent, ray_up = sum(len(c.vals) - 1 for c in field), False
     try:
-        decided = race.judge(field, target)
+        decided, round_s = race.judge(field, target), None
         while not decided and spent < args.runs:
             alive = [c for c in field if c.status == "racing"][: args.runs - spent]
             left = args.runs - spent
-            print(f"race round: {len(alive)} runs, {left} left in the budget", flush=True)
+            # at most: the budget's rounds at the last round's pace (a decided race stops)
+            eta = f", at most about {left / len(alive) * round_s / 60:.0f} min" if round_s else ""
+            print(f"race round: {len(alive)} runs, {left} left in the budget{eta}", flush=True)
             if not ray_up:
                 from tune_mnist.search.ray_door import start_ray
 
                 start_ray(None, cpus=args.cpus)
                 ray_up = True
+            begun = time.perf_counter()
             train_round(alive, data, folder)
+            round_s = time.perf_counter() - begun
             spent += len(alive)
             decided = race.judge(field, target)
     except KeyboardInterrupt:
