@@ -86,10 +86,26 @@ def fidelity_table(acc: pd.DataFrame, secs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+COLD = {"ray": "cold-4k", "promotion": "cold-4k-asha"}  # the same cold search, each rule
+
+
+def searches_share(results: Path) -> dict[str, float]:
+    """The full-fidelity share each cold search recorded in its summary.json."""
+    import json
+
+    out = {}
+    for rule, name in COLD.items():
+        path = results / name / "summary.json"
+        if path.is_file():
+            out[rule] = json.loads(path.read_text()).get("full_fidelity_share")
+    return out
+
+
 def write_page(folder: Path, page: Path) -> Path:
     acc, secs = load(folder)
     table = fidelity_table(acc, secs)
     figures = designs.figures(acc, table, page.parent)
-    page.write_text(render(acc, secs, table, figures))
+    shares = searches_share(folder.parent)
+    page.write_text(render(acc, secs, table, figures, shares))
     acc.reset_index().to_csv(folder / "by_configuration.csv", index=False)
     return page
