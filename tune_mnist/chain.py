@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.confirm:
         return 0
     print(f"\n== confirm: trial {pick} on {args.confirm} fresh seeds, on the test set ==")
+    print(_confirm_eta(folder, pick, args), flush=True)
     recorded = _confirmed(folder, pick, args.confirm, SMOKE_TEST if args.smoke else 0)
     if recorded is not None:
         print(f"already confirmed: {recorded} (confirmations.parquet); not trained again")
@@ -95,6 +96,24 @@ def _retrain_argv(args, folder: Path, pick: str) -> list[str]:
     if args.smoke:  # seconds: one epoch on a few images, never a published figure
         out += ["--epochs", "1", "--train-subset", "2000", "--test-subset", str(SMOKE_TEST)]
     return out
+
+
+def _confirm_eta(folder: Path, pick: str, args) -> str:
+    """`about 12 min: 5 seeds, 2 at a time, each about 230 s` from the seconds the trial's
+    full run took in the search (on all 60,000 images a seed takes 60/55 of them)."""
+    import math
+    import os
+
+    trials = read_parquet(folder / "trials.parquet").set_index("trial_id")
+    seconds = float(trials.loc[pick].get("full_fidelity_s") or 0) * 60 / 55
+    at_once = args.gpus * 4 if args.gpus else min(args.confirm, os.cpu_count() or 1)
+    rounds = math.ceil(args.confirm / max(1, at_once))
+    if not seconds or args.smoke:
+        return f"{args.confirm} seeds, {at_once} at a time"
+    return (
+        f"about {rounds * seconds / 60:.0f} min: {args.confirm} seeds, {at_once} at a time, "
+        f"each about {seconds:.0f} s (its full run in the search, scaled to all images)"
+    )
 
 
 def _confirmed(folder: Path, trial_id: str, seeds: int, test_subset: int) -> str | None:
