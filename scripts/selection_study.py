@@ -38,10 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from tune_mnist import load_model
+from tune_mnist.paths import results_root
 from tune_mnist.train.data import DataError, load_mnist, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "results"
+RESULTS = results_root()
 HALF = 5000  # test images per half: A ranks, B is the truth
 SMOKE_HALF = 1000  # --smoke-test
 MIN_GAP = 0.05  # points: configuration pairs closer than this on half B are not scored

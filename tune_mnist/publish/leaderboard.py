@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tune_mnist.paths import results_root  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
 from tune_mnist.results import TableError, config_of, read_parquet  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
@@ -358,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(prog="scripts/leaderboard.py", description=__doc__)
-    parser.add_argument("--results", default="results", help="folder of experiments")
+    parser.add_argument(
+        "--results",
+        default=str(results_root()),
+        help="folder of experiments (default: $TUNE_MNIST_RESULTS, else results/)",
+    )
     parser.add_argument("--readme", help="rewrite the table between the markers in this file")
     parser.add_argument(
         "--history", help="rewrite the every-model tables between the history markers here"

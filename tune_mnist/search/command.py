@@ -17,12 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from tune_mnist.paths import CHECKOUT, results_root, spaces_dir
 from tune_mnist.search import ray_door
 from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.train.config import CPU_STEPS
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout (tune_mnist/search/command.py)
-RESULTS = Path(os.environ.get("TUNE_MNIST_RESULTS", ROOT / "results"))
+ROOT = CHECKOUT or Path.cwd()  # what recorded paths are relative to
+RESULTS = results_root()
 RAY_DIR = ".ray"  # Ray's own experiment files, under the storage root
 RACE_RUNS = 6  # seed runs of the race after a search (tune_mnist.publish.race_command)
 
@@ -126,7 +127,7 @@ def prepare(args):
         name = check_name(args.name)
         folder = RESULTS / name
     else:
-        path = Path(args.space or ROOT / "search_spaces" / default)
+        path = Path(args.space or spaces_dir() / default)
         args.space_source = _shown(path)
         if args.max_params is not None:
             path, args.width_factor = shaped_file(path, args.max_params)

@@ -21,7 +21,7 @@ from tune_mnist.study.fidelity_text import render
 PREFIXES = (3, 5)  # epochs of the 15-epoch run itself: what ASHA's rungs read before
 
 
-def load(folder: Path, root: Path = Path("results")) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load(folder: Path, root: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per configuration with a column per fidelity's validation accuracy, one row
     per configuration with a column per fidelity's training seconds)."""
     configs = configurations(root).set_index(["search", "trial_id"])

@@ -19,13 +19,14 @@ import pandas as pd
 import torch
 
 from tune_mnist.fidelity import config_at, nominal_cost
+from tune_mnist.paths import results_root
 from tune_mnist.results import read_parquet, write_parquet
 from tune_mnist.store import provenance
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import load_mnist
 from tune_mnist.train.loop import train
 
-DEFAULT_FOLDER = Path("results") / "fidelity-study"
+DEFAULT_FOLDER = results_root() / "fidelity-study"
 CAMPAIGNS = ("campaign3-8k", "campaign3-4k", "campaign3-4k-narrow", "campaign3-3k")
 N_TRAIN = 55_000  # the training images of a search with 5,000 held out
 WSD_RUNGS = (3, 5)
@@ -55,10 +56,11 @@ def _spread(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     return ordered.iloc[picks]
 
 
-def configurations(root: Path = Path("results"), smoke: bool = False) -> pd.DataFrame:
+def configurations(root: Path | None = None, smoke: bool = False) -> pd.DataFrame:
     """The study's configurations: every campaign trial that trained 15 epochs, and per box
     an even spread (by epoch-12 accuracy) of the trials ASHA stopped. `second_seed` marks the
     SECOND_SEEDS that a second seed trains at full fidelity, evenly spread likewise."""
+    root = results_root() if root is None else root
     frames = []
     for name in CAMPAIGNS:
         trials = read_parquet(root / name / "trials.parquet")

@@ -1,0 +1,29 @@
+"""Where the project's files are, the same from a checkout, an editable install or an
+installed wheel: the results folder and the shipped search spaces.
+
+- results: $TUNE_MNIST_RESULTS, else `results/` in the checkout, else (an installed wheel)
+  `results/` in the current folder;
+- search spaces: `search_spaces/` in the checkout, else the copy the wheel ships in the
+  package (`tune_mnist/search_spaces`, pyproject's package-dir).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+_ROOT = PACKAGE.parent
+CHECKOUT = _ROOT if (_ROOT / "pyproject.toml").is_file() else None
+
+
+def results_root() -> Path:
+    if os.environ.get("TUNE_MNIST_RESULTS"):
+        return Path(os.environ["TUNE_MNIST_RESULTS"])
+    return (CHECKOUT or Path.cwd()) / "results"
+
+
+def spaces_dir() -> Path:
+    if CHECKOUT is not None and (CHECKOUT / "search_spaces").is_dir():
+        return CHECKOUT / "search_spaces"
+    return PACKAGE / "search_spaces"
