@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a trial's 1)")
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per variant")
-    parser.add_argument("--smoke-test", action="store_true", help="2,560 images only")
+    parser.add_argument("--smoke", dest="smoke_test", action="store_true", help="2,560 images only")
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:
         print("error: --threads and --repeats must be >= 1", file=sys.stderr)

@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (stock)")
     parser.add_argument("--repeats", type=int, default=1, help="epochs timed per pipeline")
-    parser.add_argument("--smoke-test", action="store_true", help="2,560 images only")
+    parser.add_argument("--smoke", dest="smoke_test", action="store_true", help="2,560 images only")
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     config = TrainConfig(

@@ -59,7 +59,12 @@ def parse_args(argv):
     parser.add_argument("--train-subset", type=int, default=0, help="images an epoch (0: all)")
     parser.add_argument("--repeats", type=int, default=2, help="best of N interleaved epochs")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
-    parser.add_argument("--smoke-test", action="store_true", help="2,560 images, 1 repeat")
+    parser.add_argument(
+        "--smoke", dest="smoke_test", action="store_true", help="2,560 images, 1 repeat"
+    )
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.smoke_test:
         args.train_subset, args.repeats = 2560, 1

@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per model")
-    parser.add_argument("--smoke-test", action="store_true", help="2,560 images, 1 repeat")
+    parser.add_argument(
+        "--smoke", dest="smoke_test", action="store_true", help="2,560 images, 1 repeat"
+    )
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     try:

@@ -127,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", choices=list(CPU_STEPS), help="train the missing seeds first")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
-    parser.add_argument("--smoke-test", action="store_true", help="1 epoch, 2,000 images")
+    parser.add_argument(
+        "--smoke", dest="smoke_test", action="store_true", help="1 epoch, 2,000 images"
+    )
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     parser.add_argument("--out", default=str(OUT), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.out)

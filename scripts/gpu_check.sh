@@ -3,7 +3,7 @@
 # own timeout, logs and figures under $OUT (default gpu-check/): figures.md collects them.
 #
 #   . .gpu-bundle/setup.sh && bash scripts/gpu_check.sh     # on the GPU machine (../shared/gpu)
-#   bash scripts/gpu_check.sh --smoke-test                  # the same flow on a CPU, ~4 min
+#   bash scripts/gpu_check.sh --smoke                       # the same flow on a CPU, ~4 min
 #
 # 1. the graph path is right on CUDA: 3 epochs graphed vs eager, same seed (close, not equal)
 # 2. super_light, 15 epochs, one seed: graph (default), eager, graph + bf16 (goal <= 8 s)
@@ -14,15 +14,15 @@ set -u
 case "${1:-}" in
   -h|--help)
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
-    echo "Options: --smoke-test (the CPU flow), --help. Figures land in \$OUT (gpu-check/)."
+    echo "Options: --smoke (the CPU flow), --help. Figures land in \$OUT (gpu-check/)."
     exit 0 ;;
-  ""|--smoke-test) ;;
-  *) echo "error: unknown option $1; use --smoke-test or --help" >&2; exit 2 ;;
+  ""|--smoke|--smoke-test) ;;
+  *) echo "error: unknown option $1; use --smoke or --help" >&2; exit 2 ;;
 esac
 out=${OUT:-gpu-check}
 mkdir -p "$out"
 figures="$out/figures.md"
-if [ "${1:-}" = "--smoke-test" ]; then
+if [ "${1:-}" = "--smoke" ] || [ "${1:-}" = "--smoke-test" ]; then
   dev=cpu sub="--train-subset 2000 --test-subset 500" epochs=2 sizes=1,2 samples=2 per=2 gpus=0
   bench_sub=2560 limit=1
 else

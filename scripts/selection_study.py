@@ -21,7 +21,7 @@ Measured from the tables and weights already committed under results/ (nothing i
 
     python scripts/selection_study.py                     # markdown tables on stdout
     python scripts/selection_study.py --out docs/selection-figures.md
-    python scripts/selection_study.py --smoke-test        # 3 configurations, 2,000 images
+    python scripts/selection_study.py --smoke             # 3 configurations, 2,000 images
 """
 
 from __future__ import annotations
@@ -253,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--out", help="also write the markdown here")
     parser.add_argument(
-        "--smoke-test", action="store_true", help="3 configurations on 2,000 test images: seconds"
+        "--smoke",
+        dest="smoke_test",
+        action="store_true",
+        help="3 configurations on 2,000 test images: seconds",
+    )
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     try:

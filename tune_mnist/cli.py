@@ -1,7 +1,7 @@
 """`tune-mnist <command> ...`: one door to every command, installed with the package.
 
-    tune-mnist search --gpus 4 --confirm 5    (= python scripts/search.py ...)
-    tune-mnist race | retrain | reproduce | report | leaderboard | predict | train --help
+tune-mnist search --gpus 4 --confirm 5    (= python scripts/search.py ...)
+tune-mnist race | retrain | reproduce | report | leaderboard | predict | train --help
 """
 
 from __future__ import annotations

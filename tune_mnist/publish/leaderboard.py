@@ -371,7 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if --readme or --history is stale"
     )
-    parser.add_argument("--smoke-test", action="store_true", help="print only, write nothing")
+    parser.add_argument(
+        "--smoke", dest="smoke_test", action="store_true", help="print only, write nothing"
+    )
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     root = Path(args.results)
     try:

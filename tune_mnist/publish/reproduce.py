@@ -110,7 +110,12 @@ def parse_args(argv):
         "file too (the check for confirmations made before per-epoch curves were kept)",
     )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
-    parser.add_argument("--smoke-test", action="store_true", help="1 epoch of the smallest model")
+    parser.add_argument(
+        "--smoke", dest="smoke_test", action="store_true", help="1 epoch of the smallest model"
+    )
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.smoke_test:
         args.epochs = 1

@@ -112,7 +112,12 @@ def parse_args(argv):
         "README, The CPU step); recorded, and written into the reproduce command",
     )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
-    parser.add_argument("--smoke-test", action="store_true", help="1 seed, 1 epoch, subset")
+    parser.add_argument(
+        "--smoke", dest="smoke_test", action="store_true", help="1 seed, 1 epoch, subset"
+    )
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if not (0 <= args.train_subset <= 60000 and 0 <= args.test_subset <= 10000):
         raise InputError("--train-subset must be 0..60000 and --test-subset 0..10000 (0: all)")

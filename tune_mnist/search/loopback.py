@@ -40,7 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--head-cpus", type=float, help="logical CPUs of the head (default --cpus)")
     parser.add_argument("--gpus", type=float, default=0, help="logical GPUs of each node")
     parser.add_argument("--info", type=Path, help="write the address and nodes here (JSON)")
-    parser.add_argument("--smoke-test", action="store_true", help="start, report, stop")
+    parser.add_argument(
+        "--smoke", dest="smoke_test", action="store_true", help="start, report, stop"
+    )
+    parser.add_argument(  # the older spelling
+        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.nodes < 1 or args.cpus < 0 or args.gpus < 0:
         parser.error("--nodes must be >= 1, --cpus and --gpus >= 0")
