@@ -96,3 +96,22 @@ def test_each_scripts_help_states_its_exit_statuses_as_the_readme_does():
         )
         text = " ".join(done.stdout.split())
         assert done.returncode == 0 and "exit status: 0 " in text and "; 2 bad" in text, script
+
+
+def test_no_tracked_record_or_doc_names_a_machines_folder():
+    """Records hold paths relative to where they live (scripts/relative_records.py rewrote
+    the older ones once): no absolute `.../results/...` path in a tracked text file."""
+    import re
+
+    absolute = re.compile(r"(?<![\w.~])/(?:[\w.+-]+/)*?results/")
+    listed = subprocess.run(
+        ["git", "ls-files", "results", "docs", "README.md", "search_spaces"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout.split()
+    texts = [p for p in listed if p.endswith((".json", ".md", ".log", ".txt", ".csv", ".yaml"))]
+    assert len(texts) > 50
+    found = [p for p in texts if absolute.search((ROOT / p).read_text(errors="replace"))]
+    assert found == []
