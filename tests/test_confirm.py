@@ -421,3 +421,16 @@ def test_a_retrain_stopped_under_its_seeds_is_one_line_and_keeps_what_was_writte
     err = capsys.readouterr().err
     assert err.startswith(words) and err.count("\n") == 1, err
     assert (copy / "trials.parquet").read_bytes() == before
+
+
+def test_without_results_retrain_takes_the_search_run_here_never_a_committed_one(tmp_path):
+    from tune_mnist.publish.confirm import InputError, newest_experiment
+
+    for name in ("old-a", "old-b"):  # folders that came with a checkout: no lock files
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trials.parquet").write_bytes(b"")
+    with pytest.raises(InputError, match="no search was run here.*old-a, old-b"):
+        newest_experiment(tmp_path)
+    (tmp_path / ".locks").mkdir()
+    (tmp_path / ".locks" / "old-b.lock").write_text("pid 1\n")  # a search that ran here
+    assert newest_experiment(tmp_path) == tmp_path / "old-b"

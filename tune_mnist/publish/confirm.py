@@ -53,10 +53,24 @@ def _node_id() -> str:
 
 
 def newest_experiment(results_root: Path) -> Path:
-    found = [p.parent for p in results_root.glob("*/trials.parquet") if p.parent.name[0] != "."]
+    """The search run most recently on this machine: a search leaves its lock file in
+    results/.locks (never committed), so a folder that came with a checkout is never picked
+    by chance; without one, a one-line refusal naming the folders there are."""
+    mine = [
+        (lock.stat().st_mtime, results_root / lock.stem)
+        for lock in results_root.glob(".locks/*.lock")
+        if (results_root / lock.stem / "trials.parquet").is_file()
+    ]
+    if mine:
+        return max(mine)[1]
+    found = sorted(p.parent.name for p in results_root.glob("*/trials.parquet"))
     if not found:
         raise InputError(f"no experiment under {results_root}: run scripts/search.py first")
-    return max(found, key=lambda p: (p / "trials.parquet").stat().st_mtime)
+    shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+    raise InputError(
+        f"no search was run here under {results_root}; pass --results results/<name> "
+        f"(there are: {shown})"
+    )
 
 
 def selection_of(frame: pd.DataFrame | pd.Series) -> str:
