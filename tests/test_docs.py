@@ -115,3 +115,26 @@ def test_no_tracked_record_or_doc_names_a_machines_folder():
     assert len(texts) > 50
     found = [p for p in texts if absolute.search((ROOT / p).read_text(errors="replace"))]
     assert found == []
+
+
+def test_every_column_the_writers_produce_is_in_the_tables_page():
+    """docs/tables.md names every column of a search's, a confirmation's and a race's
+    tables (the config columns are TrainConfig's fields, documented in config.py)."""
+    import dataclasses
+    import re
+
+    import pandas as pd
+
+    from tune_mnist.train.config import TrainConfig
+
+    page = (ROOT / "docs" / "tables.md").read_text()
+    documented = set(re.findall(r"`(\w+)`", page))
+    documented |= {f.name for f in dataclasses.fields(TrainConfig)}
+    folder = ROOT / "results" / "cold-4k"  # a search, a race and a confirmation
+    names = ["trials", "epochs", "passing", "confirmations", "confirmation_epochs"]
+    missing = {}
+    for name in [*names, "race_runs", "race"]:
+        columns = set(pd.read_parquet(folder / f"{name}.parquet").columns)
+        if columns - documented:
+            missing[name] = sorted(columns - documented)
+    assert missing == {}
