@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tune_mnist import rule  # noqa: E402
 from tune_mnist.paths import results_root  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
 from tune_mnist.results import TableError, config_of, read_parquet  # noqa: E402
@@ -27,10 +28,10 @@ from tune_mnist.store import atomic_write_text  # noqa: E402
 from tune_mnist.train.config import TrainConfig, cpu_step_of  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
-TARGET = 99.4  # % final-epoch test accuracy every seed must reach
+TARGET = rule.TARGET_ACC
 MIN_SEEDS = 3  # fewer seeds than this is not a published figure
 # The rule the README publishes under: chosen on validation, 5 fresh seeds, all >= TARGET
-STRICT_SEEDS = 5
+STRICT_SEEDS = rule.SEEDS
 STRICT_BUDGETS = (1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000)
 # Recipe fields a model label names, with their format, where a row differs from TrainConfig's
 # defaults (super_light's recipe); the augmentation fields are named together as one part.
@@ -86,21 +87,19 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         completed=("status", lambda s: bool((s == "completed").all())),
     )
     models = models.reset_index()
-    models["passed"] = (
-        (models["seeds"] >= MIN_SEEDS)
-        & (models["min"] >= TARGET)
-        & models["completed"]
-        & (models["params"] < 8000)
-    )
     # groupby keeps first-seen order on both sides, so these rows line up with `models`
     first = seeds.groupby(key, sort=False).head(1)
+    models["chosen_on"] = [chosen_on(row) for _, row in first.iterrows()]
+    models["passed"] = [  # the README's rule (tune_mnist.rule), the same in every table
+        rule.passes(r.seeds, r["min"], r.completed, r.params, r.chosen_on)
+        for _, r in models.iterrows()
+    ]
     models["model"] = [describe(row) for _, row in first.iterrows()]
     ran = {name: search_epochs(root / name) for name in first["experiment"].unique()}
     models["command"] = [
         reproduce(row, row["experiment"], root, int(n), ran[row["experiment"]])
         for (_, row), n in zip(first.iterrows(), models["seeds"], strict=True)
     ]
-    models["chosen_on"] = [chosen_on(row) for _, row in first.iterrows()]
     return seeds, models.sort_values(["params", "mean"], ascending=[True, False])
 
 

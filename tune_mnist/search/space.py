@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from tune_mnist import rule
 from tune_mnist.search import rungs
 from tune_mnist.train.config import (
     CPU_STEPS,
@@ -47,11 +48,11 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     # true: Optuna optimises metric and parameter count together (multi-objective TPE) and
     # the search returns a front; ASHA still stops on the accuracy (asha_metric or metric)
     "pareto": False,
-    "epochs": 15,  # max_t: epochs of a full trial
+    "epochs": rule.EPOCHS,  # max_t: epochs of a full trial
     "grace_period": 3,  # ASHA: epochs every trial gets before it can be stopped
     "reduction_factor": 3,  # ASHA: keep 1/reduction_factor of trials at each rung
-    "max_params": 8000,  # configs above this are recorded as over_budget, never trained
-    "target_acc": 99.4,  # final validation accuracy (%) a full run must reach to pass
+    "max_params": rule.MAX_PARAMS,  # configs above this are over_budget, never trained
+    "target_acc": rule.TARGET_ACC,  # final validation accuracy (%) a full run must reach
     "samples": 24,  # trials to run
     "val_size": 5000,  # last N training images held out: what the search selects on
     "seeds_per_trial": 1,  # seeds each trial trains as one fused cohort; metrics = their mean
