@@ -27,3 +27,12 @@ def spaces_dir() -> Path:
     if CHECKOUT is not None and (CHECKOUT / "search_spaces").is_dir():
         return CHECKOUT / "search_spaces"
     return PACKAGE / "search_spaces"
+
+
+def shown(path: Path) -> Path:
+    """`path` as a command or a record should name it: relative to the current folder when
+    it lies below it (a record names no machine's folders), else as it is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tune_mnist import rule  # noqa: E402
-from tune_mnist.paths import results_root  # noqa: E402
+from tune_mnist.paths import results_root, shown  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
 from tune_mnist.results import TableError, config_of, read_parquet  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
@@ -218,8 +218,8 @@ def honest_markdown(models: pd.DataFrame) -> str:
 
 def results_markdown(models: pd.DataFrame) -> str:
     lines = [
-        "| model | params | mean (3+ seeds: see reproduce) | min | std | all >= 99.4 | epochs "
-        "| chosen on | reproduce |",
+        "| model | params | mean (3+ seeds: see reproduce) | min | std | passes (5+ seeds, "
+        "chosen on val, all >= 99.4) | epochs | chosen on | reproduce |",
         "| --- | ---: | ---: | ---: | ---: | :---: | ---: | :---: | --- |",
     ]
     for m in models[models["seeds"] >= MIN_SEEDS].itertuples():
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/leaderboard.py", description=__doc__)
     parser.add_argument(
         "--results",
-        default=str(results_root()),
+        default=str(shown(results_root())),
         help="folder of experiments (default: $TUNE_MNIST_RESULTS, else results/)",
     )
     parser.add_argument("--readme", help="rewrite the table between the markers in this file")
