@@ -99,3 +99,15 @@ def test_reproduce_full_refuses_damaged_weights_before_its_full_run(tmp_path, mo
     assert reproduce.main([str(weights.parent), "--seed", "1", "--full"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert str(weights) in line and "retrain the seed" in line
+
+
+def test_a_report_that_cannot_be_written_is_one_line_exit_1(tmp_path, capsys):
+    from tune_mnist.search import report
+
+    folder = tmp_path / "results" / "cold-4k"
+    shutil.copytree(SOURCE, folder, ignore=shutil.ignore_patterns("journal", "*.png", "*.html"))
+    blocked = tmp_path / "out"
+    blocked.write_text("a file where the report's folder should be")
+    assert report.main([str(folder), "--out", str(blocked / "inside")]) in (1, 2)
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and str(blocked) in line

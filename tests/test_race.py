@@ -93,3 +93,18 @@ def test_a_race_run_the_table_cannot_take_waits_in_a_side_file_and_counts_once(t
     assert race.append_runs(tmp_path, [{**row, "seed": 3}]) is None
     assert list(read_parquet(tmp_path / race.RUNS_TABLE)["seed"]) == [2, 3]
     assert not side.exists() and list(race.recorded_runs(tmp_path)["seed"]) == [2, 3]
+
+
+def test_a_race_summary_that_cannot_be_written_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+    from searchutil import ROOT
+
+    folder = tmp_path / "cold-4k"
+    shutil.copytree(ROOT / "results" / "cold-4k", folder, ignore=shutil.ignore_patterns("journal"))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(race, "write_summary", full_disk)
+    assert race_main(["--results", str(folder), "--runs", "0"]) == 1  # nothing to train
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "race.parquet" in err[0] and "No space left" in err[0], err

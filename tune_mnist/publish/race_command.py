@@ -152,7 +152,16 @@ def run(argv=None) -> tuple[int, str | None]:
 
             ray.shutdown()
     leader = max((c for c in field if c.status != "dropped"), key=lambda c: c.mean)
-    table = race.write_summary(folder, field, target)
+    table = race.summary_rows(field, target)
+    try:
+        race.write_summary(folder, field, target)
+    except OSError as exc:  # every run is in race_runs.parquet (or its side file)
+        print(
+            f"error: cannot write {folder / 'race.parquet'} ({exc.strerror or exc}); every run "
+            "is recorded: free space and run the race again to write it (nothing retrains)",
+            file=sys.stderr,
+        )
+        UNWRITTEN.append(folder / "race.parquet")
     why = "decided" if decided else f"budget of {args.runs} runs spent"
     print(f"race over ({why}, {time.perf_counter() - started:.0f}s):\n{show(table)}")
     command = ["python", "scripts/retrain_best.py", "--results", str(folder)]
