@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from searchutil import ROOT
 
@@ -64,3 +65,21 @@ def test_an_installed_wheel_searches_from_any_folder(tmp_path):
     assert (work / "results" / "w" / "trials.parquet").is_file()
     meta = json.loads((work / "results" / "w" / "search.json").read_text())
     assert meta["space"].endswith("search_spaces/smoke.yaml") and str(site) in meta["space"]
+    assert meta["commit"] == "tune_mnist 0.1.0"  # no checkout: the wheel's version
+    trials = pd.read_parquet(work / "results" / "w" / "trials.parquet")
+    trial = trials[trials["status"].isin(["completed", "asha_stopped"])]["trial_id"].iloc[0]
+    for command, codes in (
+        (["report", "results/w"], (0,)),
+        (["retrain", "--results", "results/w", "--trials", trial, "--smoke"], (0, 1)),
+    ):
+        done = subprocess.run(
+            [str(site / "bin" / "tune-mnist"), *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=work,
+            timeout=600,
+        )
+        assert done.returncode in codes, command + [done.stdout[-2000:], done.stderr[-2000:]]
+    assert (work / "results" / "w" / "report.html").is_file()
+    assert (work / "results" / "w" / "confirmations.parquet").is_file()

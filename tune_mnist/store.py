@@ -113,8 +113,18 @@ def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The project's commit (with '+dirty' for uncommitted changes), or 'unknown'."""
-    root = Path(__file__).resolve().parent.parent
+    """The project's commit (with '+dirty' for uncommitted changes); an installed wheel,
+    with no checkout around it, names its version instead; else 'unknown'."""
+    from tune_mnist.paths import CHECKOUT
+
+    if CHECKOUT is None:  # git here would answer for whatever repository holds the venv
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"tune_mnist {version('tune_mnist')}"
+        except PackageNotFoundError:
+            return "unknown"
+    root = CHECKOUT
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
