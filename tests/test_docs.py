@@ -138,3 +138,30 @@ def test_every_column_the_writers_produce_is_in_the_tables_page():
         if columns - documented:
             missing[name] = sorted(columns - documented)
     assert missing == {}
+
+
+def test_every_quoted_section_reference_names_a_heading_that_exists():
+    """`(README, The CPU step)`, `docs/history.md, "The main command, cold"`: the file and
+    a heading it has, in every tracked text file."""
+    import re
+
+    reference = re.compile(r'(README|[\w/]+\.md), (?:"([^"]+)"|([A-Z][\w -]+?)(?=[);"]))')
+    refs = []
+    for name, text in tracked_text_files():
+        for match in reference.finditer(text):
+            target, section = match.group(1), match.group(2) or match.group(3)
+            path = ROOT / ("README.md" if target == "README" else target)
+            if not path.is_file():
+                path = ROOT / "docs" / target
+            refs.append((name, target, section, path))
+    assert len(refs) >= 5
+    broken = []
+    for name, target, section, path in refs:
+        headings = (
+            [line.lstrip("#").strip() for line in path.read_text().splitlines() if line[:1] == "#"]
+            if path.is_file()
+            else []
+        )
+        if not any(h.startswith(section) for h in headings):
+            broken.append(f"{name}: {target}, {section}")
+    assert broken == []
