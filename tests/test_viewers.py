@@ -97,3 +97,35 @@ def test_tensorboard_reads_each_trials_curve_from_rays_event_files(smoke_search)
             values += [e.value for e in reader.Scalars("ray/tune/val_acc")]
     mine = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")["val_acc"]
     assert values == pytest.approx(list(mine))
+
+
+@pytest.mark.parametrize("keep_journal", [False, True])
+def test_a_search_made_before_the_study_file_gets_one_from_its_tables(tmp_path, keep_journal):
+    """A committed search (its journal is not committed) or an older one: `report` builds
+    its study file from the journal, else from the tables; once each, whatever reruns."""
+    import shutil
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from searchutil import ROOT
+
+    from tune_mnist.search.optuna_journal import rebuild
+
+    source = ROOT / "results" / "campaign3-4k-narrow"
+    folder = tmp_path / source.name
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.png", "*.html", FILE))
+    if not keep_journal:
+        shutil.rmtree(folder / "journal", ignore_errors=True)
+    for _ in range(2):  # a second rebuild adds nothing
+        path = rebuild(folder)
+    study = optuna.load_study(
+        study_name=folder.name, storage=JournalStorage(JournalFileBackend(str(path)))
+    )
+    trials = pd.read_parquet(folder / "trials.parquet").set_index("trial_id")
+    shown = {t.user_attrs["trial_id"]: t for t in study.trials}
+    assert sorted(shown) == sorted(trials.index)
+    for trial_id, trial in shown.items():
+        assert trial.user_attrs["status"] == trials.loc[trial_id, "status"]
+        assert trial.state.name == STATES[trials.loc[trial_id, "status"]]
+    assert study.user_attrs["confirmed_test_acc"]  # its confirmations, as the study's

@@ -22,6 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tune_mnist.results import TrialView
+
 FILE = "optuna.journal"
 STATES = {  # trials.parquet status -> Optuna state (None: still running)
     "completed": "COMPLETE",
@@ -146,23 +148,54 @@ class StudyFile:
 
 
 def rebuild(folder: Path) -> Path | None:
-    """The journal of a finished search, brought up to date from its own journal and
-    tables (a search made before this file existed; confirmations made since): the file,
-    or None when the folder keeps no journal of its trials."""
-    from tune_mnist.results import TrialView, read_parquet
+    """The study file of a finished search, brought up to date from its journal, or from
+    its tables where no journal is kept (a search committed without one; confirmations made
+    since): the file, or None when the folder has neither a space nor trials."""
+    from tune_mnist.results import read_parquet
     from tune_mnist.search.journal import Journal
     from tune_mnist.search.space import load_space
 
-    records = Journal(folder).read()
-    space_file = folder / "space.yaml"
-    if not records or not space_file.is_file():
+    space_file, trials_file = folder / "space.yaml", folder / "trials.parquet"
+    if not space_file.is_file() or not trials_file.is_file():
         return None
-    views = [
-        TrialView(t, r.ended or "INTERRUPTED", r.config, r.last_result, r.results)
-        for t, r in records.items()
-    ]
-    trials = read_parquet(folder / "trials.parquet")
+    space, trials = load_space(space_file), read_parquet(trials_file)
+    records = Journal(folder).read()
+    if records:
+        views = [
+            TrialView(t, r.ended or "INTERRUPTED", r.config, r.last_result, r.results)
+            for t, r in records.items()
+        ]
+    else:
+        views = views_from_tables(space, trials, read_parquet(folder / "epochs.parquet"))
     path = folder / "confirmations.parquet"
     confirmations = read_parquet(path) if path.is_file() else None
-    StudyFile(folder, load_space(space_file)).sync(views, trials, confirmations)
+    StudyFile(folder, space).sync(views, trials, confirmations)
     return folder / FILE
+
+
+def views_from_tables(space, trials, epochs) -> list[TrialView]:
+    """Each trial as the journal would have it, from its table rows: its sampled values
+    under the space's Optuna names (`arch`, the shared ones, `<arch>:<field>`) and its
+    epochs as reports."""
+    by_trial = {t: rows for t, rows in epochs.groupby("trial_id")}
+    out = []
+    for row in trials.to_dict("records"):
+        arch = row["arch"]
+        if arch not in space.branches:
+            continue
+        config = {"arch": arch}
+        config |= {k: row[k] for k, d in space.shared.items() if d.kind != "const" and k in row}
+        config |= {
+            f"{arch}:{k}": row[k]
+            for k, d in space.branches[arch].items()
+            if d.kind != "const" and k in row
+        }
+        rows = by_trial.get(row["trial_id"])
+        results = [] if rows is None else rows.sort_values("epoch").to_dict("records")
+        plain = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}
+        out.append(
+            TrialView(
+                row["trial_id"], "TERMINATED", plain, results[-1:] and results[-1] or {}, results
+            )
+        )
+    return out
