@@ -289,7 +289,7 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
     # last seed runs); each candidate is written as soon as its own seeds are done
     cohort = bool(args.gpus) if args.cohort is None else args.cohort
     outs = [folder / "confirmed" / str(row["trial_id"]) for row in rows]
-    kept, todo = stashed_seeds(outs, groups, reuse=not cohort)
+    kept, todo = stash.stashed_seeds(outs, groups, reuse=not cohort)
 
     def keep(index: int, run) -> None:  # each finished seed, stashed at once (publish.stash)
         if not cohort:
@@ -349,24 +349,6 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
         )
     study_note(folder)
     return 0 if any_passed and not lost_rows else 1
-
-
-def stashed_seeds(outs, groups, reuse: bool) -> tuple[list[dict], list[list]]:
-    """(per candidate, its seeds finished by an earlier interrupted run; per candidate, the
-    configs still to train). Nothing is reused for a fused cohort (`reuse` False)."""
-    kept = [
-        {c.seed: run for c in configs if reuse and (run := stash.load(out, c)) is not None}
-        for out, configs in zip(outs, groups, strict=True)
-    ]
-    for out, before in zip(outs, kept, strict=True):
-        if before:
-            print(
-                f"trial {out.name}: seeds {sorted(before)} finished before an interruption: "
-                "loaded, not trained again",
-                flush=True,
-            )
-    todo = [[c for c in g if c.seed not in k] for g, k in zip(groups, kept, strict=True)]
-    return kept, todo
 
 
 def study_note(folder: Path) -> None:

@@ -61,3 +61,21 @@ def load(out: Path, config: TrainConfig) -> SeedRun | None:
 
 def clear(out: Path) -> None:
     shutil.rmtree(out / FOLDER, ignore_errors=True)
+
+
+def stashed_seeds(outs, groups, reuse: bool) -> tuple[list[dict], list[list]]:
+    """(per candidate, its seeds finished by an earlier interrupted run; per candidate, the
+    configs still to train). Nothing is reused for a fused cohort (`reuse` False)."""
+    kept = [
+        {c.seed: run for c in configs if reuse and (run := load(out, c)) is not None}
+        for out, configs in zip(outs, groups, strict=True)
+    ]
+    for out, before in zip(outs, kept, strict=True):
+        if before:
+            print(
+                f"trial {out.name}: seeds {sorted(before)} finished before an interruption: "
+                "loaded, not trained again",
+                flush=True,
+            )
+    todo = [[c for c in g if c.seed not in k] for g, k in zip(groups, kept, strict=True)]
+    return kept, todo
