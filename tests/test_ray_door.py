@@ -36,7 +36,7 @@ def test_every_upgrade_note_names_a_test_that_exists():
 # what only the door may touch: Ray internals reached by attribute, logger name or
 # environment variable (RAY_ADDRESS and RAY_TMPDIR are Ray's documented variables)
 OUTSIDE_PUBLIC_API = {
-    "a trial's storage": re.compile(r"\btrial\w*\.storage\.|\.trial_dir_name\b"),
+    "a trial's storage": re.compile(r"\btrial\w*\.storage\b|\.storage\.trial_dir_name"),
     "a Ray logger by its module path": re.compile(r"getLogger\(\s*[\"']ray\."),
     "a Ray environment variable": re.compile(r"[\"']RAY_(?!ADDRESS\b|TMPDIR\b)\w+"),
     "TuneController.stop_trial": re.compile(r"\.stop_trial\("),
