@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.paths import results_root
 from tune_mnist.results import read_parquet
 from tune_mnist.study import designs
 from tune_mnist.study.designs import kept, spearman
@@ -24,6 +25,7 @@ PREFIXES = (3, 5)  # epochs of the 15-epoch run itself: what ASHA's rungs read b
 def load(folder: Path, root: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per configuration with a column per fidelity's validation accuracy, one row
     per configuration with a column per fidelity's training seconds)."""
+    root = results_root() if root is None else root
     configs = configurations(root).set_index(["search", "trial_id"])
     acc = pd.DataFrame(index=configs.index)
     secs = pd.DataFrame(index=configs.index)
