@@ -40,14 +40,9 @@ def parse_args(argv):
 
 def search(env: dict, results: Path, name: str, args, *extra: str) -> dict:
     """One search; its wall time (process start to exit) and trials per Ray node."""
-    command = [
-        sys.executable,
-        str(ROOT / "scripts" / "search.py"),
-        "--gpus",
-        "0",
-        "--race-runs",
-        "0",
-    ]
+    from searchutil import search_command
+
+    command = search_command()  # search.py --gpus 0, no race after it
     command += ["--space", args.space, "--name", name, "--no-report", *extra]
     if args.samples:
         command += ["--samples", str(args.samples)]

@@ -52,14 +52,19 @@ def test_an_installed_wheel_searches_from_any_folder(tmp_path):
         check=True,
     )
     assert where.stdout.startswith(str(site)), where.stdout  # the wheel's, not the checkout's
-    args = ["search", "--smoke", "--gpus", "0", "--race-runs", "0", "--no-report", "--name", "w"]
-    done = subprocess.run(
-        [str(site / "bin" / "tune-mnist"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=work,
-        timeout=600,
+
+    def tune_mnist(*command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(site / "bin" / "tune-mnist"), *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=work,
+            timeout=600,
+        )
+
+    done = tune_mnist(
+        "search", "--smoke", "--gpus", "0", "--race-runs", "0", "--no-report", "--name", "w"
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert (work / "results" / "w" / "trials.parquet").is_file()
@@ -72,14 +77,7 @@ def test_an_installed_wheel_searches_from_any_folder(tmp_path):
         (["report", "results/w"], (0,)),
         (["retrain", "--results", "results/w", "--trials", trial, "--smoke"], (0, 1)),
     ):
-        done = subprocess.run(
-            [str(site / "bin" / "tune-mnist"), *command],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=work,
-            timeout=600,
-        )
+        done = tune_mnist(*command)
         assert done.returncode in codes, command + [done.stdout[-2000:], done.stderr[-2000:]]
     assert (work / "results" / "w" / "report.html").is_file()
     assert (work / "results" / "w" / "confirmations.parquet").is_file()

@@ -86,6 +86,10 @@ class PromotionASHA(FIFOScheduler):
                     self._waiting[trial_id] = milestone
         for milestone in self._milestones:
             self._promote(milestone)
+        self._publish_waiting()
+
+    def _publish_waiting(self) -> None:
+        """The waiting trials, where this driver's Limiter reads them."""
         _WAITING.clear()
         _WAITING.update(self._waiting)
 
@@ -135,8 +139,7 @@ class PromotionASHA(FIFOScheduler):
         for other in tune_controller.get_trials():
             if other.trial_id in hopeless and other.status == Trial.PAUSED:
                 ray_door.stop_paused(tune_controller, other)
-        _WAITING.clear()
-        _WAITING.update(self._waiting)
+        self._publish_waiting()
         if going_on:
             return TrialScheduler.CONTINUE
         return TrialScheduler.STOP if trial.trial_id in hopeless else TrialScheduler.PAUSE
