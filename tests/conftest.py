@@ -23,6 +23,18 @@ if not os.environ.get(ENV_VAR) and SHARED.is_dir():
     os.environ[ENV_VAR] = str(SHARED)  # subprocesses (search.py, retrain_best.py) read it too
 
 
+@pytest.fixture(autouse=True)
+def _results_root_kept():
+    """A command's --results-dir sets $TUNE_MNIST_RESULTS for its process (paths.
+    use_results_dir): one in-process call must not move the next test's results."""
+    before = os.environ.get("TUNE_MNIST_RESULTS")
+    yield
+    if before is None:
+        os.environ.pop("TUNE_MNIST_RESULTS", None)
+    else:
+        os.environ["TUNE_MNIST_RESULTS"] = before
+
+
 @pytest.fixture(scope="session")
 def mnist():
     try:

@@ -98,7 +98,7 @@ def test_cli_trains_a_cohort_and_saves_one_model_per_seed(tmp_path, mnist, capsy
 
     args = ["--arch", "super_light", "--epochs", "1", "--train-subset", "1000"]
     args += ["--test-subset", "500", "--device", "cpu", "--threads", "1"]
-    assert main([*args, "--seeds", "3,4", "--out", str(tmp_path)]) == 0
+    assert main([*args, "--seed", "3", "--seeds", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "min" in out and "seed 3: completed" in out and "seed 4: completed" in out
     for seed in (3, 4):
@@ -107,7 +107,7 @@ def test_cli_trains_a_cohort_and_saves_one_model_per_seed(tmp_path, mnist, capsy
         assert model.config.seed == seed and model.config.cohort == 1
         _, acc = evaluate(model, mnist.test_x[:500], mnist.test_y[:500])
         assert acc == pytest.approx(read_model_file(path)["extra"]["final_test_acc"])
-    for bad in (["--seeds", "1,3"], ["--seeds", "a"], ["--seeds", "1,2", "--seed", "1"]):
+    for bad in (["--seeds", "1,3"], ["--seeds", "0"], ["--seeds", "2", "--cohort", "2"]):
         assert main([*args, *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1
 

@@ -53,7 +53,7 @@ def run(command: str, folder, monkeypatch) -> int:
     monkeypatch.setattr(reproduce, "train", never, raising=False)
     argv = {
         "report": [str(folder)],
-        "leaderboard": ["--results", str(folder.parent), "--smoke-test"],
+        "leaderboard": ["--results-dir", str(folder.parent), "--smoke-test"],
         "retrain": ["--results", str(folder), "--trials", TRIAL, "--smoke-test"],
         "reproduce": [str(folder / "confirmed" / TRIAL), "--epochs", "1"],
         "race": ["--results", str(folder)],

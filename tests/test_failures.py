@@ -32,7 +32,7 @@ def search_main(tmp_path, monkeypatch, capsys):
     saved = dict(os.environ)
 
     def call(*args: str, results=None) -> tuple[int, str, str]:
-        monkeypatch.setattr(command, "RESULTS", results or tmp_path / "results")
+        monkeypatch.setenv("TUNE_MNIST_RESULTS", str(results or tmp_path / "results"))
         capsys.readouterr()
         code = command.main(["--gpus", "0", *args])
         out, err = capsys.readouterr()
@@ -322,11 +322,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, broken_
         "broken_data": ["--data-dir", str(broken_data)],
         "name_escape": ["--name", "../../etc"],
         "name_empty": ["--name", ""],
-        "seed_negative": ["--seed", "-1"],
+        "seed_negative": ["--sampler-seed", "-1"],
         "max_failures_negative": ["--max-failures", "-1"],
         "data_dir_missing": ["--data-dir", str(tmp_path / "no" / "mnist")],
         "resume_unknown": ["--resume"],
-        "cpus_per_trial_0": ["--cpus-per-trial", "0"],
+        "cpus_per_trial_0": ["--threads", "0"],
         "storage_bad_uri": ["--storage", "s3:/no-bucket"],
         "storage_unknown_scheme": ["--storage", "nosuchfs://x/y"],
     }.get(case, [])
@@ -368,7 +368,7 @@ def test_a_start_that_died_before_any_trial_leaves_the_name_free(tmp_path, monke
     import tune_mnist.search.command as search
     from tune_mnist.search.plan import UsageError
 
-    monkeypatch.setattr(search, "RESULTS", tmp_path)
+    monkeypatch.setenv("TUNE_MNIST_RESULTS", str(tmp_path))
     folder = tmp_path / "stuck"
     folder.mkdir()
     (folder / "search.json").write_text("{}")  # killed after this, before Ray saved anything

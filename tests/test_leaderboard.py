@@ -81,6 +81,19 @@ def test_models_group_seeds_and_pass_only_when_every_seed_does(root):
     assert models["params"].is_monotonic_increasing
 
 
+def test_one_call_returns_every_confirmed_seed_with_the_rules_verdict(root, tmp_path):
+    from tune_mnist.confirmed import confirmed_rows
+
+    seeds = confirmed_rows(root)
+    _, models = collect(root)
+    assert len(seeds) == models["seeds"].sum() and seeds["selected_on"].notna().all()
+    assert set(seeds["selected_on"]) == {"val_acc", "test_acc"}
+    verdict = seeds.groupby("trial_id")["passes"].agg(["min", "max"])
+    assert (verdict["min"] == verdict["max"]).all()  # one verdict per model
+    assert verdict["min"].to_dict() == models.set_index("trial_id")["passed"].to_dict()
+    assert confirmed_rows(tmp_path / "nothing").empty
+
+
 def test_reproduce_commands_name_threads_and_epochs_and_the_selection_is_shown(tmp_path):
     (tmp_path / "e").mkdir()
     rows = [
@@ -239,3 +252,10 @@ def test_a_reproduce_command_names_the_epochs_when_the_search_ran_fewer(tmp_path
     )
     _, models = collect(tmp_path)
     assert models.iloc[0]["command"].endswith("--threads 1 --epochs 15")
+
+
+def test_a_budget_admits_fewer_parameters_than_it_names():
+    from tune_mnist import rule
+
+    assert rule.within(3999, 4000) and not rule.within(4000, 4000)
+    assert rule.passes(5, 99.5, True, 7999, "val") and not rule.passes(5, 99.5, True, 8000, "val")

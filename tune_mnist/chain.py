@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tune_mnist.paths import shown
+from tune_mnist.paths import results_root, shown
 from tune_mnist.publish import leaderboard, race_command, retrain
 from tune_mnist.publish.records import table_problem
 from tune_mnist.results import TableError, read_parquet
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print("smoke: a confirmation on a few images is never published (no leaderboard row)")
         return code
     print("\n== publish: the leaderboard ==")
-    published = leaderboard.main(["--results", str(shown(command.RESULTS))])
+    published = leaderboard.main(["--results-dir", str(shown(results_root()))])
     if published != 0:
         return _stopped("leaderboard", published, "python scripts/leaderboard.py")
     return code

@@ -23,6 +23,21 @@ def results_root() -> Path:
     return (CHECKOUT or Path.cwd()) / "results"
 
 
+RESULTS_DIR_HELP = "folder of experiments (default: $TUNE_MNIST_RESULTS, else results/)"
+
+
+def add_results_dir(parser) -> None:
+    """`--results-dir`: the folder of experiments, the same flag on every command."""
+    parser.add_argument("--results-dir", help=RESULTS_DIR_HELP)
+
+
+def use_results_dir(value: str | None) -> None:
+    """Make `--results-dir` the results root of this process and of every one it starts
+    (Ray's workers, the chain's stages) by setting $TUNE_MNIST_RESULTS."""
+    if value:
+        os.environ["TUNE_MNIST_RESULTS"] = str(value)
+
+
 def spaces_dir() -> Path:
     if CHECKOUT is not None and (CHECKOUT / "search_spaces").is_dir():
         return CHECKOUT / "search_spaces"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from tune_mnist import rule
 from tune_mnist.fidelity import FULL, parse
 from tune_mnist.store import atomic_write_bytes
 from tune_mnist.train.config import TrainConfig
@@ -144,7 +145,7 @@ def trial_row(trial: TrialView, space, cpus: int, provenance: dict) -> tuple[dic
         "passed": bool(
             status == "completed"
             and final_min >= settings["target_acc"]
-            and params <= settings["max_params"]
+            and rule.within(params, settings["max_params"])
         ),
         "train_s": float(sum(e["epoch_s"] or 0 for e in epochs)),
         # what its full run alone takes (or would have): full_fidelity_share's denominator

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from tune_mnist import rule
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import MNIST
 from tune_mnist.train.loop import print_epoch, train
@@ -189,7 +190,7 @@ def seed_summary(runs: list[SeedRun], target: float, max_params: int) -> dict[st
         "min_test_acc": min(accs),
         "all_seeds_passed": all(a >= target for a in accs)
         and all(r.status == "completed" for r in runs)
-        and runs[0].params <= max_params,
+        and rule.within(runs[0].params, max_params),
         "train_seconds": [r.seconds for r in runs],
     }
 

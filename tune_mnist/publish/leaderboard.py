@@ -21,9 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tune_mnist import rule  # noqa: E402
-from tune_mnist.paths import results_root, shown  # noqa: E402
+from tune_mnist.confirmed import MODEL, confirmed_rows  # noqa: E402
+from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
-from tune_mnist.results import TableError, config_of, read_parquet  # noqa: E402
+from tune_mnist.results import TableError, config_of  # noqa: E402
 from tune_mnist.store import atomic_write_text  # noqa: E402
 from tune_mnist.train.config import TrainConfig, cpu_step_of  # noqa: E402
 
@@ -57,25 +58,13 @@ HISTORY_START, HISTORY_END = (
 
 def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(seed rows, one row per model), models sorted by parameters."""
-    frames = []
-    for path in sorted(root.glob("*/confirmations.parquet")):
-        rows = read_parquet(path)
-        rows.insert(0, "experiment", path.parent.name)
-        frames.append(rows)
-    if not frames:
-        raise InputError(f"no confirmations under {root}: run scripts/retrain_best.py first")
-    seeds = pd.concat(frames, ignore_index=True)
-    # only full-data runs are published: a smoke confirmation (a subset of the training or
-    # test images, retrain_best.py --smoke-test) is a plumbing check, not a figure
-    for column in ("train_subset", "test_subset"):
-        if column in seeds:
-            seeds = seeds[seeds[column].fillna(0) == 0]
+    seeds = confirmed_rows(root)
     if seeds.empty:
-        raise InputError(f"no full-data confirmation under {root}: only smoke runs")
-    # a seed confirmed twice counts once (the later run: same config, same seed)
-    key = ["experiment", "trial_id", "epochs"]
-    seeds = seeds.drop_duplicates([*key, "seed"], keep="last").reset_index(drop=True)
-    models = seeds.groupby(key, sort=False).agg(
+        raise InputError(
+            f"no confirmations under {root} (smoke runs are not figures): run "
+            "scripts/retrain_best.py first"
+        )
+    models = seeds.groupby(MODEL, sort=False).agg(
         arch=("arch", "first"),
         params=("params", "first"),
         seeds=("seed", "nunique"),
@@ -88,12 +77,10 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
     models = models.reset_index()
     # groupby keeps first-seen order on both sides, so these rows line up with `models`
-    first = seeds.groupby(key, sort=False).head(1)
+    first = seeds.groupby(MODEL, sort=False).head(1)
+    models["selected_on"] = list(first["selected_on"])  # val_acc or test_acc, as in the tables
     models["chosen_on"] = [chosen_on(row) for _, row in first.iterrows()]
-    models["passed"] = [  # the README's rule (tune_mnist.rule), the same in every table
-        rule.passes(r.seeds, r["min"], r.completed, r.params, r.chosen_on)
-        for _, r in models.iterrows()
-    ]
+    models["passed"] = list(first["passes"])  # the README's rule (tune_mnist.confirmed)
     models["model"] = [describe(row) for _, row in first.iterrows()]
     ran = {name: search_epochs(root / name) for name in first["experiment"].unique()}
     models["command"] = [
@@ -178,14 +165,14 @@ def chosen_on(row: pd.Series) -> str:
 
 
 def best_by_budget(models: pd.DataFrame, budgets=BUDGETS, strict: bool = False) -> pd.DataFrame:
-    """For each budget, the confirmed model (>= 3 seeds) with the best mean at or under it.
+    """For each budget, the confirmed model (>= 3 seeds) with the best mean under it.
     `strict`: campaign 2's rule, only models chosen on validation with >= 5 seeds."""
     rows = []
     eligible = models[(models["seeds"] >= MIN_SEEDS) & models["completed"]]
     if strict:
         eligible = eligible[(eligible["seeds"] >= STRICT_SEEDS) & (eligible["chosen_on"] == "val")]
     for budget in budgets:
-        fits = eligible[eligible["params"] <= budget]
+        fits = eligible[[rule.within(p, budget) for p in eligible["params"]]]
         if fits.empty:
             rows.append({"budget": budget})
             continue
@@ -312,7 +299,7 @@ def render(models: pd.DataFrame) -> str:
     """The README block: the honest rule's models, then the best of them by budget."""
     strict = best_by_budget(models, STRICT_BUDGETS, strict=True)
     return (
-        f"{START}\n{honest_markdown(models)}\n\n**By budget** (the best of these at or under "
+        f"{START}\n{honest_markdown(models)}\n\n**By budget** (the best of these under "
         f"each budget; passes: all {STRICT_SEEDS} seeds >= {TARGET}%):\n\n"
         f"{pareto_markdown(strict, strict=True)}\n{END}"
     )
@@ -322,7 +309,7 @@ def render_history(models: pd.DataFrame) -> str:
     """The history's block: every model with 3+ seeds, by whatever each was chosen on."""
     return (
         f"{HISTORY_START}\n{results_markdown(models)}\n\n**Pareto table, any selection** "
-        "(best confirmed mean at or under each budget, 3+ seeds; most rows chosen on test):"
+        "(best confirmed mean under each budget, 3+ seeds; most rows chosen on test):"
         f"\n\n{pareto_markdown(best_by_budget(models))}\n{HISTORY_END}"
     )
 
@@ -358,11 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(prog="scripts/leaderboard.py", description=__doc__)
-    parser.add_argument(
-        "--results",
-        default=str(shown(results_root())),
-        help="folder of experiments (default: $TUNE_MNIST_RESULTS, else results/)",
-    )
+    add_results_dir(parser)
     parser.add_argument("--readme", help="rewrite the table between the markers in this file")
     parser.add_argument(
         "--history", help="rewrite the every-model tables between the history markers here"
@@ -377,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
-    root = Path(args.results)
+    use_results_dir(args.results_dir)
+    root = shown(results_root())
     try:
         seeds, models = collect(root)
         block, history = render(models), render_history(models)

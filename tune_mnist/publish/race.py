@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist import rule
 from tune_mnist.results import config_of, read_parquet, write_parquet
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import MNIST
@@ -60,7 +61,10 @@ def pass_chance(contender: Contender, target: float) -> float:
 
 def contenders(trials: pd.DataFrame, top: int, max_params: int) -> list[Contender]:
     """The `top` completed trials within budget, best final validation accuracy first."""
-    done = trials[(trials["status"] == "completed") & (trials["params"] <= max_params)]
+    done = trials[
+        (trials["status"] == "completed")
+        & trials["params"].map(lambda p: rule.within(p, max_params))
+    ]
     done = done.sort_values(["final_val_acc", "params"], ascending=[False, True]).head(top)
     return [
         Contender(r["trial_id"], config_of(r), int(r["params"]), [float(r["final_val_acc"])])

@@ -36,7 +36,14 @@ def parse_args(argv):
     )
     parser.add_argument("--cpus", type=int, default=None, help="runs at once (default: all)")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="read the search and its recorded runs and print the field: trains and writes nothing",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.runs = 0
     if args.top < 2 or args.runs < 0:
         parser.error("--top needs 2 or more contenders and --runs 0 or more")
     return args
@@ -143,7 +150,8 @@ def run(argv=None) -> tuple[int, str | None]:
     leader = max((c for c in field if c.status != "dropped"), key=lambda c: c.mean)
     table = race.summary_rows(field, target)
     try:
-        race.write_summary(folder, field, target)
+        if not args.smoke:
+            race.write_summary(folder, field, target)
     except OSError as exc:  # every run is in race_runs.parquet (or its side file)
         print(
             f"error: cannot write {folder / 'race.parquet'} ({exc.strerror or exc}); every run "
@@ -152,6 +160,7 @@ def run(argv=None) -> tuple[int, str | None]:
         )
         UNWRITTEN.append(folder / "race.parquet")
     why = "decided" if decided else f"budget of {args.runs} runs spent"
+    why = "smoke: nothing trained or written" if args.smoke else why
     print(f"race over ({why}, {time.perf_counter() - started:.0f}s):\n{show(table)}")
     command = ["python", "scripts/retrain_best.py", "--results", str(folder)]
     command += ["--trials", leader.trial_id, "--seeds", "5"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir
 from tune_mnist.publish.confirm import InputError
 from tune_mnist.results import TableError, config_of, read_parquet
 
@@ -116,7 +117,9 @@ def parse_args(argv):
     parser.add_argument(  # the older spelling
         "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
     )
+    add_results_dir(parser)  # where --smoke finds the smallest confirmed model
     args = parser.parse_args(argv)
+    use_results_dir(args.results_dir)
     if args.smoke_test:
         args.epochs = 1
         args.confirmed = args.confirmed or str(smallest_confirmed())
@@ -130,10 +133,8 @@ def parse_args(argv):
 
 
 def smallest_confirmed() -> Path:
-    from tune_mnist.search.command import RESULTS
-
     found = []
-    for path in RESULTS.glob("*/confirmations.parquet"):
+    for path in results_root().glob("*/confirmations.parquet"):
         try:
             rows = read_parquet(path, columns=["trial_id", "params"])
         except TableError as exc:
@@ -142,7 +143,8 @@ def smallest_confirmed() -> Path:
             (int(r.params), path.parent / "confirmed" / r.trial_id) for r in rows.itertuples()
         ]
     if not found:
-        raise InputError(f"no confirmation under {RESULTS}: run scripts/retrain_best.py first")
+        where = shown(results_root())
+        raise InputError(f"no confirmation under {where}: run scripts/retrain_best.py first")
     return min(found)[1]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.paths import add_results_dir, results_root, use_results_dir
 from tune_mnist.publish import stash
 from tune_mnist.publish.confirm import (
     InputError,
@@ -34,7 +35,6 @@ from tune_mnist.publish.records import (
     write_card,
 )
 from tune_mnist.results import TableError, config_of, read_parquet
-from tune_mnist.search.command import RESULTS
 from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.space import SETTINGS_DEFAULTS
 from tune_mnist.store import provenance
@@ -48,7 +48,11 @@ def parse_args(argv):
         epilog="exit status: 0 every seed of a candidate passed; 1 it ran but none passed, or "
         "Ray lost a seed's run; 2 bad input; 130 Ctrl-C (finished candidates are kept)",
     )
-    parser.add_argument("--results", help="experiment folder (default: newest under results/)")
+    parser.add_argument(
+        "--results",
+        help="one search's folder, results/<name> (default: the newest search started here)",
+    )
+    add_results_dir(parser)
     parser.add_argument(
         "--rank",
         choices=["accuracy", "params"],
@@ -66,8 +70,8 @@ def parse_args(argv):
         "--seeds",
         type=int,
         default=5,
-        help="fresh seeds per config (the search's seed + 1..N; default 5, as the publishing "
-        "rule asks)",
+        help="how many fresh seeds per config (the search's seed + 1..N; default 5, as the "
+        "publishing rule asks)",
     )
     parser.add_argument("--epochs", type=int, help="epochs (default: the search's)")
     parser.add_argument(
@@ -119,6 +123,7 @@ def parse_args(argv):
         "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+    use_results_dir(args.results_dir)
     if not (0 <= args.train_subset <= 60000 and 0 <= args.test_subset <= 10000):
         raise InputError("--train-subset must be 0..60000 and --test-subset 0..10000 (0: all)")
     if args.top < 1 or args.seeds < 1 or args.gpus < 0 or args.cpus < 1:
@@ -131,7 +136,7 @@ def parse_args(argv):
 
 
 def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
-    folder = Path(args.results) if args.results else newest_experiment(RESULTS)
+    folder = Path(args.results) if args.results else newest_experiment(results_root())
     if not folder.is_dir():
         raise InputError(f"--results {folder}: no such folder; pass results/<name>")
     for name, required in (("trials.parquet", ("trial_id", "status")), ("passing.parquet", ())):

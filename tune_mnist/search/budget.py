@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from tune_mnist import rule
 from tune_mnist.search.space import SETTINGS_DEFAULTS, SearchSpace, SpaceError, read_yaml
 from tune_mnist.train.models import build_from_config, count_params
 
@@ -56,7 +57,7 @@ def shaped_doc(doc: dict, max_params: int) -> tuple[dict, float]:
         block = dict(block or {})
         if any(name in block for name in WIDTHS):
             branches[arch] = {k: _scale(v, factor) if k in WIDTHS else v for k, v in block.items()}
-        elif count_params(build_from_config(TrainConfig(arch=arch))) <= max_params:
+        elif rule.within(count_params(build_from_config(TrainConfig(arch=arch))), max_params):
             branches[arch] = block  # a fixed-size model: kept only where it fits
     if not branches:
         raise SpaceError(f"--max-params {max_params}: no architecture of the space fits")
@@ -101,6 +102,8 @@ def over_budget_share(space: SearchSpace, draws: int = DRAWS, seed: int = 0) -> 
         trial = study.ask()
         constants = space.define_by_run(trial)
         config = space.train_config({**trial.params, **constants}, device="cpu")
-        over += count_params(build_from_config(config)) > space.settings["max_params"]
+        over += not rule.within(
+            count_params(build_from_config(config)), space.settings["max_params"]
+        )
         study.tell(trial, 0.0)
     return over / draws

@@ -17,13 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from tune_mnist.paths import CHECKOUT, results_root, spaces_dir
+from tune_mnist.paths import CHECKOUT, add_results_dir, results_root, spaces_dir, use_results_dir
 from tune_mnist.search import ray_door
 from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.train.config import CPU_STEPS
 
 ROOT = CHECKOUT or Path.cwd()  # what recorded paths are relative to
-RESULTS = results_root()
 RAY_DIR = ".ray"  # Ray's own experiment files, under the storage root
 RACE_RUNS = 6  # seed runs of the race after a search (tune_mnist.publish.race_command)
 
@@ -58,12 +57,28 @@ def parse_args(argv: list[str] | None):
     )
     parser.add_argument("--gpus", type=int, help="GPUs the search may use (default: all; 0 = CPU)")
     parser.add_argument("--trials-per-gpu", type=int, default=4, help="trials packed per GPU")
-    parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPU threads per trial")
+    parser.add_argument(
+        "--threads",
+        dest="cpus_per_trial",
+        type=int,
+        default=1,
+        help="CPU threads (and Ray CPUs) per trial (default 1)",
+    )
+    parser.add_argument(  # the older spelling
+        "--cpus-per-trial", dest="cpus_per_trial", type=int, help=argparse.SUPPRESS
+    )
     parser.add_argument("--name", help="experiment name: results/<name> (default: space-time)")
     parser.add_argument("--storage", help="Ray storage root, local path or URI (s3://...)")
     parser.add_argument("--address", help="existing Ray cluster (default $RAY_ADDRESS, or local)")
     parser.add_argument("--resume", action="store_true", help="continue experiment --name")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler")
+    parser.add_argument(
+        "--sampler-seed",
+        dest="seed",
+        type=int,
+        default=0,
+        help="seed of the Optuna sampler (default 0); trials train with their config's seed",
+    )
+    parser.add_argument("--seed", dest="seed", type=int, help=argparse.SUPPRESS)  # older name
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--smoke", action="store_true", help="search_spaces/smoke.yaml: seconds")
@@ -91,11 +106,13 @@ def parse_args(argv: list[str] | None):
         "publish it: model card, leaderboard row (default 0: stop after the race); "
         "exit 0 when every seed passed",
     )
+    add_results_dir(parser)
     args = parser.parse_args(argv)
+    use_results_dir(args.results_dir)
     if args.race_runs < 0 or not 0 <= args.confirm <= 20:
         raise UsageError("--race-runs must be >= 0 and --confirm 0..20 seeds")
     if not 0 <= args.seed < 2**32:
-        raise UsageError(f"--seed {args.seed}: must be 0..{2**32 - 1} (the Optuna sampler's seed)")
+        raise UsageError(f"--sampler-seed {args.seed}: must be 0..{2**32 - 1}")
     if args.max_failures < 0:
         raise UsageError(f"--max-failures {args.max_failures}: must be >= 0")
     if args.max_params is not None and not 100 <= args.max_params <= 1_000_000:
@@ -106,7 +123,7 @@ def parse_args(argv: list[str] | None):
         raise UsageError(f"--gpus {args.gpus}: must be >= 0 (0 = CPU only)")
     for flag, value in (
         ("--trials-per-gpu", args.trials_per_gpu),
-        ("--cpus-per-trial", args.cpus_per_trial),
+        ("--threads", args.cpus_per_trial),
     ):
         if value < 1:  # checked here too: without --gpus the plan is made after Ray starts
             raise UsageError(f"{flag} {value}: must be >= 1")
@@ -125,7 +142,7 @@ def prepare(args):
     default = "smoke.yaml" if args.smoke else "default.yaml"
     if args.resume:
         name = check_name(args.name)
-        folder = RESULTS / name
+        folder = results_root() / name
     else:
         path = Path(args.space or spaces_dir() / default)
         args.space_source = _shown(path)
@@ -138,11 +155,11 @@ def prepare(args):
             space.settings["cpu_step"] = args.cpu_step
         stamped = f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         name = check_name(stamped if args.name is None else args.name)  # '' is refused
-        folder = RESULTS / name
-    storage = args.storage or str((RESULTS / RAY_DIR).resolve())
+        folder = results_root() / name
+    storage = args.storage or str((results_root() / RAY_DIR).resolve())
     experiment = f"{storage.rstrip('/')}/{name}"
     check_storage(storage, experiment)
-    check_free(RESULTS, name)  # a live search of that name: refused before anything else
+    check_free(results_root(), name)  # a live search of that name: refused before anything else
     check_folder(args, name, folder, storage, experiment)
     if args.resume:
         space = resumed_space(args, folder)
@@ -222,7 +239,8 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
     if args.resume and not (folder.is_dir() and started):
         hint = "; run it again without --resume" if folder.is_dir() else ""
         raise UsageError(
-            f"--resume: no experiment {name!r} under {RESULTS} / {storage} (no trial ran){hint}"
+            f"--resume: no experiment {name!r} under {results_root()} / {storage} "
+            f"(no trial ran){hint}"
         )
     if not args.resume and started:
         raise UsageError(f"{folder} exists: pass --resume to continue it, or another --name")
@@ -270,7 +288,7 @@ def resume_command(args, name: str) -> str:
         ("--data-dir", args.data_dir, None),
         ("--gpus", args.gpus, None),
         ("--trials-per-gpu", args.trials_per_gpu, 4),
-        ("--cpus-per-trial", args.cpus_per_trial, 1),
+        ("--threads", args.cpus_per_trial, 1),
         ("--max-failures", args.max_failures, 2),
     ):
         if value is not None and value != default:
@@ -309,7 +327,7 @@ def _search(args, prepared) -> int:
 
     space, name, folder, storage, experiment, data = prepared
     try:
-        lock = hold(RESULTS, name)  # noqa: F841 - held until this process ends
+        lock = hold(results_root(), name)  # noqa: F841 - held until this process ends
         check_folder(args, name, folder, storage, experiment)  # again, now that it is ours
         if not args.resume:  # a start that died before Ray's state: its journal is void
             shutil.rmtree(folder / "journal", ignore_errors=True)
@@ -344,7 +362,7 @@ def _search(args, prepared) -> int:
         )
         return 2
     except OSError as exc:  # a read-only or full disk, a results path through a file
-        where = exc.filename or RESULTS
+        where = exc.filename or results_root()
         print(
             f"error: cannot write {where}: {exc.strerror or exc}; free space or point "
             "TUNE_MNIST_RESULTS at a writable folder (what was written before is intact)",

@@ -22,16 +22,14 @@ def plan_resources(
     if gpus < 0:
         raise UsageError(f"--gpus {gpus}: must be >= 0 (0 = CPU only)")
     if trials_per_gpu < 1 or cpus_per_trial < 1:
-        raise UsageError("--trials-per-gpu and --cpus-per-trial must be >= 1")
+        raise UsageError("--trials-per-gpu and --threads must be >= 1")
     if gpus > cluster_gpus:
         raise UsageError(
             f"--gpus {gpus}: only {int(cluster_gpus)} GPU(s) available here; "
             "pass --gpus 0 for CPU only or a number up to what exists"
         )
     if cpus_per_trial > cluster_cpus:
-        raise UsageError(
-            f"--cpus-per-trial {cpus_per_trial}: only {int(cluster_cpus)} CPU(s) available"
-        )
+        raise UsageError(f"--threads {cpus_per_trial}: only {int(cluster_cpus)} CPU(s) available")
     by_cpu = int(cluster_cpus // cpus_per_trial)
     if gpus == 0:
         return Plan({"cpu": cpus_per_trial}, max(1, by_cpu))

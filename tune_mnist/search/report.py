@@ -330,9 +330,14 @@ only. Importance: {html.escape(note)}</p>
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tune_mnist.report", description=__doc__)
-    parser.add_argument("results", help="experiment folder, results/<name>")
+    parser.add_argument("folder", nargs="?", help="the search's folder, results/<name>")
+    parser.add_argument("--results", help="the search's folder, results/<name>, as a flag")
     parser.add_argument("--out", help="folder for report.html and its figures (default: results)")
     args = parser.parse_args(argv)
+    if (args.folder is None) == (args.results is None):
+        print("error: name the search's folder once: report results/<name>", file=sys.stderr)
+        return 2
+    args.results = args.results or args.folder
     try:
         out = build(args.results, args.out)
     except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as exc:

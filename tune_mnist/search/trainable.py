@@ -21,6 +21,7 @@ import ray
 import torch
 from ray import tune
 
+from tune_mnist import rule
 from tune_mnist.search import rungs
 from tune_mnist.search.journal import EMPTY, Ledger
 from tune_mnist.search.ray_door import trial_storage
@@ -153,7 +154,7 @@ def run_trial(
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
     train_config = space.train_config(config, device=device, threads=cpus)
     params = count_params(build_from_config(train_config))  # on CPU: nothing trained yet
-    if params > space.settings["max_params"]:
+    if not rule.within(params, space.settings["max_params"]):
         # the worst value of every metric the searcher or the scheduler looks at
         names = {space.settings["metric"]: space.settings["mode"]}
         if space.settings.get("asha_metric"):

@@ -77,10 +77,13 @@ def error_text(trial) -> str:
 
 def end_text(last: dict, space) -> str:
     """`completed 15 epochs, val_acc 99.46%` / `stopped by ASHA at epoch 12, ...` /
-    `over budget (4,099 > 4,000 parameters), not trained`: how a trial ended, on validation."""
+    `over budget (4,099 parameters, not under 4,000), not trained`: how a trial ended, on
+    validation."""
     if last.get("over_budget"):
         limit = space.settings["max_params"]
-        return f"over budget ({last.get('params', 0):,} > {limit:,} parameters), not trained"
+        return (
+            f"over budget ({last.get('params', 0):,} parameters, not under {limit:,}), not trained"
+        )
     epoch, val = int(last.get("epoch") or 0), last.get("val_acc")
     if last.get("diverged"):
         return f"diverged at epoch {epoch} (loss not finite), never passes"

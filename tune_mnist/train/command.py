@@ -1,4 +1,5 @@
-"""`python -m tune_mnist.train`: train one tiny MNIST CNN, or a cohort of seeds (--seeds 1,2,3).
+"""`python -m tune_mnist.train`: train one tiny MNIST CNN, or a cohort of seeds
+(`--seed 1 --seeds 3`: seeds 1, 2, 3 as one fused network).
 
 One --flag per TrainConfig field; the training itself is `tune_mnist.train.loop` (one seed, or seeds
 fused into one network, the same loop).
@@ -37,15 +38,17 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig.from_dict(given)
 
 
-def parse_seeds(text: str) -> tuple[int, int]:
-    """`--seeds 1,2,3` -> (seed 1, cohort 3): a cohort is consecutive seeds."""
+def parse_seeds(text: str) -> int:
+    """`--seeds N`: a count of seeds, as on every command (a cohort is consecutive seeds)."""
     try:
-        seeds = [int(part) for part in text.split(",")]
+        count = int(text)
     except ValueError:
-        raise ConfigError(f"--seeds {text!r}: comma-separated integers, e.g. 1,2,3") from None
-    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
-        raise ConfigError(f"--seeds {text!r}: a cohort is consecutive seeds, e.g. 4,5,6")
-    return seeds[0], len(seeds)
+        raise ConfigError(
+            f"--seeds {text!r}: a count of consecutive seeds from --seed, e.g. --seed 1 --seeds 3"
+        ) from None
+    if count < 1:
+        raise ConfigError(f"--seeds {count}: must be >= 1")
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,23 +62,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_config_arguments(parser)
     parser.add_argument(
-        "--seeds", help="train these consecutive seeds at once as one fused network: 1,2,3"
+        "--seeds",
+        help="how many consecutive seeds from --seed to train at once as one fused network "
+        "(the config field --cohort)",
     )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument(
         "--out", help="model file (a folder of seed<N>.pt for a cohort); default runs/"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="1 epoch on 2,000 training and 1,000 test images; nothing saved",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.epochs, args.train_subset, args.test_subset = 1, 2000, 1000
     try:
         if args.seeds is not None:
-            if args.seed is not None or args.cohort is not None:
-                raise ConfigError("--seeds replaces --seed and --cohort: give one of them")
-            args.seed, args.cohort = parse_seeds(args.seeds)
+            if args.cohort is not None:
+                raise ConfigError("--seeds and --cohort say the same: give one of them")
+            args.cohort = parse_seeds(args.seeds)
         config = config_from_args(args)
         out = args.out or (
             "runs" if config.cohort > 1 else f"runs/{config.arch}-seed{config.seed}.pt"
         )
-        check_out(out, folder=config.cohort > 1)
+        if not args.smoke:
+            check_out(out, folder=config.cohort > 1)
         data = load_mnist(args.data_dir, device=resolve_device(config.device))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -90,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing saved; the same command retrains it", file=sys.stderr)
         return 130
+    if args.smoke:
+        finals = ", ".join(f"{r.final.get('test_acc', math.nan):.2f}%" for r in results)
+        print(f"smoke: final test acc {finals} on 1,000 images; nothing saved")
+        return 0 if all(r.status == "completed" for r in results) else 1
     if config.cohort > 1:
         return _save_cohort(config, results, args.out)
     [result] = results

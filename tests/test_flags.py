@@ -1,0 +1,70 @@
+"""One meaning per flag name across every `tune-mnist` command, read from each --help."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tune_mnist.cli import COMMANDS, main
+
+# flag -> what its help must say wherever a command takes it
+MEANINGS = {
+    "--results": "results/<name>",  # one search's folder
+    "--results-dir": "folder of experiments",  # the folder holding every search
+    "--seeds": "how many",  # a count, never a list
+    "--threads": "threads",
+    "--data-dir": "MNIST IDX files",
+    "--smoke": None,
+}
+EVERY_SCRIPT = ("search", "race", "retrain", "reproduce", "leaderboard", "train")
+
+
+def help_of(name: str, capsys) -> dict[str, str]:
+    """flag -> its help text (argparse's wrapped lines joined)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main([name, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    flags, current = {}, None
+    for line in text.splitlines():
+        found = re.match(r"^  (--[a-z-]+)(?: ([A-Z_]+))?\s*(.*)$", line)
+        if found:
+            current = found.group(1)
+            flags[current] = f"{found.group(2) or ''} {found.group(3)}"
+        elif current and line.startswith("   "):
+            flags[current] += " " + line.strip()
+        else:
+            current = None
+    return flags
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_flag_means_one_thing_on_every_command(name, capsys):
+    flags = help_of(name, capsys)
+    for flag, phrase in MEANINGS.items():
+        if flag in flags and phrase:
+            assert phrase in flags[flag], (name, flag, flags[flag])
+    if "--seeds" in flags:  # a count, never a list
+        assert "how many" in flags["--seeds"] and "," not in flags["--seeds"].split("(")[0]
+    if name in EVERY_SCRIPT:
+        assert "--smoke" in flags, name
+
+
+def test_seeds_is_a_count_everywhere(capsys):
+    from tune_mnist.train.command import main as train_main
+
+    args = ["--arch", "tiny", "--smoke", "--threads", "1", "--device", "cpu"]
+    assert train_main([*args, "--seeds", "1,2,3"]) == 2
+    assert "a count of consecutive seeds" in capsys.readouterr().err
+
+
+def test_results_dir_is_the_folder_a_command_reads(tmp_path, capsys):
+    """--results-dir points a command at that folder, as $TUNE_MNIST_RESULTS would."""
+    from tune_mnist.publish.leaderboard import main as board
+
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    assert board(["--results-dir", str(empty), "--smoke"]) == 2
+    assert f"no confirmations under {empty}" in capsys.readouterr().err
