@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from tune_mnist.store import cpu_flags, cpu_name
+from tune_mnist.machine import cpu_flags, cpu_name
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import CPU_STEPS, TrainConfig
 from tune_mnist.train.data import DataError, load_mnist

@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from tune_mnist.publish.confirm import train_command
-from tune_mnist.store import read_model_file
 from tune_mnist.train.config import CPU_STEPS, TrainConfig
+from tune_mnist.train.modelfile import read_model_file
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "cpu-step"

@@ -92,9 +92,9 @@ def test_cohort_range():
 
 def test_cli_trains_a_cohort_and_saves_one_model_per_seed(tmp_path, mnist, capsys):
     from tune_mnist import load_model
-    from tune_mnist.store import read_model_file
     from tune_mnist.train.command import main
     from tune_mnist.train.loop import evaluate
+    from tune_mnist.train.modelfile import read_model_file
 
     args = ["--arch", "super_light", "--epochs", "1", "--train-subset", "1000"]
     args += ["--test-subset", "500", "--device", "cpu", "--threads", "1"]

@@ -15,9 +15,9 @@ from searchutil import ROOT
 from tune_mnist import load_model
 from tune_mnist.publish.predict import main as predict_main
 from tune_mnist.search.report import build
-from tune_mnist.store import read_model_file, save_model
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.loop import evaluate, train
+from tune_mnist.train.modelfile import read_model_file, save_model
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from searchutil import run_script, space_file
 
-import tune_mnist.store as store
+import tune_mnist.machine as machine
 import tune_mnist.train.steps as steps_module
 from tune_mnist.search.space import SpaceError, load_space
 from tune_mnist.train.config import CPU_STEPS, TrainConfig, cpu_step_fields, cpu_step_of
@@ -60,7 +60,7 @@ def test_channels_last_moves_the_layout_not_the_initial_weights():
 
 
 def test_bf16_on_a_cpu_without_it_falls_back_to_fp32_with_one_line(mnist, monkeypatch, capfd):
-    monkeypatch.setattr(store, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     steps_module._say_once.cache_clear()
     config = TrainConfig(arch="lean", **{**QUICK, "epochs": 1})
     asked = train(config.replace(precision="bf16"), mnist)[0]

@@ -12,8 +12,8 @@ import warnings
 import pytest
 from searchutil import ROOT
 
+from tune_mnist.machine import cpu_name
 from tune_mnist.publish.reproduce import recorded
-from tune_mnist.store import cpu_name
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,6 @@ __all__ = ["load_model"]
 
 def load_model(path, device: str = "cpu"):
     """The trained model saved at `path` (a .pt file or its folder), in eval mode."""
-    from tune_mnist.store import load_model as _load
+    from tune_mnist.train.modelfile import load_model as _load
 
     return _load(path, device)

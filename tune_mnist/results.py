@@ -16,7 +16,7 @@ import pandas as pd
 
 from tune_mnist import rule
 from tune_mnist.fidelity import FULL, parse
-from tune_mnist.store import atomic_write_bytes
+from tune_mnist.files import atomic_write_bytes
 from tune_mnist.train.config import TrainConfig
 
 EPOCH_COLUMNS = [

@@ -22,10 +22,10 @@ import pandas as pd  # noqa: E402
 
 from tune_mnist import rule  # noqa: E402
 from tune_mnist.confirmed import MODEL, confirmed_rows  # noqa: E402
+from tune_mnist.files import atomic_write_text  # noqa: E402
 from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
 from tune_mnist.results import TableError, config_of  # noqa: E402
-from tune_mnist.store import atomic_write_text  # noqa: E402
 from tune_mnist.train.config import TrainConfig, cpu_step_of  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive

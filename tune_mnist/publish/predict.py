@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tune_mnist.store import load_model
 from tune_mnist.train.data import normalize
+from tune_mnist.train.modelfile import load_model
 
 
 def read_image(path: str | Path) -> torch.Tensor:

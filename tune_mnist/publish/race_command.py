@@ -67,8 +67,8 @@ def load_field(folder: Path, top: int):
 
 def train_round(alive, data, folder: Path) -> None:
     """One more seed of each contender in `alive`, side by side as Ray tasks."""
+    from tune_mnist.machine import provenance
     from tune_mnist.publish.confirm import train_groups
-    from tune_mnist.store import provenance
 
     configs = [[c.config.replace(seed=len(c.vals), threads=1, device="cpu")] for c in alive]
     prov = provenance("cpu")

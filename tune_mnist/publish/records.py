@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.files import atomic_write_text, write_json
 from tune_mnist.publish.confirm import InputError, selection_of, train_command
-from tune_mnist.store import atomic_write_text, save_model, write_json
+from tune_mnist.train.modelfile import save_model
 
 
 def write_card(out: Path, row, config, runs, summary, prov, command: str) -> None:

@@ -76,7 +76,7 @@ def differences(found: list[dict], curve: pd.DataFrame) -> list[str]:
 
 def environment_notes(row: pd.Series) -> list[str]:
     """What differs from the recorded run's environment (a likely cause of a mismatch)."""
-    from tune_mnist.store import cpu_name, versions
+    from tune_mnist.machine import cpu_name, versions
 
     notes = []
     torch_now = versions()["torch"]
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 def check_weights(weights: Path) -> None:
     """A weights file that --full could not compare (cut short, not a model file) refused
     before the run; a missing one is reported as a difference after it."""
-    from tune_mnist.store import read_model_file
+    from tune_mnist.train.modelfile import read_model_file
 
     if weights.is_file():
         try:
@@ -221,7 +221,7 @@ def check_weights(weights: Path) -> None:
 
 def final_differences(result, row: pd.Series, weights: Path) -> list[str]:
     """The full run against the recorded final test accuracy and the saved weights."""
-    from tune_mnist.store import read_model_file
+    from tune_mnist.train.modelfile import read_model_file
 
     out = []
     final = result.final.get("test_acc")

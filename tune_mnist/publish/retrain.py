@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.machine import provenance
 from tune_mnist.paths import add_results_dir, results_root, use_results_dir
 from tune_mnist.publish import stash
 from tune_mnist.publish.confirm import (
@@ -37,7 +38,6 @@ from tune_mnist.publish.records import (
 from tune_mnist.results import TableError, config_of, read_parquet
 from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.space import SETTINGS_DEFAULTS
-from tune_mnist.store import provenance
 from tune_mnist.train.config import CPU_STEPS, cpu_step_fields, cpu_step_of
 
 

@@ -22,10 +22,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tune_mnist.files import atomic_write_text  # noqa: E402
 from tune_mnist.results import Results, load  # noqa: E402
 from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.summary import epochs_summary, full_fidelity  # noqa: E402
-from tune_mnist.store import atomic_write_text  # noqa: E402
 
 COLORS = {
     "completed": "tab:blue",

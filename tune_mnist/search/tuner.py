@@ -15,6 +15,8 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_mnist.files import atomic_write_bytes, write_json
+from tune_mnist.machine import provenance
 from tune_mnist.results import write_tables
 from tune_mnist.search import ray_door, rungs
 from tune_mnist.search.atomic_fs import storage_filesystem
@@ -32,7 +34,6 @@ from tune_mnist.search.summary import (
 )
 from tune_mnist.search.trainable import run_trial
 from tune_mnist.search.writer import Relay, ResultsWriter, set_live
-from tune_mnist.store import atomic_write_bytes, provenance, write_json
 from tune_mnist.train.config import TrainConfig, cpu_step_fields, cpu_step_of
 
 RECEIVED: dict[str, int] = {}  # the stop signal, once one came (for the exit status)

@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 
 from tune_mnist.fidelity import config_at, nominal_cost
+from tune_mnist.machine import provenance
 from tune_mnist.paths import results_root
 from tune_mnist.results import read_parquet, write_parquet
-from tune_mnist.store import provenance
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import load_mnist
 from tune_mnist.train.loop import train

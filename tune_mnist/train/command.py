@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 import os
 
+from tune_mnist.machine import provenance
 from tune_mnist.train.config import ConfigError, TrainConfig, field_docs
 from tune_mnist.train.loop import print_epoch, train
+from tune_mnist.train.modelfile import save_model
 from tune_mnist.train.models import build_from_config, count_params
 from tune_mnist.train.state import TrainResult, member_seeds, resolve_device
 
@@ -158,8 +160,6 @@ def _save_cohort(config: TrainConfig, results: list[TrainResult], out: str | Non
 
 def _save(result: TrainResult, config: TrainConfig, out: str) -> None:
     """A model file in the single-run format (load_model and predict read it unchanged)."""
-    from tune_mnist.store import provenance, save_model
-
     save_model(
         out,
         result.model,

@@ -28,6 +28,7 @@ from functools import cache
 
 import torch
 
+from tune_mnist import machine
 from tune_mnist.train.config import TrainConfig
 
 WARMUP_STEPS = 3  # eager steps before capture: lazy state (optimiser moments) exists by then
@@ -56,9 +57,7 @@ def bf16_supported(device: torch.device) -> bool:
     on stderr, once per process, where it falls back."""
     if device.type != "cpu":
         return True
-    from tune_mnist.store import cpu_flags
-
-    if cpu_flags() & CPU_BF16_FLAGS:
+    if machine.cpu_flags() & CPU_BF16_FLAGS:
         return True
     _say_once(
         "tune_mnist: precision bf16 asked, but this CPU has no bfloat16 instructions "
