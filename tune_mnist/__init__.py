@@ -8,6 +8,7 @@ __all__ = ["load_model"]
 
 def load_model(path, device: str = "cpu"):
     """The trained model saved at `path` (a .pt file or its folder), in eval mode."""
+    # lazy: importing the package loads nothing
     from tune_mnist.train.modelfile import load_model as _load
 
     return _load(path, device)

@@ -16,11 +16,15 @@ seed and 1 when it did not (or no trial completed to race); 2 bad input; 130 Ctr
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import sys
 from pathlib import Path
 
 from tune_mnist.paths import results_root, shown
 from tune_mnist.publish import leaderboard, race_command, retrain
+from tune_mnist.publish.race import contenders
 from tune_mnist.publish.records import table_problem
 from tune_mnist.results import TableError, read_parquet
 from tune_mnist.search import command
@@ -69,9 +73,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _raceable(folder: Path) -> bool:
-    import json
-
-    from tune_mnist.publish.race import contenders
 
     budget = json.loads((folder / "search.json").read_text())["settings"]["max_params"]
     return bool(contenders(read_parquet(folder / "trials.parquet"), 1, budget))
@@ -83,8 +84,6 @@ def _race_argv(args, folder: Path) -> list[str]:
 
 
 def _retrain_argv(args, folder: Path, pick: str) -> list[str]:
-    import os
-
     out = ["--results", str(folder), "--trials", pick, "--seeds", str(args.confirm)]
     if args.gpus:
         out += ["--gpus", str(args.gpus)]
@@ -102,8 +101,6 @@ def _retrain_argv(args, folder: Path, pick: str) -> list[str]:
 def _confirm_eta(folder: Path, pick: str, args) -> str:
     """`about 12 min: 5 seeds, 2 at a time, each about 230 s` from the seconds the trial's
     full run took in the search (on all 60,000 images a seed takes 60/55 of them)."""
-    import math
-    import os
 
     trials = read_parquet(folder / "trials.parquet").set_index("trial_id")
     seconds = float(trials.loc[pick].get("full_fidelity_s") or 0) * 60 / 55

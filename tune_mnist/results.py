@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow
 
 from tune_mnist import rule
 from tune_mnist.fidelity import FULL, parse
@@ -279,7 +280,6 @@ def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
     search runs; pyarrow given a path opens it twice (footer, then pages), and a rename in
     between pairs one file's footer with another's pages ("Couldn't deserialize thrift").
     A file that is empty, cut short or not parquet raises TableError, naming it."""
-    import pyarrow
 
     path = Path(path)
     data = path.read_bytes()

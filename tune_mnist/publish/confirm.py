@@ -156,7 +156,7 @@ def train_groups(
                     runs.append(run)
             yield runs
         return
-    import ray
+    import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
     task = ray.remote(train_seed).options(**parallel)
     shared = ray.put(data)

@@ -10,8 +10,10 @@ them. Only these confirmations count: a search's own run is one lucky seed.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -341,9 +343,6 @@ def update_readme(readme: Path, block: str, markers=(START, END)) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(prog="scripts/leaderboard.py", description=__doc__)
     add_results_dir(parser)
     parser.add_argument("--readme", help="rewrite the table between the markers in this file")

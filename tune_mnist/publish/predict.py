@@ -21,7 +21,7 @@ from tune_mnist.train.modelfile import load_model
 
 def read_image(path: str | Path) -> torch.Tensor:
     """A (28, 28) uint8 tensor, white digit on black, from any image file PIL can read."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: Pillow loads only to read an image
 
     try:
         with Image.open(path) as opened:

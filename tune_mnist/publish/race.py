@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from tune_mnist import rule
+from tune_mnist.publish.records import SIDE, append_confirmations
 from tune_mnist.results import config_of, read_parquet, write_parquet
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import MNIST
@@ -123,7 +124,6 @@ RUNS_TABLE = "race_runs.parquet"
 def recorded_runs(folder: Path) -> pd.DataFrame:
     """Every run recorded: the table's, and any a full disk left in a side file beside it
     (publish.records.SIDE) that no later append has merged in yet."""
-    from tune_mnist.publish.records import SIDE
 
     paths = [folder / RUNS_TABLE, *sorted(folder.glob(f"{RUNS_TABLE}{SIDE}*.parquet"))]
     frames = [read_parquet(p) for p in paths if p.is_file()]
@@ -136,7 +136,6 @@ def recorded_runs(folder: Path) -> pd.DataFrame:
 def append_runs(folder: Path, rows: list[dict]) -> Path | None:
     """Append under the confirmations' lock; rows the table cannot take go to a side file,
     whose path is returned (merged in by the next append)."""
-    from tune_mnist.publish.records import append_confirmations
 
     return append_confirmations(folder, rows, RUNS_TABLE)
 

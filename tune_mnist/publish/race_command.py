@@ -15,8 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from tune_mnist.machine import provenance
 from tune_mnist.publish import race
+from tune_mnist.publish.confirm import train_groups
 from tune_mnist.results import read_parquet
+from tune_mnist.search.ray_door import start_ray
+from tune_mnist.train.data import DataError, load_mnist
 
 TOP = 4
 RUNS = 6
@@ -67,8 +71,6 @@ def load_field(folder: Path, top: int):
 
 def train_round(alive, data, folder: Path) -> None:
     """One more seed of each contender in `alive`, side by side as Ray tasks."""
-    from tune_mnist.machine import provenance
-    from tune_mnist.publish.confirm import train_groups
 
     configs = [[c.config.replace(seed=len(c.vals), threads=1, device="cpu")] for c in alive]
     prov = provenance("cpu")
@@ -107,7 +109,6 @@ def main(argv=None) -> int:
 def run(argv=None) -> tuple[int, str | None]:
     """(exit status, the trial to confirm: the winner, or the leader when the budget ran
     out; None when the race did not run)."""
-    from tune_mnist.train.data import DataError, load_mnist
 
     started = time.perf_counter()
     UNWRITTEN.clear()
@@ -130,8 +131,6 @@ def run(argv=None) -> tuple[int, str | None]:
             eta = f", at most about {left / len(alive) * round_s / 60:.0f} min" if round_s else ""
             print(f"race round: {len(alive)} runs, {left} left in the budget{eta}", flush=True)
             if not ray_up:
-                from tune_mnist.search.ray_door import start_ray
-
                 start_ray(None, cpus=args.cpus)
                 ray_up = True
             begun = time.perf_counter()
@@ -144,7 +143,7 @@ def run(argv=None) -> tuple[int, str | None]:
         return 130, None
     finally:
         if ray_up:
-            import ray
+            import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
             ray.shutdown()
     leader = max((c for c in field if c.status != "dropped"), key=lambda c: c.mean)

@@ -4,6 +4,7 @@ seed retrained again supersedes its old row (moved to the *_history tables)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -11,15 +12,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow
 
 from tune_mnist.files import atomic_write_text, write_json
 from tune_mnist.publish.confirm import InputError, selection_of, train_command
+from tune_mnist.results import TableError, read_parquet, write_parquet
 from tune_mnist.train.modelfile import save_model
+from tune_mnist.train.models import build_from_config
 
 
 def write_card(out: Path, row, config, runs, summary, prov, command: str) -> None:
     """Weights of every seed (model.pt = the first seed, not the luckiest) and the card."""
-    from tune_mnist.train.models import build_from_config
 
     for run in runs:
         model = build_from_config(config.replace(seed=run.seed))
@@ -113,9 +116,6 @@ SIDE = ".unwritten-"  # rows a table could not take: <table>.unwritten-<stamp>.p
 def table_problem(path: Path, required: tuple[str, ...] = ()) -> str | None:
     """What is wrong with a parquet table that a command will read or append to, in a few
     words (None: readable, or absent, which is fine for a table made on first append)."""
-    import pyarrow
-
-    from tune_mnist.results import TableError, read_parquet
 
     if not path.exists():
         return None
@@ -150,11 +150,6 @@ def append_confirmations(
     Rows a later retrain of the same seed supersedes then move to the history tables. Rows
     the table cannot take (a full disk, a file damaged meanwhile) go to a side file beside
     it, whose path is returned; the next append merges every side file back in, once."""
-    import fcntl
-
-    import pyarrow
-
-    from tune_mnist.results import read_parquet, write_parquet
 
     path = folder / name
     with open(folder / ".confirmations.lock", "w") as lock:
@@ -188,7 +183,6 @@ def retire_superseded(folder: Path) -> int:
     seed superseded (its seed<N>.pt now holds the newer run) to the history tables, so that
     a plain read of confirmations.parquet returns the current rows only. Returns how many
     rows moved. Called under the confirmations lock."""
-    from tune_mnist.results import read_parquet, write_parquet
 
     path = folder / "confirmations.parquet"
     if not path.is_file():

@@ -18,9 +18,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tune_mnist.machine import cpu_name, versions
 from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir
 from tune_mnist.publish.confirm import InputError
 from tune_mnist.results import TableError, config_of, read_parquet
+from tune_mnist.train.config import ConfigError
+from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.loop import print_epoch, train
+from tune_mnist.train.modelfile import read_model_file
 
 COMPARED = ("lr", "train_loss", "train_acc", "test_loss", "test_acc")
 
@@ -76,7 +81,6 @@ def differences(found: list[dict], curve: pd.DataFrame) -> list[str]:
 
 def environment_notes(row: pd.Series) -> list[str]:
     """What differs from the recorded run's environment (a likely cause of a mismatch)."""
-    from tune_mnist.machine import cpu_name, versions
 
     notes = []
     torch_now = versions()["torch"]
@@ -149,10 +153,6 @@ def smallest_confirmed() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tune_mnist.train.config import ConfigError
-    from tune_mnist.train.data import DataError, load_mnist
-    from tune_mnist.train.loop import print_epoch, train
-
     try:
         args = parse_args(argv)
         row, curve = recorded(Path(args.confirmed), args.seed)
@@ -207,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
 def check_weights(weights: Path) -> None:
     """A weights file that --full could not compare (cut short, not a model file) refused
     before the run; a missing one is reported as a difference after it."""
-    from tune_mnist.train.modelfile import read_model_file
 
     if weights.is_file():
         try:
@@ -221,7 +220,6 @@ def check_weights(weights: Path) -> None:
 
 def final_differences(result, row: pd.Series, weights: Path) -> list[str]:
     """The full run against the recorded final test accuracy and the saved weights."""
-    from tune_mnist.train.modelfile import read_model_file
 
     out = []
     final = result.final.get("test_acc")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from tune_mnist.machine import provenance
 from tune_mnist.paths import add_results_dir, results_root, use_results_dir
@@ -37,8 +38,10 @@ from tune_mnist.publish.records import (
 )
 from tune_mnist.results import TableError, config_of, read_parquet
 from tune_mnist.search.optuna_journal import rebuild
+from tune_mnist.search.ray_door import start_ray as start
 from tune_mnist.search.space import SETTINGS_DEFAULTS
-from tune_mnist.train.config import CPU_STEPS, cpu_step_fields, cpu_step_of
+from tune_mnist.train.config import CPU_STEPS, ConfigError, cpu_step_fields, cpu_step_of
+from tune_mnist.train.data import DataError, load_mnist
 
 
 def parse_args(argv):
@@ -192,7 +195,6 @@ def seed_configs(row, args, device: str, parallel: bool) -> list:
     (val_size 0: the held-out images did their job in the search) and scored on all 10,000
     test images, even when the search ran on a subset (unless --train/test-subset ask), with
     the thread count written down rather than left to torch."""
-    import torch
 
     epochs = args.epochs or int(row["epochs"])
     # fresh seeds: the search's own run (seed row.seed) is the lucky one being checked
@@ -227,7 +229,6 @@ def seed_runner(args) -> dict | None:
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not (address or args.gpus or args.cpus > 1):
         return None
-    from tune_mnist.search.ray_door import start_ray as start
 
     start(address, cpus=args.cpus, gpus=args.gpus, worker_output=True)  # every seed's epochs
     import ray  # (after ray_door.start_ray: it sets what Ray reads on its first import)
@@ -240,9 +241,6 @@ def seed_runner(args) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tune_mnist.train.config import ConfigError
-    from tune_mnist.train.data import DataError, load_mnist
-
     try:
         args = parse_args(argv)
         folder, candidates, settings = load_candidates(args)
@@ -255,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as exc:  # --address / RAY_ADDRESS names no running cluster
         print(f"error: cannot join the Ray cluster: {exc}; check --address", file=sys.stderr)
         return 2
+    # lazy: Ray takes seconds to load, and after start_ray's settings
     from ray.exceptions import RayError
 
     try:
@@ -276,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if parallel is not None:
-            import ray
+            import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
             ray.shutdown()
 
@@ -359,6 +358,7 @@ def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int
 def study_note(folder: Path) -> None:
     """The confirmations, in the search's Optuna study file (optuna-dashboard): a view, so a
     failure to write it is a note, never the command's failure."""
+    # lazy: Optuna loads only where a study is read or written
     from optuna.exceptions import OptunaError
 
     try:

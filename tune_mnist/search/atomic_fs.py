@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 # a file being written: `<name>.partial-<random>`, which matches none of Ray's patterns (nor
@@ -133,8 +134,6 @@ class WholeFileHandler(pafs.FileSystemHandler):
         return self.local.open_input_file(path)
 
     def open_output_stream(self, path, metadata):
-        import pyarrow as pa
-
         return pa.PythonFile(_Whole(path), mode="w")
 
     def open_append_stream(self, path, metadata):

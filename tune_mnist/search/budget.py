@@ -20,6 +20,7 @@ import yaml
 
 from tune_mnist import rule
 from tune_mnist.search.space import SETTINGS_DEFAULTS, SearchSpace, SpaceError, read_yaml
+from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.models import build_from_config, count_params
 
 WIDTHS = ("width1", "width2", "width3", "width4", "width5", "squeeze_width")
@@ -47,7 +48,6 @@ def _fits(point: dict, branch: dict) -> bool:
 
 def shaped_doc(doc: dict, max_params: int) -> tuple[dict, float]:
     """(the space's YAML mapping shaped to `max_params`, the width factor)."""
-    from tune_mnist.train.config import TrainConfig
 
     settings = dict(doc.get("settings") or {})
     written = settings.get("max_params", SETTINGS_DEFAULTS["max_params"])
@@ -93,7 +93,7 @@ def shaped_file(path: Path, max_params: int) -> tuple[Path, float]:
 
 def over_budget_share(space: SearchSpace, draws: int = DRAWS, seed: int = 0) -> float:
     """The share of `draws` uniform random configurations of `space` over its budget."""
-    import optuna
+    import optuna  # lazy: Optuna loads only where a study is read or written
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))

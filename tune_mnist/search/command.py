@@ -7,6 +7,7 @@ parquet tables as trials finish and prints a summary at the end.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -17,10 +18,17 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from tune_mnist.paths import CHECKOUT, add_results_dir, results_root, spaces_dir, use_results_dir
 from tune_mnist.search import ray_door
+from tune_mnist.search.budget import over_budget_share, shaped_file
+from tune_mnist.search.lock import check_free, hold
 from tune_mnist.search.plan import UsageError, plan_resources
-from tune_mnist.train.config import CPU_STEPS
+from tune_mnist.search.ray_door import parse_storage
+from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.train.config import CPU_STEPS, ConfigError
+from tune_mnist.train.data import DataError, load_mnist
 
 ROOT = CHECKOUT or Path.cwd()  # what recorded paths are relative to
 RAY_DIR = ".ray"  # Ray's own experiment files, under the storage root
@@ -34,8 +42,6 @@ def check_name(name: str) -> str:
 
 
 def parse_args(argv: list[str] | None):
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="scripts/search.py",
         description="Search tiny MNIST CNNs with Ray Tune (Optuna proposes, ASHA stops).",
@@ -134,10 +140,6 @@ def parse_args(argv: list[str] | None):
 
 def prepare(args):
     """Everything that can fail on bad input, before Ray starts or anything is written."""
-    from tune_mnist.search.budget import over_budget_share, shaped_file
-    from tune_mnist.search.lock import check_free
-    from tune_mnist.search.space import load_space
-    from tune_mnist.train.data import load_mnist
 
     default = "smoke.yaml" if args.smoke else "default.yaml"
     if args.resume:
@@ -165,8 +167,6 @@ def prepare(args):
         space = resumed_space(args, folder)
         check_ray_state(folder, experiment)
     if args.gpus is not None and not args.address and not os.environ.get("RAY_ADDRESS"):
-        import torch
-
         plan_resources(
             args.gpus,
             args.trials_per_gpu,
@@ -195,7 +195,6 @@ def resumed_space(args, folder: Path):
     """A resume trains with the space its search started with (kept in the folder), whatever
     --space says: another space would change trials midway. A differing --space or
     --samples is refused."""
-    from tune_mnist.search.space import load_space
 
     meta_path = folder / "search.json"
     try:
@@ -261,7 +260,6 @@ def check_ray_state(folder: Path, experiment: str) -> None:
 def check_storage(storage: str, experiment: str) -> None:
     """A storage URI Ray cannot parse (`s3:/x`, an unknown scheme) fails here, in one line,
     instead of as pyarrow's traceback from inside Ray (which parses the same URI next)."""
-    from tune_mnist.search.ray_door import parse_storage
 
     try:
         for path in (storage, experiment):  # `gs://` parses; `gs:/<name>` made of it does not
@@ -274,7 +272,7 @@ def check_storage(storage: str, experiment: str) -> None:
 
 
 def _experiment_exists(experiment: str) -> bool:
-    from ray import tune
+    from ray import tune  # lazy: Ray takes seconds to load, and after start_ray's settings
 
     return tune.Tuner.can_restore(experiment)
 
@@ -303,9 +301,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> tuple[int, object, Path | None]:
     """(exit status, the parsed arguments, the search's folder); None before they exist."""
-    from tune_mnist.search.space import SpaceError
-    from tune_mnist.train.config import ConfigError
-    from tune_mnist.train.data import DataError
 
     args = None
     try:
@@ -322,7 +317,7 @@ def run(argv: list[str] | None = None) -> tuple[int, object, Path | None]:
 
 
 def _search(args, prepared) -> int:
-    from tune_mnist.search.lock import hold
+    # lazy: Ray, only once the input is checked
     from tune_mnist.search.tuner import RECEIVED, SearchInterrupted, run_search
 
     space, name, folder, storage, experiment, data = prepared

@@ -61,6 +61,7 @@ def start(nodes: int, cpus: float, gpus: float, head_cpus: float | None = None):
     # as `ray start --head` does: token authentication when this machine has a token, the
     # same rule by which the scripts decide to send it (a mismatch leaves actors unstarted)
     use_auth_token()
+    # lazy: Ray takes seconds to load, and after start_ray's settings
     from ray.cluster_utils import Cluster
 
     common = {"num_gpus": gpus, "object_store_memory": 200 * 1024**2}

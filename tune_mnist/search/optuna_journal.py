@@ -22,7 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tune_mnist.results import TrialView
+from tune_mnist.results import TrialView, read_parquet
+from tune_mnist.search.journal import Journal
+from tune_mnist.search.space import load_space
 
 FILE = "optuna.journal"
 STATES = {  # trials.parquet status -> Optuna state (None: still running)
@@ -39,7 +41,7 @@ class StudyFile:
     """The open journal of one search; `sync` brings it up to date."""
 
     def __init__(self, folder: Path, space):
-        import optuna
+        import optuna  # lazy: Optuna loads only where a study is read or written
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -83,6 +85,7 @@ class StudyFile:
             self._confirmed(confirmations)
 
     def _create(self, view):
+        # lazy: Optuna loads only where a study is read or written
         from optuna.trial import FixedTrial, TrialState, create_trial
 
         replay = FixedTrial(view.config)
@@ -103,6 +106,7 @@ class StudyFile:
         return self.known[view.trial_id]
 
     def _update(self, frozen, view, row: dict) -> None:
+        # lazy: Optuna loads only where a study is read or written
         from optuna.trial import TrialState
 
         tid = self.ids[view.trial_id]
@@ -151,9 +155,6 @@ def rebuild(folder: Path) -> Path | None:
     """The study file of a finished search, brought up to date from its journal, or from
     its tables where no journal is kept (a search committed without one; confirmations made
     since): the file, or None when the folder has neither a space nor trials."""
-    from tune_mnist.results import read_parquet
-    from tune_mnist.search.journal import Journal
-    from tune_mnist.search.space import load_space
 
     space_file, trials_file = folder / "space.yaml", folder / "trials.parquet"
     if not space_file.is_file() or not trials_file.is_file():

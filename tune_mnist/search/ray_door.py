@@ -8,9 +8,13 @@ it names. Nothing else in the package imports `ray._*` or `*._internal*`.
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import logging
 import os
 import socket
+
+import torch
 
 RAY_CHECKED = "2.60.0"
 # what a Ray of our own, or a loopback cluster's node, reads at start: the node address on
@@ -73,13 +77,12 @@ def start_ray(
     # Ray starts its workers at nice 15: on a busy machine the trials (the whole point) then
     # starve behind any normal process; ours run at normal priority (a cluster keeps its own)
     os.environ.setdefault("RAY_worker_niceness", LOOPBACK_ENV["RAY_worker_niceness"])
-    import ray
+    import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
     if address:
         # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
         join(address, log_to_driver=worker_output, logging_level=logging.WARNING)
         return
-    import torch
 
     ray.init(
         # a new Ray of our own: without "local", Ray joins whatever cluster `ray start` last
@@ -113,7 +116,7 @@ def join(address: str, **init) -> None:
     then accepts the driver and runs its tasks, but kills every actor before it starts
     ("The actor never ran"), so every trial would fail. One probe actor tells, within a
     second; on that answer the driver joins again without authentication."""
-    import ray
+    import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
     check_reachable(address)
     chose = use_auth_token()
@@ -133,7 +136,7 @@ def join(address: str, **init) -> None:
 
 def _actor_runs(timeout_s: float = 120.0) -> bool:
     """True when a probe actor (no CPU asked: busy nodes still place it) answers."""
-    import ray
+    import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
     from ray.exceptions import GetTimeoutError, RayActorError
 
     @ray.remote(num_cpus=0)
@@ -168,6 +171,7 @@ def use_auth_token() -> bool:
     if "RAY_AUTH_MODE" in os.environ:
         return False
     try:
+        # lazy: Ray takes seconds to load, and after start_ray's settings
         from ray._raylet import AuthenticationTokenLoader
     except ImportError:  # a Ray before token authentication
         return False
@@ -181,6 +185,7 @@ def _set_auth_mode(mode: str) -> None:
     """Private: ray._raylet.Config / AuthenticationTokenLoader. Ray reads RAY_AUTH_MODE once
     per process; this is the refresh Ray itself does (there is no public one). Upgrade:
     test_cluster.py::test_a_cluster_made_by_rays_own_cluster_utils_runs_a_search."""
+    # lazy: Ray takes seconds to load, and after start_ray's settings
     from ray._raylet import AuthenticationTokenLoader, Config
 
     os.environ["RAY_AUTH_MODE"] = mode
@@ -195,6 +200,7 @@ def parse_storage(uri: str, filesystem=None):
     calling it first turns a bad URI into our one-line error, not a traceback from inside
     Ray). Upgrade: test_failures.py::test_bad_input_is_one_line_exit_2_and_writes_nothing
     (its storage_bad_uri case)."""
+    # lazy: Ray takes seconds to load, and after start_ray's settings
     from ray.train._internal.storage import get_fs_and_path
 
     return get_fs_and_path(uri, filesystem)
@@ -205,6 +211,7 @@ def trial_storage():
     trial. Private: ray.train._internal.session.get_session (no public API names the trial's
     storage). Upgrade: test_kills.py::test_kills_at_many_moments_lose_nothing_and_retrain_nothing
     (it finds the checkpoints Ray had not registered when a kill came)."""
+    # lazy: Ray takes seconds to load, and after start_ray's settings
     from ray.train._internal.session import get_session
 
     storage = get_session().storage
@@ -220,10 +227,8 @@ def damaged_state(experiment: str, journaled: int) -> str | None:
     Private: the names of Ray's state files (TuneController, SearchGenerator and Searcher's
     CKPT_FILE_TMPL) and that Ray picks the greatest name of each. Upgrade:
     test_kills.py::test_a_damaged_ray_state_is_refused_in_one_line."""
-    import fnmatch
-    import json
 
-    import pyarrow.fs
+    import pyarrow.fs  # lazy: Ray (pyarrow with it) takes seconds, after start_ray
     import ray.cloudpickle as cloudpickle
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.search.search_generator import SearchGenerator
@@ -268,6 +273,7 @@ def repoint_new_trials(storage: str, filesystem=None) -> None:
     checkpoints there (Ray re-points only the trials it restores). Point it at today's.
     Private: a patch of SearchGenerator.set_state reading its `_experiment`. Upgrade:
     test_kills.py::test_a_moved_search_resumes_in_its_new_place_and_leaves_the_old_alone."""
+    # lazy: Ray takes seconds to load, and after start_ray's settings
     from ray.tune.search.search_generator import SearchGenerator
 
     _STORAGE[:] = [storage, filesystem]
@@ -291,6 +297,7 @@ def raylet_pid(node) -> int:
     """The pid of a `ray.cluster_utils.Cluster` node's raylet (what a test kills to lose a
     node). Private: ray._private.ray_constants. Upgrade:
     test_cluster.py::test_a_lost_node_costs_only_a_retry_from_the_checkpoint."""
+    # lazy: Ray takes seconds to load, and after start_ray's settings
     from ray._private import ray_constants
 
     return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import matplotlib
 
+from tune_mnist.search.space import load_space
+
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -171,9 +173,7 @@ def asha(results: Results, settings: dict, path: Path) -> None:
 
 def importance(results: Results, settings: dict, space_path: str, path: Path) -> str:
     """fANOVA importance for the selection accuracy at the grace epoch; returns a note."""
-    import optuna
-
-    from tune_mnist.search.space import load_space
+    import optuna  # lazy: Optuna loads only where a study is read or written
 
     space = load_space(space_path)
     metric, words = selected_on(results)
@@ -211,7 +211,7 @@ def importance(results: Results, settings: dict, space_path: str, path: Path) ->
 
 
 def _optuna_dist(dist):
-    import optuna.distributions as od
+    import optuna.distributions as od  # lazy: Optuna loads only where a study is read or written
 
     if dist.kind == "choice":
         return od.CategoricalDistribution(list(dist.values))

@@ -136,7 +136,7 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
 def make_search(space, seed: int, concurrency: int) -> tuple[Limiter, PromotionASHA]:
     """Optuna's TPE proposes (one objective, or accuracy and size in Pareto mode), at most
     `concurrency` running at once; ASHA by promotion stops (tune_mnist.search.promotion)."""
-    import optuna
+    import optuna  # lazy: Optuna loads only where a study is read or written
 
     # the `group` sampler option is marked experimental, and a new in-memory study is
     # announced on every start: noise in a search's output
@@ -305,7 +305,7 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
         print(f"error: no trial trained to its end: {cause}", file=sys.stderr, flush=True)
         return 1
     if not args.no_report:
-        from tune_mnist.search.report import build
+        from tune_mnist.search.report import build  # lazy: the report's matplotlib, only at the end
 
         print(f"  report: {build(folder)}", flush=True)
     return 0

@@ -151,10 +151,10 @@ def design_table(acc: pd.DataFrame) -> pd.DataFrame:
 
 
 def figures(acc: pd.DataFrame, table: pd.DataFrame, folder: Path) -> list[str]:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib loads only to draw
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib loads only to draw
 
     names = []
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

@@ -7,6 +7,7 @@ the published 5-seed confirmations. `python scripts/fidelity_study.py analyse` w
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -93,7 +94,6 @@ COLD = {"ray": "cold-4k", "promotion": "cold-4k-asha"}  # the same cold search, 
 
 def searches_share(results: Path) -> dict[str, float]:
     """The full-fidelity share each cold search recorded in its summary.json."""
-    import json
 
     out = {}
     for rule, name in COLD.items():

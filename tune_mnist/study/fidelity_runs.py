@@ -10,6 +10,7 @@ rows share the trunk's epochs.
 from __future__ import annotations
 
 import io
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from tune_mnist.fidelity import config_at, nominal_cost
 from tune_mnist.machine import provenance
 from tune_mnist.paths import results_root
 from tune_mnist.results import read_parquet, write_parquet
+from tune_mnist.search.ray_door import start_ray
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import load_mnist
 from tune_mnist.train.loop import train
@@ -176,13 +178,11 @@ def run_job(job: Job, data, smoke: bool) -> list[dict]:
 
 def train_queue(queue: list[Job], folder: Path, args) -> int:
     """Train `queue` as Ray tasks of one core each, recording each run as it ends."""
-    from tune_mnist.search.ray_door import start_ray
 
     data = load_mnist(args.data_dir)
     start_ray(None, cpus=args.cpus)
-    import signal
 
-    import ray
+    import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
     def stop(signum, frame):  # after ray.init, whose own SIGTERM handler ends the driver
         raise KeyboardInterrupt

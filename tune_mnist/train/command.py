@@ -7,11 +7,16 @@ fused into one network, the same loop).
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 import os
+import sys
+from pathlib import Path
 
 from tune_mnist.machine import provenance
 from tune_mnist.train.config import ConfigError, TrainConfig, field_docs
+from tune_mnist.train.data import DataError, load_mnist
 from tune_mnist.train.loop import print_epoch, train
 from tune_mnist.train.modelfile import save_model
 from tune_mnist.train.models import build_from_config, count_params
@@ -20,8 +25,6 @@ from tune_mnist.train.state import TrainResult, member_seeds, resolve_device
 
 def add_config_arguments(parser) -> None:
     """One --flag per TrainConfig field, defaulting to None (= keep the dataclass default)."""
-    import argparse
-    import dataclasses
 
     docs = field_docs()
     for f in dataclasses.fields(TrainConfig):
@@ -54,11 +57,6 @@ def parse_seeds(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    from tune_mnist.train.data import DataError, load_mnist
-
     parser = argparse.ArgumentParser(
         prog="python -m tune_mnist.train", description="Train one tiny MNIST CNN (or a cohort)."
     )
@@ -123,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
 def check_out(out: str, folder: bool) -> None:
     """Fail before training, not after it, when the model cannot be written: `out`'s
     folder (a cohort's `out` itself) must be makeable and writable, a file not a folder."""
-    from pathlib import Path
 
     path = Path(out)
     where = path if folder else path.parent

@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 
 def field_docs() -> dict[str, str]:
     """Each TrainConfig field's comment in this file (its meaning, unit or range): the help
     text of every command-line flag made from the field, so there is one place to say it."""
-    import re
-    from pathlib import Path
 
     field = re.compile(r"^    (\w+): [\w|. ]+ = .+?(?:  # (.+))?$")
     docs, above = {}, []  # above: the comment lines just before a field, if any

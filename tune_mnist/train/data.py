@@ -147,6 +147,7 @@ def download(folder: Path) -> None:
     made = made or folder / "MNIST"
     existed = made.exists()
     try:
+        # lazy: torchvision loads only to download
         from torchvision.datasets import MNIST as TorchvisionMNIST
 
         TorchvisionMNIST(root=str(folder), train=True, download=True)
