@@ -9,7 +9,7 @@ alike; the fastest of `--repeats` counts. bf16 runs only where the CPU has bfloa
 instructions (elsewhere torch emulates it: the variant is skipped with one line).
 
     python scripts/bench_cpu_step.py --data-dir ../shared/mnist --threads 1
-    python scripts/bench_cpu_step.py --smoke-test   # 2,560 images, seconds
+    python scripts/bench_cpu_step.py --smoke   # 2,560 images, seconds
 """
 
 from __future__ import annotations
@@ -62,9 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a trial's 1)")
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per variant")
     parser.add_argument("--smoke", dest="smoke_test", action="store_true", help="2,560 images only")
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
-    )
     args = parser.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:
         print("error: --threads and --repeats must be >= 1", file=sys.stderr)

@@ -7,7 +7,7 @@ Same model, same augmentation strengths, same AdamW + OneCycleLR step per batch.
 times and the ratio; run both in one process so machine noise hits both alike.
 
     python scripts/bench_epoch.py --data-dir ../shared/mnist            # full epoch
-    python scripts/bench_epoch.py --data-dir ../shared/mnist --smoke-test  # 2,560 images
+    python scripts/bench_epoch.py --data-dir ../shared/mnist --smoke  # 2,560 images
 """
 
 from __future__ import annotations
@@ -110,9 +110,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (stock)")
     parser.add_argument("--repeats", type=int, default=1, help="epochs timed per pipeline")
     parser.add_argument("--smoke", dest="smoke_test", action="store_true", help="2,560 images only")
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
-    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     config = TrainConfig(

@@ -9,7 +9,7 @@ ratio to the eager single run's.
 
     python scripts/bench_fused.py --data-dir ../shared/mnist            # K = 1, 3 on a CPU
     python scripts/bench_fused.py --device cuda --sizes 1,3,8,32,128    # on a GPU
-    python scripts/bench_fused.py --smoke-test                          # seconds
+    python scripts/bench_fused.py --smoke                          # seconds
 """
 
 from __future__ import annotations
@@ -61,9 +61,6 @@ def parse_args(argv):
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="2,560 images, 1 repeat"
-    )
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.smoke_test:

@@ -6,7 +6,7 @@ C ...) so that drift in machine load hits every model alike; the best of `--repe
 
     python scripts/bench_models.py --data-dir ../shared/mnist \\
         results/silu:69902ede results/separable:0af19f02
-    python scripts/bench_models.py --smoke-test results/default-12:4ef0c387   # seconds
+    python scripts/bench_models.py --smoke results/default-12:4ef0c387   # seconds
 """
 
 from __future__ import annotations
@@ -63,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per model")
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="2,560 images, 1 repeat"
-    )
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)

@@ -10,7 +10,7 @@ ran. Prints the table: per model and variant, mean, std, min, and the difference
 
     python scripts/cpu_step_accuracy.py --run channels_last   # trains the missing seeds
     python scripts/cpu_step_accuracy.py                       # the table, from the files
-    python scripts/cpu_step_accuracy.py --smoke-test          # 1 epoch, 2,000 images, seconds
+    python scripts/cpu_step_accuracy.py --smoke          # 1 epoch, 2,000 images, seconds
 """
 
 from __future__ import annotations
@@ -129,9 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="1 epoch, 2,000 images"
-    )
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
     )
     parser.add_argument("--out", default=str(OUT), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -16,13 +16,13 @@ case "${1:-}" in
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     echo "Options: --smoke (the CPU flow), --help. Figures land in \$OUT (gpu-check/)."
     exit 0 ;;
-  ""|--smoke|--smoke-test) ;;
+  ""|--smoke|--smoke) ;;
   *) echo "error: unknown option $1; use --smoke or --help" >&2; exit 2 ;;
 esac
 out=${OUT:-gpu-check}
 mkdir -p "$out"
 figures="$out/figures.md"
-if [ "${1:-}" = "--smoke" ] || [ "${1:-}" = "--smoke-test" ]; then
+if [ "${1:-}" = "--smoke" ]; then
   dev=cpu sub="--train-subset 2000 --test-subset 500" epochs=2 sizes=1,2 samples=2 per=2 gpus=0
   bench_sub=2560 limit=1
 else

@@ -4,7 +4,7 @@ results folder, as searches now write it; every other `.../results/...` path rel
 the checkout, as the commands now print them). Figures are not touched: only the path text
 changes. `--check` lists what would change and exits 1 if anything would.
 
-    python scripts/relative_records.py [--check] [--results results]
+    python scripts/relative_records.py [--check] [--results-dir results]
 """
 
 from __future__ import annotations
@@ -31,21 +31,22 @@ def rewrite(path: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="results", help="the results folder")
-    parser.add_argument("--check", action="store_true", help="list, change nothing")
+    parser.add_argument("--results-dir", default="results", help="folder of experiments")
+    parser.add_argument("--check", action="store_true", help="list, change nothing (exit 1 if any)")
+    parser.add_argument("--smoke", action="store_true", help="list, change nothing (exit 0)")
     args = parser.parse_args(argv)
     changed = []
     for pattern in TEXT:
-        for path in sorted(Path(args.results).rglob(pattern)):
+        for path in sorted(Path(args.results_dir).rglob(pattern)):
             if ".ray" in path.parts or "journal" in path.parts:
                 continue  # Ray's own files and the trials' journals stay as Ray wrote them
             new = rewrite(path)
             if new is not None:
                 changed.append(path)
-                if not args.check:
+                if not (args.check or args.smoke):
                     path.write_text(new)
     for path in changed:
-        print(("would rewrite " if args.check else "rewrote ") + str(path))
+        print(("would rewrite " if args.check or args.smoke else "rewrote ") + str(path))
     return 1 if args.check and changed else 0
 
 

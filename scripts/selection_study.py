@@ -44,7 +44,7 @@ from tune_mnist.train.data import DataError, load_mnist, normalize
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = results_root()
 HALF = 5000  # test images per half: A ranks, B is the truth
-SMOKE_HALF = 1000  # --smoke-test
+SMOKE_HALF = 1000  # --smoke
 MIN_GAP = 0.05  # points: configuration pairs closer than this on half B are not scored
 
 
@@ -257,9 +257,6 @@ def main(argv: list[str] | None = None) -> int:
         dest="smoke_test",
         action="store_true",
         help="3 configurations on 2,000 test images: seconds",
-    )
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     try:

@@ -3,7 +3,7 @@ local Ray node, on a two-node loopback cluster of the same logical CPUs in all, 
 node with `--storage s3://...` on a local S3 server (moto, from the dev extras).
 
     python tests/bench_cluster.py --data-dir ../shared/mnist      # ~3 min on 2 cores
-    python tests/bench_cluster.py --smoke-test                     # 2 trials each
+    python tests/bench_cluster.py --smoke                     # 2 trials each
 
 It lives beside the tests because it uses their helpers (the loopback cluster, the S3 server).
 
@@ -31,7 +31,7 @@ def parse_args(argv):
     parser.add_argument("--space", default=str(ROOT / "search_spaces" / "smoke.yaml"))
     parser.add_argument("--samples", type=int, help="trials per search (default: the space's)")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
-    parser.add_argument("--smoke-test", action="store_true", help="2 trials per search")
+    parser.add_argument("--smoke", action="store_true", help="2 trials per search")
     args = parser.parse_args(argv)
     if args.smoke_test:
         args.samples = 2

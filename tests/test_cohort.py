@@ -118,7 +118,7 @@ def test_bench_fused_prints_rates_as_ratios(monkeypatch, capsys, mnist):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from bench_fused import main as bench_main
 
-    assert bench_main(["--smoke-test", "--threads", "1", "--sizes", "1,2"]) == 0
+    assert bench_main(["--smoke", "--threads", "1", "--sizes", "1,2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "2,560 images" in lines[0] and len(lines) == 3
     assert (

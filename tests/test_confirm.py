@@ -31,7 +31,7 @@ SUBSET = ("--train-subset", "4000", "--test-subset", "1000")
 
 
 def retrain(*args):
-    extra = () if "--smoke-test" in args else SUBSET
+    extra = () if "--smoke" in args else SUBSET
     command = [sys.executable, str(ROOT / "scripts" / "retrain_best.py"), *args, *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
@@ -172,7 +172,7 @@ def test_smoke_test_of_retrain_best_runs(smoke_search, tmp_path):
     folder, _ = smoke_search
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    done = retrain("--results", str(copy), "--smoke-test")
+    done = retrain("--results", str(copy), "--smoke")
     assert done.returncode in (0, 1), done.stderr[-2000:]
     assert "Traceback" not in done.stderr and (copy / "confirmations.parquet").is_file()
 
@@ -363,12 +363,12 @@ def test_bench_models_times_trials_side_by_side(smoke_search, capsys, monkeypatc
 
     trials = pd.read_parquet(folder / "trials.parquet")["trial_id"].tolist()[:2]
     names = [f"{folder}:{trial}" for trial in trials]
-    assert bench_main(["--smoke-test", *names]) == 0
+    assert bench_main(["--smoke", *names]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "2,560 images" in lines[0] and len(lines) == 1 + len(names)
     assert "x1.00 speed" in lines[1]
     assert all(name in line for name, line in zip(names, lines[1:], strict=True))
-    assert bench_main(["--smoke-test", f"{folder}:nope"]) == 2
+    assert bench_main(["--smoke", f"{folder}:nope"]) == 2
     assert "no trial 'nope'" in capsys.readouterr().err
 
 

@@ -111,9 +111,7 @@ def test_search_rows_record_the_variant_and_retrain_can_override_it(smoke_search
     shutil.copytree(folder, copy)
     confirmed = copy / "confirmations.parquet"  # (none yet: the shared search is read-only)
     before = len(pd.read_parquet(confirmed)) if confirmed.is_file() else 0
-    done = run_script(
-        "retrain_best.py", "--results", str(copy), "--smoke-test", "--cpu-step", "plain"
-    )
+    done = run_script("retrain_best.py", "--results", str(copy), "--smoke", "--cpu-step", "plain")
     assert done.returncode in (0, 1), done.stderr[-2000:]  # 1 epoch may not pass: no error
     rows = pd.read_parquet(confirmed)
     new = rows[rows["confirmed_at"] == rows["confirmed_at"].max()]
@@ -125,7 +123,7 @@ def test_search_rows_record_the_variant_and_retrain_can_override_it(smoke_search
 
 @pytest.mark.slow
 def test_the_benchmark_prints_a_ratio_for_every_variant_of_both_models():
-    done = run_script("bench_cpu_step.py", "--smoke-test")
+    done = run_script("bench_cpu_step.py", "--smoke")
     assert done.returncode == 0, done.stderr[-2000:]
     tables = done.stdout.split("\n\n")[1:]
     assert len(tables) == 2 and "super_light" in tables[0] and "2,992" in tables[1]

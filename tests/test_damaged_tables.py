@@ -53,8 +53,8 @@ def run(command: str, folder, monkeypatch) -> int:
     monkeypatch.setattr(reproduce, "train", never, raising=False)
     argv = {
         "report": [str(folder)],
-        "leaderboard": ["--results-dir", str(folder.parent), "--smoke-test"],
-        "retrain": ["--results", str(folder), "--trials", TRIAL, "--smoke-test"],
+        "leaderboard": ["--results-dir", str(folder.parent), "--smoke"],
+        "retrain": ["--results", str(folder), "--trials", TRIAL, "--smoke"],
         "reproduce": [str(folder / "confirmed" / TRIAL), "--epochs", "1"],
         "race": ["--results", str(folder)],
     }[command]

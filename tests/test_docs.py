@@ -117,6 +117,20 @@ def test_no_tracked_record_or_doc_names_a_machines_folder():
     assert found == []
 
 
+def test_relative_records_rewrites_absolute_paths_and_smoke_changes_nothing(tmp_path):
+    record = tmp_path / "cold" / "search.json"
+    record.parent.mkdir()
+    record.write_text('{"experiment": "/home/someone/tune_mnist/results/.ray/cold"}\n')
+    script = [sys.executable, str(ROOT / "scripts" / "relative_records.py")]
+    script += ["--results-dir", str(tmp_path)]
+    for flag, code in (("--smoke", 0), ("--check", 1)):
+        done = subprocess.run([*script, flag], capture_output=True, text=True)
+        assert done.returncode == code and "would rewrite" in done.stdout, done.stderr
+        assert "/home/someone" in record.read_text()
+    assert subprocess.run(script, capture_output=True).returncode == 0
+    assert record.read_text() == '{"experiment": ".ray/cold"}\n'
+
+
 def test_every_column_the_writers_produce_is_in_the_tables_page():
     """docs/tables.md names every column of a search's, a confirmation's and a race's
     tables (the config columns are TrainConfig's fields, documented in config.py)."""

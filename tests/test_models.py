@@ -6,7 +6,6 @@ from torch import nn
 
 from tune_mnist.train.models import (
     MODELS,
-    PUBLISHED_PARAMS,
     build_model,
     count_params,
     receptive_field,
@@ -18,6 +17,9 @@ TINY_SWEEP = [
         [4, 8], [8, 12], [12, 16], [1, 2], [1, 2], [0, 1], [True, False]
     )
 ]
+
+# the reference project's own counts (its README): ours come within 5% of each
+PUBLISHED_PARAMS = {"light": 4738, "lightest": 4274, "super_light": 4842}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

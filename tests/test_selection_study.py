@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_study_reports_rungs_metrics_search_figures_and_noise(tmp_path):
     out = tmp_path / "figures.md"
-    done = run_script("selection_study.py", "--smoke-test", "--out", str(out))
+    done = run_script("selection_study.py", "--smoke", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     for title in ("## 1. Rungs", "## 2. Metrics", "## 3. Search-time", "## 4. Noise floors"):
@@ -28,7 +28,7 @@ def test_the_study_reports_rungs_metrics_search_figures_and_noise(tmp_path):
 
 def test_the_cpu_step_accuracy_smoke_test_trains_and_tabulates_without_touching_results():
     before = sorted((ROOT / "results" / "cpu-step").rglob("*"))
-    done = run_script("cpu_step_accuracy.py", "--smoke-test")
+    done = run_script("cpu_step_accuracy.py", "--smoke")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| super_light | channels_last | 1 |" in done.stdout
     assert "| lean3k | channels_last | 1 |" in done.stdout

@@ -47,8 +47,9 @@ def run(config, mnist, monkeypatch, graph, record=None, epochs=None):
     compute, epoch = loss_fn(config, state.model), train_epoch
     graphs = []
     recorder = record or (lambda body: graphs.append(CpuGraph(body, state.optimizer)) or graphs[-1])
-    monkeypatch.setattr(Steps, "record", staticmethod(recorder))
-    steps = Steps(config, state, compute, CPU, graph=graph)
+    monkeypatch.setattr(Steps, "record", staticmethod(recorder))  # a CPU stands in for CUDA
+    monkeypatch.setattr(steps_module, "graphed", lambda config, device: graph)
+    steps = Steps(config, state, compute, CPU)
     sums = [epoch(config, state, data, spec, steps) for _ in range(epochs or config.epochs)]
     return state, steps, sums, graphs
 

@@ -37,7 +37,7 @@ def test_a_damaged_table_is_refused_before_anything_trains(tmp_path, table, how,
     shutil.copytree("results/campaign3-4k-narrow", folder)
     _damage(folder / table, how)
     before = sorted(p.name for p in (folder / "confirmed" / "a8059cfa").iterdir())
-    args = ["--results", str(folder), "--trials", "a8059cfa", "--seeds", "1", "--smoke-test"]
+    args = ["--results", str(folder), "--trials", "a8059cfa", "--seeds", "1", "--smoke"]
     assert retrain_main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(folder / table) in err and "move it aside" in err

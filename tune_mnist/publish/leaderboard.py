@@ -355,9 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="print only, write nothing"
     )
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
-    )
     args = parser.parse_args(argv)
     use_results_dir(args.results_dir)
     root = shown(results_root())

@@ -118,9 +118,6 @@ def parse_args(argv):
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="1 epoch of the smallest model"
     )
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
-    )
     add_results_dir(parser)  # where --smoke finds the smallest confirmed model
     args = parser.parse_args(argv)
     use_results_dir(args.results_dir)

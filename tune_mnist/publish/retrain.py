@@ -122,9 +122,6 @@ def parse_args(argv):
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="1 seed, 1 epoch, subset"
     )
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
-    )
     args = parser.parse_args(argv)
     use_results_dir(args.results_dir)
     if not (0 <= args.train_subset <= 60000 and 0 <= args.test_subset <= 10000):

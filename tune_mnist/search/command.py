@@ -88,7 +88,6 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument("--smoke", action="store_true", help="search_spaces/smoke.yaml: seconds")
-    parser.add_argument("--smoke-test", dest="smoke", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-report", action="store_true", help="skip the plots at the end")
     parser.add_argument(
         "--cpu-step",

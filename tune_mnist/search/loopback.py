@@ -43,9 +43,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="start, report, stop"
     )
-    parser.add_argument(  # the older spelling
-        "--smoke-test", dest="smoke_test", action="store_true", help=argparse.SUPPRESS
-    )
     args = parser.parse_args(argv)
     if args.nodes < 1 or args.cpus < 0 or args.gpus < 0:
         parser.error("--nodes must be >= 1, --cpus and --gpus >= 0")

@@ -34,8 +34,6 @@ FUSED_KINDS = (nn.Conv2d, nn.BatchNorm2d)
 class Fused(nn.Module):
     """`body` is a member's network with every conv and BatchNorm widened K-fold."""
 
-    # CPU: run the members one by one (below); tests turn it off to check the grouped body
-    one_by_one_on_cpu = True
     # each member's CPU random state for dropout, set by state.make_state: with it a
     # member's masks, and so its whole CPU training, are those of its single run
     member_rng: list[torch.Tensor] | None = None
@@ -50,8 +48,12 @@ class Fused(nn.Module):
         """(N, K, H, W) images, member k's in channel k -> (N, K, classes) logits."""
         if x.dim() != 4 or x.shape[1] != self.k:
             raise ValueError(f"expected (N, {self.k}, H, W) input, got {tuple(x.shape)}")
-        if x.device.type == "cpu" and self.k > 1 and self.one_by_one_on_cpu:
+        if x.device.type == "cpu" and self.k > 1:
             return self._one_by_one(x)
+        return self._grouped(x)
+
+    def _grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member at once through the widened body: one launch per layer on a GPU."""
         return self.body(x).reshape(x.shape[0], self.k, -1)
 
     def _one_by_one(self, x: torch.Tensor) -> torch.Tensor:

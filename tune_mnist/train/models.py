@@ -238,7 +238,6 @@ MODELS: dict[str, type[nn.Module]] = {
     "lean": Lean,
     "loop": Loop,
 }
-PUBLISHED_PARAMS = {"light": 4738, "lightest": 4274, "super_light": 4842}
 
 
 def model_param_names(name: str) -> list[str]:

@@ -84,11 +84,10 @@ class Steps:
         state,
         compute: Compute,
         device: torch.device,
-        graph: bool | None = None,  # None: CUDA with config.cuda_graph (tests force it)
     ):
         self.state, self.compute = state, compute
         self.batch_size = config.batch_size
-        self.graphed = graphed(config, device) if graph is None else graph
+        self.graphed = graphed(config, device)
         self.bf16 = config.precision == "bf16" and bf16_supported(device)
         self.device = device
         self.loss_sum: torch.Tensor | None = None  # shaped by the first step's sums
@@ -189,7 +188,7 @@ class Steps:
 
     @staticmethod
     def record(body: Callable[[], None]) -> torch.cuda.CUDAGraph:
-        """Capture `body` in a CUDA graph (tests swap in a recorder that runs on a CPU)."""
+        """Capture `body` in a CUDA graph."""
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             body()
