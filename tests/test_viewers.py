@@ -4,6 +4,7 @@ server on its Optuna study file, and TensorBoard's own reader on Ray Tune's even
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -83,9 +84,16 @@ def test_optuna_dashboard_shows_the_search_as_its_tables_do(dashboard):
 
 def test_tensorboard_reads_each_trials_curve_from_rays_event_files(smoke_search):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
     folder, _ = smoke_search
-    experiment = folder.parent / ".ray" / folder.name
+    experiment = folder / "tensorboard"  # what `tensorboard --logdir results/<name>` walks
+    assert (
+        experiment.is_symlink()
+        and experiment.resolve() == (folder.parent / ".ray" / folder.name).resolve()
+    )
+    runs = EventMultiplexer().AddRunsFromDirectory(str(folder)).Runs()
+    assert len(runs) == len(pd.read_parquet(folder / "trials.parquet"))  # a run per trial
     epochs = pd.read_parquet(folder / "epochs.parquet")
     trial_id = epochs.groupby("trial_id")["epoch"].max().idxmax()
     [trial_dir] = experiment.glob(f"*{trial_id}*")
@@ -129,3 +137,21 @@ def test_a_search_made_before_the_study_file_gets_one_from_its_tables(tmp_path, 
         assert trial.user_attrs["status"] == trials.loc[trial_id, "status"]
         assert trial.state.name == STATES[trials.loc[trial_id, "status"]]
     assert study.user_attrs["confirmed_test_acc"]  # its confirmations, as the study's
+
+
+def test_the_dashboard_picture_script_serves_a_real_search(smoke_search):
+    folder, _ = smoke_search
+    script = Path(__file__).parent.parent / "scripts" / "dashboard_shot.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--results", str(folder), "--smoke"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+    )
+    assert done.returncode == 0 and f"study '{folder.name}' served" in done.stdout, done.stderr
+    missing = subprocess.run(
+        [sys.executable, str(script), "--results", str(folder.parent / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1

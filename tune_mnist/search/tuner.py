@@ -220,6 +220,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         write_json(folder / ("resume.json" if args.resume else "search.json"), meta)
         if not args.resume:  # a resume reads the space from here (tune_mnist.search.command)
             atomic_write_bytes(folder / "space.yaml", Path(space.path).read_bytes())
+        link_curves(folder, experiment)
         print(
             f"search {name}: {space.settings['samples']} trials, {plan.concurrency} at once, "
             f"each {plan.per_trial}; results in {folder}",
@@ -309,6 +310,24 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
 
         print(f"  report: {build(folder)}", flush=True)
     return 0
+
+
+CURVES = "tensorboard"  # results/<name>/tensorboard: Ray Tune's own TensorBoard event files
+
+
+def link_curves(folder: Path, experiment: str) -> None:
+    """`results/<name>/tensorboard`, a relative link to Ray's experiment folder, where Ray
+    Tune's TensorBoard logger writes each trial's curves: `tensorboard --logdir
+    results/<name>` finds them. Local storage only (a URI has no folder to link to); where
+    the file system has no links, the curves stay where Ray put them."""
+    link = folder / CURVES
+    if "://" in experiment or link.is_symlink() or link.exists():
+        return
+    target = os.path.relpath(Path(experiment).resolve(), folder.resolve())
+    try:
+        link.symlink_to(target, target_is_directory=True)
+    except OSError:
+        pass
 
 
 def _below(path: str, root: Path) -> str:
