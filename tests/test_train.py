@@ -65,38 +65,6 @@ def test_resume_from_state_matches_an_uninterrupted_run(mnist, ema_decay):
     assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-6)
 
 
-def single_run_checkpoint(state: dict) -> dict:
-    """A checkpoint as single runs wrote it before they were cohorts of one: one `generator`,
-    the model's own keys (no fused `body.`), no member RNG."""
-    model = {name.removeprefix("body."): t for name, t in state["model"].items()}
-    ema = state["ema"] and {
-        k.replace("module.body.", "module."): t for k, t in state["ema"].items()
-    }
-    old = {k: v for k, v in state.items() if k not in ("generators", "member_rng")}
-    return {**old, "model": model, "ema": ema, "generator": state["generators"][0]}
-
-
-@pytest.mark.parametrize("ema_decay", [0.0, 0.99])
-def test_a_single_runs_checkpoint_from_before_the_one_loop_resumes_bit_for_bit(mnist, ema_decay):
-    """An interrupted search or confirmation of an older version continues under this one."""
-    config = quick(epochs=2, rotate_deg=15.0, ema_decay=ema_decay)
-    saved = {}
-
-    def stop_after_one(metrics, state):
-        saved.update(single_run_checkpoint(state.state_dict()))
-        return True
-
-    train(config, mnist, on_epoch=stop_after_one)
-    assert not any(k.startswith("body.") for k in saved["model"]) and "generators" not in saved
-    resumed = train(config, mnist, resume=saved)[0]
-    straight = train(config, mnist)[0]
-    figures = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
-    for mine, theirs in zip(resumed.history, straight.history, strict=True):
-        assert {n: mine[n] for n in figures} == {n: theirs[n] for n in figures}
-    for key, value in straight.model.state_dict().items():
-        assert torch.equal(resumed.model.state_dict()[key], value), key
-
-
 def test_ema_weights_are_the_ones_evaluated_and_returned(mnist):
     plain = train(quick(seed=3), mnist)[0]
     averaged = train(quick(seed=3, ema_decay=0.99), mnist)[0]

@@ -71,7 +71,6 @@ class RunState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = upgrade(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -84,22 +83,6 @@ class RunState:
             self.ema.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
-
-
-def upgrade(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint of a single run written before single runs were cohorts of one (no
-    `generators`; its model's keys without the fused `body.`), in today's layout: an
-    interrupted search or confirmation from then still resumes."""
-    if "generators" in state:
-        return state
-    model = {f"body.{name}": tensor for name, tensor in state["model"].items()}
-    ema = state.get("ema")
-    if ema is not None:  # AveragedModel's keys: n_averaged and module.<the model's keys>
-        ema = {
-            (f"module.body.{name[7:]}" if name.startswith("module.") else name): tensor
-            for name, tensor in ema.items()
-        }
-    return {**state, "model": model, "ema": ema, "generators": [state["generator"]]}
 
 
 @dataclass
