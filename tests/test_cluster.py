@@ -119,6 +119,17 @@ def test_retrain_runs_its_seeds_on_the_cluster(cluster, gpu_search):
     assert set(rows["node_id"]) <= {node["node_id"] for node in info["nodes"]}
 
 
+def test_the_race_runs_its_seeds_on_the_cluster(cluster, gpu_search, tmp_path):
+    info, env = cluster
+    folder = tmp_path / "g"
+    shutil.copytree(gpu_search, folder)
+    args = ("--results", str(folder), "--top", "2", "--runs", "2", "--address", info["address"])
+    done = run("race.py", tmp_path, env, *args)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    runs = pd.read_parquet(folder / "race_runs.parquet")
+    assert len(runs) == 2 and set(runs["node_id"]) <= {n["node_id"] for n in info["nodes"]}
+
+
 def _running_on(folder: Path, node: str) -> set[str]:
     """Trials that have not ended and whose newest journaled epoch ran on `node`."""
     found = set()

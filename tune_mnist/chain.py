@@ -80,6 +80,7 @@ def _raceable(folder: Path) -> bool:
 
 def _race_argv(args, folder: Path) -> list[str]:
     out = ["--results", str(folder), "--runs", str(args.race_runs)]
+    out += ["--address", args.address] if args.address else []
     return out + (["--data-dir", args.data_dir] if args.data_dir else [])
 
 

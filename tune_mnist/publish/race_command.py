@@ -39,6 +39,9 @@ def parse_args(argv):
         "--runs", type=int, default=RUNS, help=f"the race's budget of seed runs (default {RUNS})"
     )
     parser.add_argument("--cpus", type=int, default=None, help="runs at once (default: all)")
+    parser.add_argument(
+        "--address", help="run the seeds as Ray tasks on this existing cluster ($RAY_ADDRESS)"
+    )
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
     parser.add_argument(
         "--smoke",
@@ -80,6 +83,7 @@ def train_round(alive, data, folder: Path) -> None:
         config = c.config.replace(seed=run.seed, threads=1, device="cpu")
         row = {**config.to_dict(), "trial_id": c.trial_id, "params": c.params}
         row |= {"val_acc": val, "train_s": run.seconds, "status": run.status, **prov}
+        row |= {"node_id": run.node_id}  # the Ray node that trained it
         side = race.append_runs(folder, [row])
         if side is not None:  # a full disk, a table damaged meanwhile: the run is kept
             print(
@@ -131,7 +135,7 @@ def run(argv=None) -> tuple[int, str | None]:
             eta = f", at most about {left / len(alive) * round_s / 60:.0f} min" if round_s else ""
             print(f"race round: {len(alive)} runs, {left} left in the budget{eta}", flush=True)
             if not ray_up:
-                start_ray(None, cpus=args.cpus)
+                start_ray(args.address, cpus=None if args.address else args.cpus)
                 ray_up = True
             begun = time.perf_counter()
             train_round(alive, data, folder)
