@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from tune_mnist.publish.confirm import InputError
-from tune_mnist.publish.leaderboard import architecture
+from tune_mnist.publish.labels import architecture
 from tune_mnist.results import config_of
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import TrainConfig

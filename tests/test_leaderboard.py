@@ -4,17 +4,9 @@ import pandas as pd
 import pytest
 from searchutil import ROOT
 
-from tune_mnist.publish.leaderboard import (
-    END,
-    HISTORY_END,
-    HISTORY_START,
-    START,
-    best_by_budget,
-    collect,
-    describe,
-    main,
-    update_readme,
-)
+from tune_mnist.publish.labels import describe
+from tune_mnist.publish.leaderboard import best_by_budget, collect, main
+from tune_mnist.publish.readme_blocks import END, HISTORY_END, HISTORY_START, START, update_readme
 from tune_mnist.train.config import TrainConfig
 
 

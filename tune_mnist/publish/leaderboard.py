@@ -11,7 +11,6 @@ them. Only these confirmations count: a search's own run is one lucky seed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,11 +23,19 @@ import pandas as pd  # noqa: E402
 
 from tune_mnist import rule  # noqa: E402
 from tune_mnist.confirmed import MODEL, confirmed_rows  # noqa: E402
-from tune_mnist.files import atomic_write_text  # noqa: E402
 from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
+from tune_mnist.publish.labels import describe  # noqa: E402
+from tune_mnist.publish.readme_blocks import (  # noqa: E402
+    END,
+    HISTORY_END,
+    HISTORY_START,
+    START,
+    read_readme,
+    update_readme,
+)
 from tune_mnist.results import TableError, config_of  # noqa: E402
-from tune_mnist.train.config import TrainConfig, cpu_step_of  # noqa: E402
+from tune_mnist.train.config import cpu_step_of  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
 TARGET = rule.TARGET_ACC
@@ -36,26 +43,6 @@ MIN_SEEDS = 3  # fewer seeds than this is not a published figure
 # The rule the README publishes under: chosen on validation, 5 fresh seeds, all >= TARGET
 STRICT_SEEDS = rule.SEEDS
 STRICT_BUDGETS = (1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000)
-# Recipe fields a model label names, with their format, where a row differs from TrainConfig's
-# defaults (super_light's recipe); the augmentation fields are named together as one part.
-RECIPE = {
-    "batch_size": "b{:.0f}",
-    "max_lr": "lr{:.3g}",
-    "weight_decay": "wd{:g}",
-    "label_smoothing": "ls{:g}",
-    "ema_decay": "ema{:g}",
-    "clean_epochs": "clean{:.0f}",
-    "optimizer": "{}",
-    "momentum": "m{:g}",
-}
-AUGMENT = ("rotate_deg", "translate_frac", "scale_min", "scale_max")
-PHOTOMETRIC = ("brightness", "contrast", "photometric_p")
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
-HISTORY_START, HISTORY_END = (
-    "<!-- leaderboard-history:start -->",
-    "<!-- leaderboard-history:end -->",
-)
 
 
 def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -90,46 +77,6 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         for (_, row), n in zip(first.iterrows(), models["seeds"], strict=True)
     ]
     return seeds, models.sort_values(["params", "mean"], ascending=[True, False])
-
-
-def describe(row: pd.Series) -> str:
-    """Architecture label, then the recipe where it is not super_light's (see `recipe`)."""
-    config = config_of(row)  # a field older rows lack keeps its default, as that run did
-    return " ".join(filter(None, [architecture(config), recipe(config)]))
-
-
-def recipe(config: TrainConfig) -> str:
-    """`b64 ema0.999 clean3 sgd m0.9 aug5/0.05/0.95-1.05 photo0.2/0.2p0.5`: batch, peak rate,
-    weight decay, label smoothing, EMA decay, clean final epochs, optimizer and momentum,
-    warp (degrees / shift / zoom range) and brightness/contrast (max change / probability),
-    each only where it differs from super_light's recipe."""
-    value = config.to_dict()
-    parts = [form.format(value[k]) for k, form in RECIPE.items() if value[k] != DEFAULTS[k]]
-    if any(value[k] != DEFAULTS[k] for k in AUGMENT):
-        parts.append("aug{:g}/{:g}/{:g}-{:g}".format(*(value[k] for k in AUGMENT)))
-    if value["photometric_p"] and (value["brightness"] or value["contrast"]):
-        parts.append("photo{:g}/{:g}p{:g}".format(*(value[k] for k in PHOTOMETRIC)))
-    return " ".join(parts)
-
-
-def architecture(c: TrainConfig) -> str:
-    """`slim 8-16-16 x3` = stem widths, separable width x blocks; `lean 8-12-(8)-10-12-16` =
-    conv widths with the 1x1 transition's in brackets (`12s`: a depthwise-separable 2nd conv;
-    `pool2`: a second max-pool before the last conv; `silu`: its nonlinearity where not ReLU);
-    `loop 8-12-16 x3` = stem widths, the shared conv's width x its uses."""
-    if c.arch in ("slim", "loop"):
-        return f"{c.arch} {c.width1}-{c.width2}-{c.width3} x{c.depth2}"
-    if c.arch == "lean":  # widths in order, the 1x1 transition in brackets
-        second = f"{c.width2}s" if c.separable2 else str(c.width2)
-        widths = f"{c.width1}-{second}-({c.squeeze_width})-{c.width3}-{c.width4}-{c.width5}"
-        extras = [" pool2"] * c.pool2 + [f" {c.activation}"] * (c.activation != "relu")
-        return f"lean {widths}" + "".join(extras)
-    if c.arch == "tiny":
-        depths = [c.depth1, c.depth2, c.depth3]
-        widths = [c.width1, c.width2, c.width3][: 3 if depths[2] else 2]
-        stages = "-".join(f"{a}x{d}" for a, d in zip(widths, depths, strict=False))
-        return f"tiny {stages}" + (" sq" if c.squeeze else "")
-    return c.arch
 
 
 def reproduce(
@@ -314,32 +261,6 @@ def render_history(models: pd.DataFrame) -> str:
         "(best confirmed mean under each budget, 3+ seeds; most rows chosen on test):"
         f"\n\n{pareto_markdown(best_by_budget(models))}\n{HISTORY_END}"
     )
-
-
-def read_readme(readme: Path, markers=(START, END), flag: str = "--readme") -> str:
-    """The file's text, checked for the markers before anything is written."""
-    try:
-        text = readme.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or type(exc).__name__
-        raise InputError(f"{flag} {readme}: cannot read it ({why}); pass the file") from None
-    if markers[0] not in text or markers[1] not in text:
-        raise InputError(
-            f"{readme}: add the markers {markers[0]} and {markers[1]} where the table goes"
-        )
-    return text
-
-
-def update_readme(readme: Path, block: str, markers=(START, END)) -> bool:
-    """Replace the text between the markers (atomically: a crash leaves the old file
-    whole); False when it was already current."""
-    text = read_readme(readme, markers)
-    head, rest = text.split(markers[0], 1)
-    new = head + block + rest.split(markers[1], 1)[1]
-    if new == text:
-        return False
-    atomic_write_text(readme, new)
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
