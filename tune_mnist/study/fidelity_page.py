@@ -89,7 +89,8 @@ def fidelity_table(acc: pd.DataFrame, secs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-COLD = {"ray": "cold-4k", "promotion": "cold-4k-asha"}  # the same cold search, each rule
+# the cold 4k search under Ray's rule, under promotion, and with the spaces' rungs
+COLD = {"ray": "cold-4k", "promotion": "cold-4k-asha", "chosen": "cold-4k-c3c5"}
 
 
 def searches_share(results: Path) -> dict[str, float]:
