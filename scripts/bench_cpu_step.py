@@ -23,7 +23,7 @@ import torch
 from tune_mnist.machine import cpu_flags, cpu_name
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import CPU_STEPS, TrainConfig
-from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 from tune_mnist.train.loop import train_epoch
 from tune_mnist.train.models import build_from_config, count_params
 from tune_mnist.train.state import make_state
@@ -58,7 +58,7 @@ def variants() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a trial's 1)")
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per variant")
     parser.add_argument("--smoke", dest="smoke_test", action="store_true", help="2,560 images only")

@@ -24,7 +24,15 @@ import torch.nn.functional as F
 
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import TrainConfig
-from tune_mnist.train.data import FILES, MEAN, STD, find_file, load_mnist, resolve_data_dir
+from tune_mnist.train.data import (
+    DATA_DIR_HELP,
+    FILES,
+    MEAN,
+    STD,
+    find_file,
+    load_mnist,
+    resolve_data_dir,
+)
 from tune_mnist.train.loop import train_epoch
 from tune_mnist.train.state import make_state, resolve_device
 
@@ -104,7 +112,7 @@ def torchvision_root(data_dir: Path, scratch: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--arch", default="super_light")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (stock)")

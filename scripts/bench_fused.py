@@ -22,7 +22,7 @@ import torch
 
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import ConfigError, TrainConfig
-from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 from tune_mnist.train.loop import loss_fn, train_epoch
 from tune_mnist.train.state import make_state, resolve_device
 from tune_mnist.train.steps import Steps
@@ -58,7 +58,7 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--train-subset", type=int, default=0, help="images an epoch (0: all)")
     parser.add_argument("--repeats", type=int, default=2, help="best of N interleaved epochs")
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="2,560 images, 1 repeat"
     )

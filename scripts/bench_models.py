@@ -24,7 +24,7 @@ from tune_mnist.publish.labels import architecture
 from tune_mnist.results import config_of
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import TrainConfig
-from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 from tune_mnist.train.loop import train_epoch
 from tune_mnist.train.models import build_from_config, count_params
 from tune_mnist.train.state import make_state, resolve_device
@@ -58,7 +58,7 @@ def time_epoch(config: TrainConfig, data, device) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="results/<search>:<trial_id>, first = baseline")
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per model")
     parser.add_argument(

@@ -26,6 +26,7 @@ import pandas as pd
 
 from tune_mnist.publish.confirm import train_command
 from tune_mnist.train.config import CPU_STEPS, TrainConfig
+from tune_mnist.train.data import DATA_DIR_HELP
 from tune_mnist.train.modelfile import read_model_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", choices=list(CPU_STEPS), help="train the missing seeds first")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once")
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="1 epoch, 2,000 images"
     )

@@ -30,7 +30,7 @@ from tune_mnist.fidelity import FULL, config_at, parse
 from tune_mnist.results import config_of
 from tune_mnist.study import fidelity_runs as runs
 from tune_mnist.train.config import ConfigError
-from tune_mnist.train.data import DataError
+from tune_mnist.train.data import DATA_DIR_HELP, DataError
 
 # what the queue measures, in the order it runs (the cheap ranks first)
 QUEUE = (
@@ -52,7 +52,7 @@ def parse_args(argv):
     run.add_argument("--only", help="comma-separated queue entries (default: all, in order)")
     run.add_argument("--limit", type=int, default=0, help="configurations per entry (0: all)")
     run.add_argument("--cpus", type=int, default=None, help="runs at once (default: all cores)")
-    run.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    run.add_argument("--data-dir", help=DATA_DIR_HELP)
     run.add_argument("--smoke", action="store_true", help="2 configurations, 2,000 images")
     run.add_argument("--out", default=str(runs.DEFAULT_FOLDER), help="the study's folder")
     pilot = sub.add_parser("import", help="record figures measured before as runs")

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from tune_mnist import load_model
 from tune_mnist.paths import results_root
-from tune_mnist.train.data import DataError, load_mnist, normalize
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = results_root()
@@ -250,7 +250,7 @@ def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--out", help="also write the markdown here")
     parser.add_argument(
         "--smoke",

@@ -50,6 +50,9 @@ def test_a_flag_means_one_thing_on_every_command(name, capsys):
         assert "how many" in flags["--seeds"] and "," not in flags["--seeds"].split("(")[0]
     if name in EVERY_SCRIPT:
         assert "--smoke" in flags, name
+    for flag, text in flags.items():  # a flag that takes a value says what it is without one
+        if text.split(" ", 1)[0]:
+            assert "default" in text or "required" in text, (name, flag, text)
 
 
 def test_seeds_is_a_count_everywhere(capsys):

@@ -266,9 +266,12 @@ def render_history(models: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/leaderboard.py", description=__doc__)
     add_results_dir(parser)
-    parser.add_argument("--readme", help="rewrite the table between the markers in this file")
     parser.add_argument(
-        "--history", help="rewrite the every-model tables between the history markers here"
+        "--readme", help="rewrite the table between the markers in this file (default: print only)"
+    )
+    parser.add_argument(
+        "--history",
+        help="rewrite the every-model tables between the history markers here (default: none)",
     )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if --readme or --history is stale"

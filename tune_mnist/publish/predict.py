@@ -46,7 +46,11 @@ def predict(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tune_mnist.predict", description=__doc__)
-    parser.add_argument("--model", required=True, help="model file or folder (results/<n>/best)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model file or folder, results/<name>/confirmed/<trial> (required)",
+    )
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     args = parser.parse_args(argv)
     try:

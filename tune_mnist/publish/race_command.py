@@ -20,7 +20,7 @@ from tune_mnist.publish import race
 from tune_mnist.publish.confirm import train_groups
 from tune_mnist.results import read_parquet
 from tune_mnist.search.ray_door import start_ray
-from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
 TOP = 4
 RUNS = 6
@@ -33,16 +33,20 @@ def parse_args(argv):
         description="Race a search's best trials on more validation seeds before any test "
         "figure; the winner is the one to confirm (retrain_best.py).",
     )
-    parser.add_argument("--results", required=True, help="the search's folder: results/<name>")
+    parser.add_argument(
+        "--results", required=True, help="the search's folder: results/<name> (required)"
+    )
     parser.add_argument("--top", type=int, default=TOP, help=f"contenders (default {TOP})")
     parser.add_argument(
         "--runs", type=int, default=RUNS, help=f"the race's budget of seed runs (default {RUNS})"
     )
     parser.add_argument("--cpus", type=int, default=None, help="runs at once (default: all)")
     parser.add_argument(
-        "--address", help="run the seeds as Ray tasks on this existing cluster ($RAY_ADDRESS)"
+        "--address",
+        help="run the seeds as Ray tasks on this existing cluster "
+        "(default: $RAY_ADDRESS, else a Ray of its own)",
     )
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
         "--smoke",
         action="store_true",

@@ -23,7 +23,7 @@ from tune_mnist.paths import add_results_dir, results_root, shown, use_results_d
 from tune_mnist.publish.confirm import InputError
 from tune_mnist.results import TableError, config_of, read_parquet
 from tune_mnist.train.config import ConfigError
-from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 from tune_mnist.train.loop import print_epoch, train
 from tune_mnist.train.modelfile import read_model_file
 
@@ -107,14 +107,16 @@ def parse_args(argv):
     )
     parser.add_argument("confirmed", nargs="?", help="results/<search>/confirmed/<trial>")
     parser.add_argument("--seed", type=int, help="confirmed seed to rerun (default: the first)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs to rerun and compare")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs to rerun and compare (default 2)"
+    )
     parser.add_argument(
         "--full",
         action="store_true",
         help="retrain every epoch and compare the final test accuracy and the saved weights "
         "file too (the check for confirmations made before per-epoch curves were kept)",
     )
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="1 epoch of the smallest model"
     )

@@ -41,7 +41,7 @@ from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.ray_door import start_ray as start
 from tune_mnist.search.space import SETTINGS_DEFAULTS
 from tune_mnist.train.config import CPU_STEPS, ConfigError, cpu_step_fields, cpu_step_of
-from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
 
 def parse_args(argv):
@@ -63,11 +63,11 @@ def parse_args(argv):
         help="accuracy: best final validation accuracy; params: smallest passing model "
         "(the test set never ranks)",
     )
-    parser.add_argument("--top", type=int, default=1, help="confirm the K best trials")
+    parser.add_argument("--top", type=int, default=1, help="confirm the K best trials (default 1)")
     parser.add_argument(
         "--trials",
         help="comma-separated trial ids to confirm instead (completed or ASHA-stopped, "
-        "passing or not: a near miss still gives a Pareto point)",
+        "passing or not: a near miss still gives a Pareto point; default: the --top best)",
     )
     parser.add_argument(
         "--seeds",
@@ -83,8 +83,12 @@ def parse_args(argv):
         help="pass mark %% (default: the search's; 99.4 when the search ran on a subset and "
         "the seeds train on all images, as its mark was a proxy)",
     )
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs: seeds side by side via Ray")
-    parser.add_argument("--cpus", type=int, default=1, help="CPUs: >1 runs seeds via Ray")
+    parser.add_argument(
+        "--gpus", type=int, default=0, help="GPUs: seeds side by side via Ray (default 0)"
+    )
+    parser.add_argument(
+        "--cpus", type=int, default=1, help="CPUs: >1 runs seeds via Ray (default 1)"
+    )
     parser.add_argument(
         "--address",
         help="run the seeds as Ray tasks on this existing cluster (default $RAY_ADDRESS); "
@@ -110,7 +114,10 @@ def parse_args(argv):
         "search used); a quick look, never a published figure",
     )
     parser.add_argument(
-        "--test-subset", type=int, default=0, help="score on the first N test images (0: all)"
+        "--test-subset",
+        type=int,
+        default=0,
+        help="score on the first N test images (default 0: all)",
     )
     parser.add_argument(
         "--cpu-step",
@@ -118,7 +125,7 @@ def parse_args(argv):
         help="how CPU seeds run their steps (default: as the search's trial ran them; "
         "README, The CPU step); recorded, and written into the reproduce command",
     )
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
         "--smoke", dest="smoke_test", action="store_true", help="1 seed, 1 epoch, subset"
     )

@@ -28,7 +28,7 @@ from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.search.ray_door import parse_storage
 from tune_mnist.search.space import SpaceError, load_space
 from tune_mnist.train.config import CPU_STEPS, ConfigError
-from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
 ROOT = CHECKOUT or Path.cwd()  # what recorded paths are relative to
 RAY_DIR = ".ray"  # Ray's own experiment files, under the storage root
@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None):
         "dropped (default: the space's settings.max_params, 8,000 for default.yaml)",
     )
     parser.add_argument("--gpus", type=int, help="GPUs the search may use (default: all; 0 = CPU)")
-    parser.add_argument("--trials-per-gpu", type=int, default=4, help="trials packed per GPU")
+    parser.add_argument(
+        "--trials-per-gpu", type=int, default=4, help="trials packed per GPU (default 4)"
+    )
     parser.add_argument(
         "--threads",
         dest="cpus_per_trial",
@@ -74,7 +76,9 @@ def parse_args(argv: list[str] | None):
         "--cpus-per-trial", dest="cpus_per_trial", type=int, help=argparse.SUPPRESS
     )
     parser.add_argument("--name", help="experiment name: results/<name> (default: space-time)")
-    parser.add_argument("--storage", help="Ray storage root, local path or URI (s3://...)")
+    parser.add_argument(
+        "--storage", help="Ray storage root, local path or URI (s3://...; default: results/.ray)"
+    )
     parser.add_argument("--address", help="existing Ray cluster (default $RAY_ADDRESS, or local)")
     parser.add_argument("--resume", action="store_true", help="continue experiment --name")
     parser.add_argument(
@@ -85,8 +89,10 @@ def parse_args(argv: list[str] | None):
         help="seed of the Optuna sampler (default 0); trials train with their config's seed",
     )
     parser.add_argument("--seed", dest="seed", type=int, help=argparse.SUPPRESS)  # older name
-    parser.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial")
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument(
+        "--max-failures", type=int, default=2, help="retries of a failing trial (default 2)"
+    )
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--smoke", action="store_true", help="search_spaces/smoke.yaml: seconds")
     parser.add_argument("--no-report", action="store_true", help="skip the plots at the end")
     parser.add_argument(

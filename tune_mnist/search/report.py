@@ -331,7 +331,10 @@ only. Importance: {html.escape(note)}</p>
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tune_mnist.report", description=__doc__)
     parser.add_argument("folder", nargs="?", help="the search's folder, results/<name>")
-    parser.add_argument("--results", help="the search's folder, results/<name>, as a flag")
+    parser.add_argument(
+        "--results",
+        help="the search's folder, results/<name>, as a flag (default: the positional one)",
+    )
     parser.add_argument("--out", help="folder for report.html and its figures (default: results)")
     args = parser.parse_args(argv)
     if (args.folder is None) == (args.results is None):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tune_mnist.machine import provenance
 from tune_mnist.train.config import ConfigError, TrainConfig, field_docs
-from tune_mnist.train.data import DataError, load_mnist
+from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 from tune_mnist.train.loop import print_epoch, train
 from tune_mnist.train.modelfile import save_model
 from tune_mnist.train.models import build_from_config, count_params
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seeds",
         help="how many consecutive seeds from --seed to train at once as one fused network "
-        "(the config field --cohort)",
+        "(the config field --cohort; default: one seed)",
     )
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files ($TUNE_MNIST_DATA)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
         "--out", help="model file (a folder of seed<N>.pt for a cohort); default runs/"
     )

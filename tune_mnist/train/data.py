@@ -19,6 +19,11 @@ from pathlib import Path
 import torch
 
 ENV_VAR = "TUNE_MNIST_DATA"
+# every command's --data-dir, in one wording
+DATA_DIR_HELP = (
+    f"folder with the MNIST IDX files (default: ${ENV_VAR}, else ~/.cache/tune_mnist/mnist, "
+    "downloaded on first use)"
+)
 MEAN = 0.1307  # training-set pixel mean after /255
 STD = 0.3081  # training-set pixel std after /255
 
