@@ -80,7 +80,11 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def reproduce(
-    row: pd.Series, experiment: str, root: Path, seeds: int = MIN_SEEDS, search_ran: int = 15
+    row: pd.Series,
+    experiment: str,
+    root: Path,
+    seeds: int = MIN_SEEDS,
+    search_ran: int = rule.EPOCHS,
 ) -> str:
     """retrain_best.py for this model's trial and seeds with the thread count they were
     trained with (a row of 0 used torch's default, which --threads 0 asks for again), and
@@ -155,7 +159,7 @@ def honest_markdown(models: pd.DataFrame) -> str:
 def results_markdown(models: pd.DataFrame) -> str:
     lines = [
         "| model | params | mean (3+ seeds: see reproduce) | min | std | passes (5+ seeds, "
-        "chosen on val, all >= 99.4) | epochs | chosen on | reproduce |",
+        f"chosen on val, all >= {TARGET}) | epochs | chosen on | reproduce |",
         "| --- | ---: | ---: | ---: | ---: | :---: | ---: | :---: | --- |",
     ]
     for m in models[models["seeds"] >= MIN_SEEDS].itertuples():
@@ -206,7 +210,7 @@ def plot(models: pd.DataFrame, path: Path) -> None:
             alpha=1.0 if val else 0.55,
             color="tab:green" if passed else ("tab:blue" if val else "tab:gray"),
             label=f"chosen on {'validation' if val else 'test'}, "
-            + ("every seed >= 99.4%" if passed else "a seed below 99.4%")
+            + (f"every seed >= {TARGET}%" if passed else f"a seed below {TARGET}%")
             + f" ({len(group)})",
         )
     strict = best_by_budget(models, STRICT_BUDGETS, strict=True)

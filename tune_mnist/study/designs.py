@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tune_mnist import rule
 from tune_mnist.fidelity import nominal_cost, parse
 from tune_mnist.train.config import TrainConfig
 
-FULL_EPOCHS = 15
+FULL_EPOCHS = rule.EPOCHS
 CANDIDATES = [
     (["compressed2", "compressed3", "full"], 4),
     (["compressed3", "full"], 3),
