@@ -123,6 +123,13 @@ def test_the_race_runs_its_seeds_on_the_cluster(cluster, gpu_search, tmp_path):
     info, env = cluster
     folder = tmp_path / "g"
     shutil.copytree(gpu_search, folder)
+    # two finished contenders tied on validation: neither is dropped, both get a run
+    trials = pd.read_parquet(folder / "trials.parquet")
+    trained = trials["status"].isin(["completed", "asha_stopped"])
+    best = trials[trained].sort_values("final_val_acc", ascending=False).index[:2]
+    trials.loc[best, "status"] = "completed"
+    trials.loc[best, "final_val_acc"] = trials.loc[best, "final_val_acc"].max()
+    trials.to_parquet(folder / "trials.parquet")
     args = ("--results", str(folder), "--top", "2", "--runs", "2", "--address", info["address"])
     done = run("race.py", tmp_path, env, *args)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

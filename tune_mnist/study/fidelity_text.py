@@ -147,7 +147,9 @@ full run among the configurations that reach it falls below the best of all.
 
 {_chosen(designs)}
 
-**The spaces' rungs.** The default and campaign spaces run `compressed3 -> compressed5 ->
+## The spaces' rungs
+
+The default and campaign spaces run `compressed3 -> compressed5 ->
 full`, factor 4: the cheapest design within 40% whose first rung keeps more of the top third
 than a second seed of the full run does (the ceiling below: 2/3). The lowest-regret design
 above starts at `compressed2`, which ranks the 4k box with Spearman 0.17 and keeps 2/8 of
