@@ -11,7 +11,8 @@ from searchutil import run_script, space_file
 
 import tune_mnist.machine as machine
 import tune_mnist.train.steps as steps_module
-from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.search.space import SpaceError
+from tune_mnist.search.space_file import load_space
 from tune_mnist.train.config import CPU_STEPS, TrainConfig, cpu_step_fields, cpu_step_of
 from tune_mnist.train.fuse import member_state
 from tune_mnist.train.loop import train

@@ -8,7 +8,7 @@ import pytest
 from searchutil import space_file
 
 from tune_mnist.search.journal import Journal, read_record
-from tune_mnist.search.space import load_space
+from tune_mnist.search.space_file import load_space
 from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 
 ROOT = "/old/results/.ray/x"

@@ -9,7 +9,8 @@ import pytest
 from searchutil import run_search, space_file
 
 from tune_mnist.results import on_front
-from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.search.space import SpaceError
+from tune_mnist.search.space_file import load_space
 from tune_mnist.search.tuner import make_search
 
 

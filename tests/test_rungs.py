@@ -9,7 +9,8 @@ import torch
 
 from tune_mnist.fidelity import config_at, nominal_cost, parse
 from tune_mnist.search import rungs
-from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.search.space import SpaceError
+from tune_mnist.search.space_file import load_space
 from tune_mnist.search.summary import full_fidelity
 from tune_mnist.train.config import ConfigError, TrainConfig
 from tune_mnist.train.loop import train

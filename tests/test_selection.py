@@ -6,7 +6,7 @@ import torch
 
 from tune_mnist.publish.confirm import InputError, pick, selection_of
 from tune_mnist.results import TrialView, build_tables
-from tune_mnist.search.space import load_space
+from tune_mnist.search.space_file import load_space
 from tune_mnist.train.config import ConfigError, TrainConfig
 from tune_mnist.train.loop import train
 

@@ -5,7 +5,8 @@ import pytest
 
 from tune_mnist.search.command import check_name
 from tune_mnist.search.plan import UsageError, plan_resources
-from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.search.space import SpaceError
+from tune_mnist.search.space_file import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from tune_mnist import rule
-from tune_mnist.search.space import SETTINGS_DEFAULTS, SearchSpace, SpaceError, read_yaml
+from tune_mnist.search.space import SETTINGS_DEFAULTS, SearchSpace, SpaceError
+from tune_mnist.search.space_file import read_yaml
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.models import build_from_config, count_params
 

@@ -26,7 +26,8 @@ from tune_mnist.search.budget import over_budget_share, shaped_file
 from tune_mnist.search.lock import check_free, hold
 from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.search.ray_door import parse_storage
-from tune_mnist.search.space import SpaceError, load_space
+from tune_mnist.search.space import SpaceError
+from tune_mnist.search.space_file import load_space
 from tune_mnist.train.config import CPU_STEPS, ConfigError
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 

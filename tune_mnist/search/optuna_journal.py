@@ -24,7 +24,7 @@ from typing import Any
 
 from tune_mnist.results import TrialView, read_parquet
 from tune_mnist.search.journal import Journal
-from tune_mnist.search.space import load_space
+from tune_mnist.search.space_file import load_space
 
 FILE = "optuna.journal"
 STATES = {  # trials.parquet status -> Optuna state (None: still running)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import matplotlib
 
-from tune_mnist.search.space import load_space
+from tune_mnist.search.space_file import load_space
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
