@@ -41,14 +41,14 @@ def damage(path, how: str) -> None:
 
 
 def run(command: str, folder, monkeypatch) -> int:
-    from tune_mnist.publish import confirm, leaderboard, race_command, reproduce, retrain
+    from tune_mnist.publish import leaderboard, race_command, reproduce, retrain, seeds
     from tune_mnist.search import report
 
     def never(*args, **kwargs):
         raise AssertionError("trained before refusing a damaged table")
 
     monkeypatch.setattr(retrain, "train_groups", never)
-    monkeypatch.setattr(confirm, "train_groups", never)
+    monkeypatch.setattr(seeds, "train_groups", never)
     monkeypatch.setattr(race_command, "train_round", never)
     monkeypatch.setattr(reproduce, "train", never, raising=False)
     argv = {

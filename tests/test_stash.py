@@ -8,8 +8,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from tune_mnist.publish import confirm, stash
-from tune_mnist.publish.confirm import SeedRun
+from tune_mnist.publish import seeds, stash
+from tune_mnist.publish.seeds import SeedRun
 from tune_mnist.train.config import TrainConfig
 
 SMALL = ["--seeds", "2", "--epochs", "1", "--train-subset", "2000", "--test-subset", "500"]
@@ -38,7 +38,7 @@ def test_an_interrupted_confirmation_trains_only_the_seeds_it_had_not_finished(
 
     folder = tmp_path / "s1"
     shutil.copytree(smoke_search[0], folder)
-    real, trained = confirm.train_seed, []
+    real, trained = seeds.train_seed, []
 
     def interrupted_at_the_second(config, data, verbose=True):
         if len(trained) == 1:
@@ -46,7 +46,7 @@ def test_an_interrupted_confirmation_trains_only_the_seeds_it_had_not_finished(
         trained.append(config.seed)
         return real(config, data, verbose)
 
-    monkeypatch.setattr(confirm, "train_seed", interrupted_at_the_second)
+    monkeypatch.setattr(seeds, "train_seed", interrupted_at_the_second)
     args = ["--results", str(folder), *SMALL]
     assert main(args) == 130
     assert trained == [1] and not (folder / "confirmations.parquet").exists()
@@ -55,7 +55,7 @@ def test_an_interrupted_confirmation_trains_only_the_seeds_it_had_not_finished(
         trained.append(config.seed)
         return real(config, data, verbose)
 
-    monkeypatch.setattr(confirm, "train_seed", counted)
+    monkeypatch.setattr(seeds, "train_seed", counted)
     assert main(args) in (0, 1)
     assert trained == [1, 2]  # seed 1 loaded from the stash, not trained again
     rows = pd.read_parquet(folder / "confirmations.parquet")

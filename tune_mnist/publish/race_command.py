@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tune_mnist.machine import provenance
 from tune_mnist.publish import race
-from tune_mnist.publish.confirm import train_groups
+from tune_mnist.publish.seeds import train_groups
 from tune_mnist.results import read_parquet
 from tune_mnist.search.ray_door import start_ray
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist

@@ -28,7 +28,6 @@ from tune_mnist.publish.confirm import (
     reproduce_command,
     seed_summary,
     selection_of,
-    train_groups,
 )
 from tune_mnist.publish.records import (
     append_confirmations,
@@ -37,6 +36,7 @@ from tune_mnist.publish.records import (
     table_problem,
     write_card,
 )
+from tune_mnist.publish.seeds import train_groups
 from tune_mnist.results import TableError, config_of, read_parquet
 from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.ray_door import start_ray as start

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tune_mnist.publish.confirm import SeedRun
+from tune_mnist.publish.seeds import SeedRun
 from tune_mnist.train.config import TrainConfig
 
 FOLDER = ".seeds"
