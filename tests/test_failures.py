@@ -194,10 +194,10 @@ def test_a_search_whose_trials_all_diverge_or_are_over_budget_exits_1_and_says_w
     assert sorted(trials["status"]) == ["diverged", "diverged", "over_budget"]
     summary = json.loads((tmp_path / "results" / "d" / "summary.json").read_text())
     assert summary["trained_to_end"] == 0 and summary["full_fidelity_share"] is None
-    # the epoch a loss goes non-finite depends on float order (threads, load): the count is
-    # whatever the diverged trials left of their 3 epochs, and each left at least one
+    # the epoch a loss goes non-finite depends on float order (threads, load), up to the
+    # last: the count is whatever the diverged trials left of their 3 epochs
     ran = trials.loc[trials["status"] == "diverged", "epochs_run"]
-    assert all(1 <= r < 3 for r in ran), list(ran)
+    assert all(1 <= r <= 3 for r in ran), list(ran)
     left = int((3 - ran).sum())
     assert summary["cut_short"]["diverged"] == {"trials": 2, "epochs_not_trained": left}
     assert summary["cut_short"]["over_budget"] == {"trials": 1, "epochs_not_trained": 3}

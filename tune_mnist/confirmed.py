@@ -51,6 +51,11 @@ def confirmed_rows(root: str | Path | None = None) -> pd.DataFrame:
     return seeds
 
 
+def chosen_on(selected_on: str) -> str:
+    """`val`: picked on held-out training images; `test`: a search from before the split."""
+    return "val" if selected_on == "val_acc" else "test"
+
+
 def model_passes(group: pd.DataFrame) -> bool:
     """The README's rule over one model's seed rows."""
     return rule.passes(
@@ -58,5 +63,5 @@ def model_passes(group: pd.DataFrame) -> bool:
         min_acc=float(group["final_test_acc"].min()),
         completed=bool((group["status"] == "completed").all()),
         params=int(group["params"].iloc[0]),
-        selected_on="val" if group["selected_on"].iloc[0] == "val_acc" else "test",
+        selected_on=chosen_on(group["selected_on"].iloc[0]),
     )

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tune_mnist import rule  # noqa: E402
-from tune_mnist.confirmed import MODEL, confirmed_rows  # noqa: E402
+from tune_mnist.confirmed import MODEL, chosen_on, confirmed_rows  # noqa: E402
 from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
 from tune_mnist.publish.labels import describe  # noqa: E402
@@ -68,7 +68,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     # groupby keeps first-seen order on both sides, so these rows line up with `models`
     first = seeds.groupby(MODEL, sort=False).head(1)
     models["selected_on"] = list(first["selected_on"])  # val_acc or test_acc, as in the tables
-    models["chosen_on"] = [chosen_on(row) for _, row in first.iterrows()]
+    models["chosen_on"] = [chosen_on(s) for s in first["selected_on"]]
     models["passed"] = list(first["passes"])  # the README's rule (tune_mnist.confirmed)
     models["model"] = [describe(row) for _, row in first.iterrows()]
     ran = {name: search_epochs(root / name) for name in first["experiment"].unique()}
@@ -110,11 +110,6 @@ def search_epochs(folder: Path) -> int:
         return int(json.loads((folder / "search.json").read_text())["settings"]["epochs"])
     except (OSError, ValueError, KeyError):
         return 15
-
-
-def chosen_on(row: pd.Series) -> str:
-    """`val`: picked on held-out training images; `test`: a search from before the split."""
-    return "val" if str(row.get("selected_on")) == "val_acc" else "test"
 
 
 def best_by_budget(models: pd.DataFrame, budgets=BUDGETS, strict: bool = False) -> pd.DataFrame:
