@@ -71,3 +71,20 @@ def test_the_guard_finds_a_planted_use_outside_the_door():
 def test_the_install_pins_the_ray_the_door_was_checked_against():
     text = (ROOT / "pyproject.toml").read_text()
     assert f'"ray[tune]=={ray_door.RAY_CHECKED}"' in text
+
+
+def test_joining_a_cluster_without_authentication_inits_ray_once(monkeypatch):
+    """A second ray.init after ray.shutdown in one process can crash it later (SIGSEGV,
+    ray-project/ray#31145): the token probe runs in a child, and the driver joins once,
+    with the authentication the probe found."""
+    calls = []
+    monkeypatch.setattr(ray_door, "check_reachable", lambda address: None)
+    monkeypatch.setattr(ray_door, "use_auth_token", lambda: True)
+    monkeypatch.setattr(ray_door, "_actor_runs_in_child", lambda address: False)
+    monkeypatch.setattr(ray_door, "_set_auth_mode", lambda mode: calls.append(("mode", mode)))
+    monkeypatch.setattr(ray_door, "_actor_runs", lambda: True)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(("init", kw["address"])))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown",)))
+    ray_door.join("127.0.0.1:1")
+    assert calls == [("mode", "disabled"), ("init", "127.0.0.1:1")]
+

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 
 import torch
 
@@ -114,24 +116,60 @@ def join(address: str, **init) -> None:
     this machine, token authentication first (use_auth_token); a cluster started without
     it (Ray's own `cluster_utils.Cluster`, a `ray start` with RAY_AUTH_MODE=disabled, ...)
     then accepts the driver and runs its tasks, but kills every actor before it starts
-    ("The actor never ran"), so every trial would fail. One probe actor tells, within a
-    second; on that answer the driver joins again without authentication."""
+    ("The actor never ran"), so every trial would fail. A probe actor tells, within
+    seconds. The probe with the token runs in a child process: this process calls ray.init
+    once, since a second ray.init after ray.shutdown in one process leaves threads of the
+    first session behind that can crash it later (SIGSEGV, ray-project/ray#31145)."""
     import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
     check_reachable(address)
-    chose = use_auth_token()
+    switched = use_auth_token() and not _actor_runs_in_child(address)
+    if switched:
+        _set_auth_mode("disabled")
     ray.init(address=address, **init)
-    if not chose or _actor_runs():
-        return
-    ray.shutdown()
-    _set_auth_mode("disabled")
-    ray.init(address=address, **init)
-    if not _actor_runs():
+    if switched and not _actor_runs():
         ray.shutdown()
         raise ConnectionError(
             f"the cluster at {address} starts no actor with or without token "
             "authentication; check its RAY_AUTH_MODE and `ray status`"
         )
+
+
+# a driver of its own: joins, starts one actor, exits 0 when it answered, 3 when Ray
+# killed it before it ran (a mismatched authentication), 4 when none started in time
+PROBE = """
+import sys, ray
+from ray.exceptions import GetTimeoutError, RayActorError
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+@ray.remote(num_cpus=0)
+class Probe:
+    def ping(self):
+        return True
+try:
+    ray.get(Probe.remote().ping.remote(), timeout=float(sys.argv[2]))
+except RayActorError:
+    sys.exit(3)
+except GetTimeoutError:
+    sys.exit(4)
+"""
+
+
+def _actor_runs_in_child(address: str, timeout_s: float = 120.0) -> bool:
+    """_actor_runs, in a child process with this process's authentication settings."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, address, str(timeout_s)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s + 60,
+        )
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is not None and done.returncode in (0, 3):
+        return done.returncode == 0
+    last = (done.stderr.strip().splitlines() or [""])[-1][:200] if done else ""
+    why = f"no actor started within {timeout_s:.0f}s" if not last else last
+    raise ConnectionError(f"{why}; see `ray status`")
 
 
 def _actor_runs(timeout_s: float = 120.0) -> bool:

@@ -242,6 +242,8 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         wall_s = time.perf_counter() - started
         tables = writer.tables()
         counts = (*writer.counts(), writer.busy_s, writer.peak_running)
+        # tables and summary before ray.shutdown: a crash inside Ray's teardown loses nothing
+        return finish(args, folder, space, tables, wall_s, plan, counts)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before Ray Tune's loop began
         if writer is not None:
             writer.write()
@@ -249,7 +251,6 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
     finally:
         set_live(None)
         ray.shutdown()
-    return finish(args, folder, space, tables, wall_s, plan, counts)
 
 
 def budget_line(args, settings: dict) -> str:
