@@ -339,7 +339,17 @@ def _append_many(folder, worker, n):
 
     for i in range(n):
         append_confirmations(
-            folder, [{"trial_id": f"w{worker}", "seed": i, "final_test_acc": 99.0}]
+            folder,
+            [
+                {
+                    "trial_id": f"w{worker}",
+                    "seed": i,
+                    "final_test_acc": 99.0,
+                    "selected_on": "val_acc",
+                    "precision": "fp32",
+                    "channels_last": False,
+                }
+            ],
         )
 
 

@@ -11,7 +11,8 @@ from tune_mnist.train.config import TrainConfig
 
 
 def seed_rows(trial, params, accs, arch="slim", epochs=15, **config):
-    base = {**TrainConfig(arch=arch).to_dict(), **config, "epochs": epochs}
+    base = {"selected_on": "test_acc", **TrainConfig(arch=arch).to_dict(), **config}
+    base["epochs"] = epochs
     return [
         {
             "trial_id": trial,

@@ -87,4 +87,3 @@ def test_joining_a_cluster_without_authentication_inits_ray_once(monkeypatch):
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown",)))
     ray_door.join("127.0.0.1:1")
     assert calls == [("mode", "disabled"), ("init", "127.0.0.1:1")]
-

@@ -44,18 +44,65 @@ def test_a_damaged_table_is_refused_before_anything_trains(tmp_path, table, how,
     assert sorted(p.name for p in (folder / "confirmed" / "a8059cfa").iterdir()) == before
 
 
+# what every confirmation row holds beside its figures (tune_mnist.publish.records)
+RECORDED = {"selected_on": "val_acc", "precision": "fp32", "channels_last": False}
+
+
 def test_rows_a_table_cannot_take_wait_in_a_side_file_and_are_merged_once(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()
-    rows = [{"trial_id": "a", "seed": 1, "final_test_acc": 99.4}]
+    rows = [{"trial_id": "a", "seed": 1, "final_test_acc": 99.4, **RECORDED}]
     assert append_confirmations(folder, rows) is None
     (folder / "confirmations.parquet").write_bytes(b"PAR1 damaged meanwhile")
-    side = append_confirmations(folder, [{"trial_id": "a", "seed": 2, "final_test_acc": 99.5}])
+    side = append_confirmations(
+        folder, [{"trial_id": "a", "seed": 2, "final_test_acc": 99.5, **RECORDED}]
+    )
     assert side is not None and side.is_file()
     assert table_problem(folder / "confirmations.parquet").startswith("cut short or damaged")
     (folder / "confirmations.parquet").unlink()  # the user moves the damaged table aside
     assert (
-        append_confirmations(folder, [{"trial_id": "a", "seed": 3, "final_test_acc": 99.6}]) is None
+        append_confirmations(
+            folder, [{"trial_id": "a", "seed": 3, "final_test_acc": 99.6, **RECORDED}]
+        )
+        is None
     )
     table = read_parquet(folder / "confirmations.parquet")
     assert list(table["seed"]) == [2, 3] and not side.exists()  # seed 2 once, from the side
+
+
+def test_a_table_of_an_earlier_format_is_migrated_once_and_its_figures_kept(tmp_path, capsys):
+    """A confirmation table without `selected_on` or the CPU step's columns is refused in one
+    line naming scripts/migrate_confirmations.py; the script fills them (chosen on test,
+    the plain step), changes nothing else, and has nothing to do a second time. The
+    committed tables need nothing."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from searchutil import ROOT
+
+    from tune_mnist.results import TableError
+
+    table = tmp_path / "old" / "confirmations.parquet"
+    table.parent.mkdir()
+    old = pd.DataFrame({"trial_id": ["a", "a"], "seed": [0, 1], "final_test_acc": [99.4, 99.5]})
+    old["precision"] = pd.Series(["fp32", None], dtype=object)
+    old.to_parquet(table)
+    with pytest.raises(TableError, match="missing column selected_on; run python scripts/migr"):
+        read_parquet(table)
+    script = [sys.executable, str(ROOT / "scripts" / "migrate_confirmations.py")]
+    for flag, code, word in (("--check", 1, "would migrate"), ("", 0, "migrated")):
+        done = subprocess.run(
+            [*script, "--results-dir", str(tmp_path), *filter(None, [flag])],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == code and word in done.stdout, done.stderr
+    new = read_parquet(table)
+    pd.testing.assert_frame_equal(new[["trial_id", "seed", "final_test_acc"]], old.iloc[:, :3])
+    assert new["selected_on"].tolist() == ["test_acc"] * 2
+    assert new["precision"].tolist() == ["fp32"] * 2 and not new["channels_last"].any()
+    assert subprocess.run([*script, "--results-dir", str(tmp_path), "--check"]).returncode == 0
+    assert (
+        subprocess.run([*script, "--results-dir", str(ROOT / "results"), "--check"]).returncode == 0
+    )

@@ -5,10 +5,8 @@
     seeds.groupby(["experiment", "trial_id"])["final_test_acc"].agg(["mean", "min"])
 
 One row per seed of each full-data confirmation (`confirmations.parquet`; docs/tables.md has
-its columns), with `experiment` (the search's folder name), `selected_on` filled for every
-row (`val_acc`: chosen on validation; `test_acc`: a search from before the validation split,
-whose rows left it empty) and `passes`: whether that model passes the README's rule
-(`tune_mnist.rule`), the verdict the leaderboard prints.
+its columns), with `experiment` (the search's folder name) and `passes`: whether that
+model passes the README's rule (`tune_mnist.rule`), the verdict the leaderboard prints.
 """
 
 from __future__ import annotations
@@ -43,8 +41,6 @@ def confirmed_rows(root: str | Path | None = None) -> pd.DataFrame:
             seeds = seeds[seeds[column].fillna(0) == 0]
     # a seed confirmed twice counts once: the later run (same config, same seed)
     seeds = seeds.drop_duplicates([*MODEL, "seed"], keep="last").reset_index(drop=True)
-    chosen = seeds["selected_on"] if "selected_on" in seeds else pd.Series(index=seeds.index)
-    seeds["selected_on"] = ["val_acc" if str(s) == "val_acc" else "test_acc" for s in chosen]
     seeds["passes"] = False
     for _, group in seeds.groupby(MODEL, sort=False):
         seeds.loc[group.index, "passes"] = model_passes(group)

@@ -242,10 +242,10 @@ class TableError(ValueError):
     """A table that cannot be read: its message names the file, what is wrong with it
     (`problem`) and what rebuilds it, in one line."""
 
-    def __init__(self, path: Path, problem: str):
+    def __init__(self, path: Path, problem: str, fix: str | None = None):
         self.path, self.problem = path, problem
         again = REBUILT_BY.get(path.name, "the command that wrote it").format(name=path.parent.name)
-        super().__init__(f"{path}: {problem}; move it aside and run {again}")
+        super().__init__(f"{path}: {problem}; {fix or f'move it aside and run {again}'}")
 
 
 # what makes each table again, by file name (a command's one-line refusal names it)
@@ -269,10 +269,22 @@ REQUIRED = {
     "trials.parquet": ("trial_id", "status", "params"),
     "epochs.parquet": ("trial_id", "epoch"),
     "passing.parquet": ("trial_id",),
-    "confirmations.parquet": ("trial_id", "seed", "final_test_acc"),
+    # selected_on and the CPU step's fields: scripts/migrate_confirmations.py fills them in
+    # a table of an earlier format
+    "confirmations.parquet": (
+        "trial_id",
+        "seed",
+        "final_test_acc",
+        "selected_on",
+        "precision",
+        "channels_last",
+    ),
     "confirmation_epochs.parquet": ("trial_id", "seed", "epoch"),
     "race_runs.parquet": ("trial_id", "val_acc"),
 }
+
+
+MIGRATE = {"confirmations.parquet": "python scripts/migrate_confirmations.py"}
 
 
 def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
@@ -297,7 +309,12 @@ def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
             raise TableError(path, f"cut short or damaged ({type(exc).__name__})") from None
     missing = [c for c in wanted if c not in frame.columns]
     if missing and len(frame.columns):  # (an empty table written with no rows has none)
-        raise TableError(path, f"missing column {missing[0]}")
+        fix = (
+            f"run {MIGRATE[path.name]} (a table of an earlier format)"
+            if path.name in MIGRATE
+            else None
+        )
+        raise TableError(path, f"missing column {missing[0]}", fix)
     return frame
 
 

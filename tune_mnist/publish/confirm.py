@@ -140,7 +140,7 @@ def reproduce_command(
     """The retrain_best.py call that trains these seeds again with the same numbers: the
     thread count is part of it (1 and 2 threads give different sums, so other accuracies),
     and so are the image subsets of a quick look (0, 0: all images, not written) and the CPU
-    step variant (None: the rows made before it was recorded, all plain)."""
+    step variant (None: a run on a GPU)."""
     parts = ["python", "scripts/retrain_best.py", "--results", results, "--trials", trial_id]
     parts += ["--seeds", str(seeds), "--threads", str(threads)]
     if epochs:

@@ -90,15 +90,12 @@ def reproduce(
     trained with (a row of 0 used torch's default, which --threads 0 asks for again), and
     --epochs where they differ from the search's (retrain_best.py's default)."""
     epochs = int(row["epochs"]) if int(row["epochs"]) != search_ran else None
-    threads = int(row["threads"]) if "threads" in row and row["threads"] == row["threads"] else 0
-    # rows that record their step variant name it (older rows ran the plain step, unnamed)
-    recorded = pd.notna(row.get("channels_last"))
-    step = cpu_step_of(config_of(row)) if recorded and row.get("device") == "cpu" else None
+    step = cpu_step_of(config_of(row)) if row["device"] == "cpu" else None
     return reproduce_command(
         str(root / experiment),
         str(row["trial_id"]),
         max(seeds, MIN_SEEDS),
-        threads,
+        int(row["threads"]),
         epochs,
         cpu_step=step,
     )
