@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from tune_mnist.paths import RESULTS_DIR_HELP, results_root, shown
-from tune_mnist.results import write_parquet
+from tune_mnist.tables import write_parquet
 from tune_mnist.train.config import CPU_STEPS
 
 # column -> the value an empty cell stands for

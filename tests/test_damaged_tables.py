@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from searchutil import ROOT
 
-from tune_mnist.results import REQUIRED
+from tune_mnist.tables import REQUIRED
 
 SOURCE = ROOT / "results" / "cold-4k"  # a search with a race and a confirmation
 TRIAL = "20d5d10a"  # its confirmed trial

@@ -182,7 +182,7 @@ def test_a_table_rewritten_while_it_is_read_always_reads_whole(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from tune_mnist.results import read_parquet, write_parquet
+    from tune_mnist.tables import read_parquet, write_parquet
 
     path = tmp_path / "epochs.parquet"
     frames = [

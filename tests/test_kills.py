@@ -19,8 +19,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from searchutil import env, run_search, search_command, space_file
 
-from tune_mnist.results import read_parquet
 from tune_mnist.search.optuna_journal import FILE
+from tune_mnist.tables import read_parquet
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import torch
 
 from tune_mnist.publish import race
 from tune_mnist.publish.race_command import main as race_main
-from tune_mnist.results import read_parquet
+from tune_mnist.tables import read_parquet
 from tune_mnist.train.config import TrainConfig
 
 

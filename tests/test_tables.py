@@ -8,7 +8,7 @@ import pytest
 
 from tune_mnist.publish.records import append_confirmations, table_problem
 from tune_mnist.publish.retrain import main as retrain_main
-from tune_mnist.results import read_parquet
+from tune_mnist.tables import read_parquet
 
 
 def _damage(path, how):
@@ -81,7 +81,7 @@ def test_a_table_of_an_earlier_format_is_migrated_once_and_its_figures_kept(tmp_
     import pandas as pd
     from searchutil import ROOT
 
-    from tune_mnist.results import TableError
+    from tune_mnist.tables import TableError
 
     table = tmp_path / "old" / "confirmations.parquet"
     table.parent.mkdir()

@@ -26,8 +26,8 @@ from tune_mnist.paths import results_root, shown
 from tune_mnist.publish import leaderboard, race_command, retrain
 from tune_mnist.publish.race import contenders
 from tune_mnist.publish.records import table_problem
-from tune_mnist.results import TableError, read_parquet
 from tune_mnist.search import command
+from tune_mnist.tables import TableError, read_parquet
 
 SMOKE_TEST = 1000  # test images of a --smoke confirmation
 

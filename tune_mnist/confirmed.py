@@ -17,14 +17,14 @@ import pandas as pd
 
 from tune_mnist import rule
 from tune_mnist.paths import results_root
-from tune_mnist.results import read_parquet
+from tune_mnist.tables import read_parquet
 
 MODEL = ["experiment", "trial_id", "epochs"]  # one published model: its seeds share these
 
 
 def confirmed_rows(root: str | Path | None = None) -> pd.DataFrame:
     """Every full-data confirmed seed under `root` (default: the results folder); an empty
-    frame when there is none. A damaged table raises results.TableError, naming it."""
+    frame when there is none. A damaged table raises tables.TableError, naming it."""
     root = results_root() if root is None else Path(root)
     frames = []
     for path in sorted(root.glob("*/confirmations.parquet")):

@@ -34,7 +34,8 @@ from tune_mnist.publish.readme_blocks import (  # noqa: E402
     read_readme,
     update_readme,
 )
-from tune_mnist.results import TableError, config_of  # noqa: E402
+from tune_mnist.results import config_of  # noqa: E402
+from tune_mnist.tables import TableError  # noqa: E402
 from tune_mnist.train.config import cpu_step_of  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive

@@ -25,7 +25,8 @@ import pandas as pd
 
 from tune_mnist import rule
 from tune_mnist.publish.records import SIDE, append_confirmations
-from tune_mnist.results import config_of, read_parquet, write_parquet
+from tune_mnist.results import config_of
+from tune_mnist.tables import read_parquet, write_parquet
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import MNIST
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from tune_mnist.machine import provenance
 from tune_mnist.publish import race
 from tune_mnist.publish.seeds import train_groups
-from tune_mnist.results import read_parquet
 from tune_mnist.search.ray_door import start_ray
+from tune_mnist.tables import read_parquet
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
 TOP = 4
@@ -61,7 +61,7 @@ def parse_args(argv):
 
 
 def load_field(folder: Path, top: int):
-    # a damaged table is refused by its reader in one line (results.TableError)
+    # a damaged table is refused by its reader in one line (tables.TableError)
     meta = json.loads((folder / "search.json").read_text())
     settings = meta["settings"]
     trials = read_parquet(folder / "trials.parquet")

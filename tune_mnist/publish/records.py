@@ -16,7 +16,7 @@ import pyarrow
 
 from tune_mnist.files import atomic_write_text, write_json
 from tune_mnist.publish.confirm import InputError, selection_of, train_command
-from tune_mnist.results import TableError, read_parquet, write_parquet
+from tune_mnist.tables import TableError, read_parquet, write_parquet
 from tune_mnist.train.modelfile import save_model
 from tune_mnist.train.models import build_from_config
 

@@ -21,7 +21,8 @@ import torch
 from tune_mnist.machine import cpu_name, versions
 from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir
 from tune_mnist.publish.confirm import InputError
-from tune_mnist.results import TableError, config_of, read_parquet
+from tune_mnist.results import config_of
+from tune_mnist.tables import TableError, read_parquet
 from tune_mnist.train.config import ConfigError
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 from tune_mnist.train.loop import print_epoch, train

@@ -37,10 +37,11 @@ from tune_mnist.publish.records import (
     write_card,
 )
 from tune_mnist.publish.seeds import train_groups
-from tune_mnist.results import TableError, config_of, read_parquet
+from tune_mnist.results import config_of
 from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.ray_door import start_ray as start
 from tune_mnist.search.space import SETTINGS_DEFAULTS
+from tune_mnist.tables import TableError, read_parquet
 from tune_mnist.train.config import CPU_STEPS, ConfigError, cpu_step_fields, cpu_step_of
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tune_mnist.results import TrialView, read_parquet
+from tune_mnist.results import TrialView
 from tune_mnist.search.journal import Journal
 from tune_mnist.search.space_file import load_space
+from tune_mnist.tables import read_parquet
 
 FILE = "optuna.journal"
 STATES = {  # trials.parquet status -> Optuna state (None: still running)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from tune_mnist.paths import results_root
-from tune_mnist.results import read_parquet
 from tune_mnist.study import designs
 from tune_mnist.study.designs import kept, spearman
 from tune_mnist.study.fidelity_runs import CAMPAIGNS, configurations
 from tune_mnist.study.fidelity_text import render
+from tune_mnist.tables import read_parquet
 
 PREFIXES = (3, 5)  # epochs of the 15-epoch run itself: what ASHA's rungs read before
 
