@@ -191,8 +191,8 @@ def test_a_lost_node_costs_only_a_retry_from_the_checkpoint(tmp_path):
         assert list(rows["epoch"]) == [1, 2, 3, 4]  # finished: none lost, none twice
         later = rows[(rows["node_id"] == head) & ~rows["replayed"]]  # retried on the head
         assert len(later) > 0, rows.to_dict("records")
-        # from its checkpoint, even one Ray had not registered when the node died (once in CI
-        # the retry began at epoch 1: now a retry also looks in storage)
+        # from its checkpoint, even one Ray had not registered when the node died (a retry
+        # also looks in storage)
         assert (later["start_epoch"] >= 1).all(), rows.to_dict("records")
 
 
@@ -258,9 +258,9 @@ while True:
 def test_a_cluster_made_by_rays_own_cluster_utils_runs_a_search(tmp_path):
     """Users start clusters in many ways; one started without token authentication by Ray's
     `cluster_utils.Cluster` (head + 1 node, 1 CPU and 1 logical GPU each) must run the search,
-    on its GPUs and on CPUs alone, although this machine holds a token: every trial used to
-    fail ("The actor never ran"), since the driver then spoke token authentication to a
-    cluster without it."""
+    on its GPUs and on CPUs alone, although this machine holds a token: a driver that speaks
+    token authentication to a cluster without it sees every trial fail ("The actor never
+    ran")."""
     tmp = tempfile.mkdtemp(prefix="tm-cu-", dir="/tmp")  # short: Ray's socket paths
     address_file = Path(tmp) / "address"
     env = {**os.environ, "RAY_TMPDIR": tmp, **LOOPBACK_ENV}

@@ -137,7 +137,7 @@ def test_a_kill_between_two_table_files_never_leaves_trials_without_its_partners
     tmp_path, monkeypatch
 ):
     """Each file is replaced atomically, but three files are not one: trials.parquet, the one
-    readers open first, must be written last (a CI run once found it alone after a kill)."""
+    readers open first, must be written last, so that a kill never leaves it alone."""
     import tune_mnist.results as results
 
     writer = _writer(tmp_path)

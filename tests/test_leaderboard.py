@@ -125,7 +125,7 @@ def test_pareto_breaks_a_printed_tie_for_the_passing_then_smaller_model(tmp_path
     ]
     pd.DataFrame(rows).to_parquet(tmp_path / "e" / "confirmations.parquet")
     _, models = collect(tmp_path)
-    assert models.set_index("trial_id")["mean"].idxmax() == "fails"  # what used to win
+    assert models.set_index("trial_id")["mean"].idxmax() == "fails"  # the naive pick
     best = best_by_budget(models, budgets=(4000,)).iloc[0]
     assert best["trial_id"] == "passes" and best["passed"]
 

@@ -165,7 +165,7 @@ def test_a_cohort_search_records_every_seed_and_passes_only_all_seed_passes(tmp_
 
 def test_a_closed_output_pipe_is_one_line_naming_it_not_a_cluster_error(tmp_path):
     """`search.py ... | head` whose reader has ended: the search stops with one line that says
-    so (it used to blame the Ray cluster: a broken pipe is a ConnectionError)."""
+    so, not one that blames the Ray cluster (a broken pipe is also a ConnectionError)."""
     proc = subprocess.Popen(
         search_command("--smoke", "--samples", "1", "--name", "pipe", "--no-report"),
         env=env(tmp_path / "results"),

@@ -58,7 +58,7 @@ def link(path: Path, target: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.link")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
-    if path.is_dir() and not path.is_symlink():  # results written before best/ was a link
+    if path.is_dir() and not path.is_symlink():  # a copy in its place
         shutil.rmtree(path)
     os.replace(tmp, path)
 

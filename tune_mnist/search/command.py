@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None):
         default=1,
         help="CPU threads (and Ray CPUs) per trial (default 1)",
     )
-    parser.add_argument(  # the older spelling
+    parser.add_argument(  # hidden alias of --threads
         "--cpus-per-trial", dest="cpus_per_trial", type=int, help=argparse.SUPPRESS
     )
     parser.add_argument("--name", help="experiment name: results/<name> (default: space-time)")
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None):
         default=0,
         help="seed of the Optuna sampler (default 0); trials train with their config's seed",
     )
-    parser.add_argument("--seed", dest="seed", type=int, help=argparse.SUPPRESS)  # older name
+    parser.add_argument("--seed", dest="seed", type=int, help=argparse.SUPPRESS)  # alias
     parser.add_argument(
         "--max-failures", type=int, default=2, help="retries of a failing trial (default 2)"
     )
@@ -211,7 +211,7 @@ def resumed_space(args, folder: Path):
             "record of its settings: restore it from a copy (nothing else rebuilds it)"
         ) from None
     saved = folder / SPACE_COPY
-    if not saved.is_file():  # searches made before the space was kept with them
+    if not saved.is_file():  # a start killed before it kept the space
         saved = Path(args.space or meta.get("space") or "")
         if not saved.is_file():
             raise UsageError(f"--resume: {folder} keeps no space; pass the search's --space")
