@@ -3,7 +3,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tune_mnist.search.command import check_name
+from tune_mnist.search.flags import check_name
 from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.search.space import SpaceError
 from tune_mnist.search.space_file import load_space

@@ -7,10 +7,8 @@ parquet tables as trials finish and prints a summary at the end.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -20,128 +18,20 @@ from pathlib import Path
 
 import torch
 
-from tune_mnist.paths import CHECKOUT, add_results_dir, results_root, spaces_dir, use_results_dir
+from tune_mnist.paths import CHECKOUT, results_root, spaces_dir
 from tune_mnist.search import ray_door
 from tune_mnist.search.budget import over_budget_share, shaped_file
+from tune_mnist.search.flags import check_name, parse_args
 from tune_mnist.search.lock import check_free, hold
 from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.search.ray_door import parse_storage
 from tune_mnist.search.space import SpaceError
 from tune_mnist.search.space_file import load_space
-from tune_mnist.train.config import CPU_STEPS, ConfigError
-from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
+from tune_mnist.train.config import ConfigError
+from tune_mnist.train.data import DataError, load_mnist
 
 ROOT = CHECKOUT or Path.cwd()  # what recorded paths are relative to
 RAY_DIR = ".ray"  # Ray's own experiment files, under the storage root
-RACE_RUNS = 6  # seed runs of the race after a search (tune_mnist.publish.race_command)
-
-
-def check_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
-        raise UsageError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only (no paths)")
-    return name
-
-
-def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(
-        prog="scripts/search.py",
-        description="Search tiny MNIST CNNs with Ray Tune (Optuna proposes, ASHA stops).",
-        epilog="exit status: 0 the search ran and at least one trial trained to its end "
-        "(completed, or stopped by ASHA at a rung), and its race ran; with --confirm N, 0 "
-        "when the race's pick passed on every seed; 1 it ran but none did (every trial "
-        "diverged, failed, was over budget or lost: one line gives the counts by cause and "
-        "the first), or results cannot be written, or with --confirm the pick did not pass "
-        "or no trial completed to race; 2 bad input, before Ray starts; 130 Ctrl-C, 143 "
-        "SIGTERM (the line gives the --resume command)",
-    )
-    parser.add_argument("--space", help="search-space YAML (default search_spaces/default.yaml)")
-    parser.add_argument("--samples", type=int, help="trials to run (default: the space's)")
-    parser.add_argument(
-        "--max-params",
-        type=int,
-        help="parameter budget: the space's widths are scaled to it and what cannot fit is "
-        "dropped (default: the space's settings.max_params, 8,000 for default.yaml)",
-    )
-    parser.add_argument("--gpus", type=int, help="GPUs the search may use (default: all; 0 = CPU)")
-    parser.add_argument(
-        "--trials-per-gpu", type=int, default=4, help="trials packed per GPU (default 4)"
-    )
-    parser.add_argument(
-        "--threads",
-        dest="cpus_per_trial",
-        type=int,
-        default=1,
-        help="CPU threads (and Ray CPUs) per trial (default 1)",
-    )
-    parser.add_argument(  # hidden alias of --threads
-        "--cpus-per-trial", dest="cpus_per_trial", type=int, help=argparse.SUPPRESS
-    )
-    parser.add_argument("--name", help="experiment name: results/<name> (default: space-time)")
-    parser.add_argument(
-        "--storage", help="Ray storage root, local path or URI (s3://...; default: results/.ray)"
-    )
-    parser.add_argument("--address", help="existing Ray cluster (default $RAY_ADDRESS, or local)")
-    parser.add_argument("--resume", action="store_true", help="continue experiment --name")
-    parser.add_argument(
-        "--sampler-seed",
-        dest="seed",
-        type=int,
-        default=0,
-        help="seed of the Optuna sampler (default 0); trials train with their config's seed",
-    )
-    parser.add_argument("--seed", dest="seed", type=int, help=argparse.SUPPRESS)  # alias
-    parser.add_argument(
-        "--max-failures", type=int, default=2, help="retries of a failing trial (default 2)"
-    )
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
-    parser.add_argument("--smoke", action="store_true", help="search_spaces/smoke.yaml: seconds")
-    parser.add_argument("--no-report", action="store_true", help="skip the plots at the end")
-    parser.add_argument(
-        "--cpu-step",
-        choices=["auto", *CPU_STEPS],
-        help="how CPU trials run their steps (default: the space's settings.cpu_step); auto = "
-        "the fastest variant measured to keep accuracy (README, The CPU step)",
-    )
-    parser.add_argument(
-        "--race-runs",
-        type=int,
-        default=RACE_RUNS,
-        help="when the search ends, race its best completed trials on this many more "
-        f"validation seeds (default {RACE_RUNS}; 0: no race)",
-    )
-    parser.add_argument(
-        "--confirm",
-        type=int,
-        default=0,
-        metavar="SEEDS",
-        help="then confirm the race's pick on this many fresh seeds on the test set and "
-        "publish it: model card, leaderboard row (default 0: stop after the race); "
-        "exit 0 when every seed passed",
-    )
-    add_results_dir(parser)
-    args = parser.parse_args(argv)
-    use_results_dir(args.results_dir)
-    if args.race_runs < 0 or not 0 <= args.confirm <= 20:
-        raise UsageError("--race-runs must be >= 0 and --confirm 0..20 seeds")
-    if not 0 <= args.seed < 2**32:
-        raise UsageError(f"--sampler-seed {args.seed}: must be 0..{2**32 - 1}")
-    if args.max_failures < 0:
-        raise UsageError(f"--max-failures {args.max_failures}: must be >= 0")
-    if args.max_params is not None and not 100 <= args.max_params <= 1_000_000:
-        raise UsageError(f"--max-params {args.max_params}: a budget of 100..1,000,000 parameters")
-    if args.samples is not None and args.samples < 1:
-        raise UsageError(f"--samples {args.samples}: must be >= 1")
-    if args.gpus is not None and args.gpus < 0:
-        raise UsageError(f"--gpus {args.gpus}: must be >= 0 (0 = CPU only)")
-    for flag, value in (
-        ("--trials-per-gpu", args.trials_per_gpu),
-        ("--threads", args.cpus_per_trial),
-    ):
-        if value < 1:  # checked here too: without --gpus the plan is made after Ray starts
-            raise UsageError(f"{flag} {value}: must be >= 1")
-    if args.resume and not args.name:
-        raise UsageError("--resume needs --name of the experiment to continue")
-    return args
 
 
 def prepare(args):

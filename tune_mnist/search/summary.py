@@ -128,3 +128,24 @@ def front_lines(trials_df) -> list[str]:
             f"trial {row['trial_id']}{mark}"
         )
     return lines
+
+
+def first_cause(trials, settings: dict) -> str:
+    """Why no trial trained to its end, in one line: the counts by cause, then the first
+    failed trial's error, or the first trial's ending."""
+    counts = ", ".join(
+        f"{n} {CUT_SHORT.get(s, s)}" for s, n in trials["status"].value_counts().items()
+    )
+    failed = trials[trials["status"] == "error"]
+    if len(failed):
+        row = failed.iloc[0]
+        more = f" (and {len(failed) - 1} more failed trials)" if len(failed) > 1 else ""
+        return f"{counts}; first: trial {row['trial_id']}: {row.get('error') or 'error'}{more}"
+    if not len(trials):
+        return "no trials; see trials.parquet"
+    row = trials.iloc[0]
+    how = {
+        "diverged": f"diverged at epoch {row['epochs_run']} (loss not finite or exploding)",
+        "over_budget": f"over budget ({row['params']:,} > {settings['max_params']:,} parameters)",
+    }.get(row["status"], row["status"])
+    return f"{counts}; first: trial {row['trial_id']} {how}; see trials.parquet"

@@ -25,13 +25,7 @@ from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.promotion import Limiter, PromotionASHA
 from tune_mnist.search.space import METRICS
-from tune_mnist.search.summary import (
-    CUT_SHORT,
-    JUDGED,
-    cut_short,
-    format_summary,
-    full_fidelity,
-)
+from tune_mnist.search.summary import JUDGED, cut_short, first_cause, format_summary, full_fidelity
 from tune_mnist.search.trainable import run_trial
 from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 from tune_mnist.train.config import TrainConfig, cpu_step_fields, cpu_step_of
@@ -342,27 +336,6 @@ def _below(path: str, root: Path) -> str:
 
 def _number(value: float) -> float | None:
     return None if value != value else value  # NaN (nothing judged) is JSON's null
-
-
-def first_cause(trials: pd.DataFrame, settings: dict) -> str:
-    """Why no trial trained to its end, in one line: the counts by cause, then the first
-    failed trial's error, or the first trial's ending."""
-    counts = ", ".join(
-        f"{n} {CUT_SHORT.get(s, s)}" for s, n in trials["status"].value_counts().items()
-    )
-    failed = trials[trials["status"] == "error"]
-    if len(failed):
-        row = failed.iloc[0]
-        more = f" (and {len(failed) - 1} more failed trials)" if len(failed) > 1 else ""
-        return f"{counts}; first: trial {row['trial_id']}: {row.get('error') or 'error'}{more}"
-    if not len(trials):
-        return "no trials; see trials.parquet"
-    row = trials.iloc[0]
-    how = {
-        "diverged": f"diverged at epoch {row['epochs_run']} (loss not finite or exploding)",
-        "over_budget": f"over budget ({row['params']:,} > {settings['max_params']:,} parameters)",
-    }.get(row["status"], row["status"])
-    return f"{counts}; first: trial {row['trial_id']} {how}; see trials.parquet"
 
 
 class SearchInterrupted(Exception):
