@@ -26,7 +26,7 @@ from tune_mnist.paths import results_root, shown
 from tune_mnist.publish import leaderboard, race_command, retrain
 from tune_mnist.publish.race import contenders
 from tune_mnist.publish.records import table_problem
-from tune_mnist.search import command
+from tune_mnist.search import command, ray_door
 from tune_mnist.tables import TableError, read_parquet
 
 SMOKE_TEST = 1000  # test images of a --smoke confirmation
@@ -34,6 +34,11 @@ SMOKE_TEST = 1000  # test images of a --smoke confirmation
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    with ray_door.held_session():  # one Ray session for search, race and confirmation
+        return _chain(argv)
+
+
+def _chain(argv: list[str]) -> int:
     code, args, folder = command.run(argv)
     if code != 0 or folder is None or not (args.race_runs or args.confirm):
         return code

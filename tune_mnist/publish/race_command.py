@@ -18,7 +18,7 @@ from pathlib import Path
 from tune_mnist.machine import provenance
 from tune_mnist.publish import race
 from tune_mnist.publish.seeds import train_groups
-from tune_mnist.search.ray_door import start_ray
+from tune_mnist.search.ray_door import start_ray, stop_ray
 from tune_mnist.tables import read_parquet
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
@@ -151,9 +151,7 @@ def run(argv=None) -> tuple[int, str | None]:
         return 130, None
     finally:
         if ray_up:
-            import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
-
-            ray.shutdown()
+            stop_ray()
     leader = max((c for c in field if c.status != "dropped"), key=lambda c: c.mean)
     table = race.summary_rows(field, target)
     try:

@@ -39,6 +39,7 @@ from tune_mnist.publish.seeds import train_groups
 from tune_mnist.results import config_of
 from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.ray_door import start_ray as start
+from tune_mnist.search.ray_door import stop_ray
 from tune_mnist.search.space import SETTINGS_DEFAULTS
 from tune_mnist.tables import TableError, read_parquet
 from tune_mnist.train.config import ConfigError, cpu_step_fields, cpu_step_of
@@ -142,7 +143,7 @@ def seed_runner(args) -> dict | None:
 
     have = ray.cluster_resources().get("GPU", 0)
     if address and args.gpus > have:  # the seeds' tasks would wait forever for a GPU
-        ray.shutdown()
+        stop_ray()
         raise InputError(f"--gpus {args.gpus}: the cluster at {address} has {have:g} GPU(s)")
     return {"num_cpus": 1, "num_gpus": 0.25 if args.gpus else 0}  # 4 seeds per GPU
 
@@ -182,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if parallel is not None:
-            import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
-
-            ray.shutdown()
+            stop_ray()
 
 
 def confirm_all(args, folder: Path, candidates, settings, data, parallel) -> int:

@@ -8,6 +8,7 @@ it names. Nothing else in the package imports `ray._*` or `*._internal*`.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -81,6 +82,8 @@ def start_ray(
     os.environ.setdefault("RAY_worker_niceness", LOOPBACK_ENV["RAY_worker_niceness"])
     import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
+    if ray.is_initialized():  # a chain's later stage: the session its search started
+        return  # (its workers' prints stay off: the stage's driver prints its progress)
     if address:
         # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
         join(address, log_to_driver=worker_output, logging_level=logging.WARNING)
@@ -97,6 +100,31 @@ def start_ray(
         log_to_driver=worker_output,
         configure_logging=False,
     )
+
+
+# set while a chain of commands runs in this process (held_session): they share one session
+_HELD: list[bool] = []
+
+
+@contextlib.contextmanager
+def held_session():
+    """One Ray session for every stage run inside (search, race, confirmation): stop_ray
+    leaves it up and the block's end shuts it down. A second ray.init after ray.shutdown in
+    one process leaves threads of the first session behind that can crash it later
+    (SIGSEGV, ray-project/ray#31145)."""
+    _HELD.append(True)
+    try:
+        yield
+    finally:
+        _HELD.pop()
+        if not _HELD and "ray" in sys.modules:
+            sys.modules["ray"].shutdown()
+
+
+def stop_ray() -> None:
+    """ray.shutdown, unless a chain holds the session for its next stage (held_session)."""
+    if not _HELD and "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:

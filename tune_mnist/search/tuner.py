@@ -236,7 +236,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         wall_s = time.perf_counter() - started
         tables = writer.tables()
         counts = (*writer.counts(), writer.busy_s, writer.peak_running)
-        # tables and summary before ray.shutdown: a crash inside Ray's teardown loses nothing
+        # tables and summary before Ray stops: a crash inside Ray's teardown loses nothing
         return finish(args, folder, space, tables, wall_s, plan, counts)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before Ray Tune's loop began
         if writer is not None:
@@ -244,7 +244,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         raise
     finally:
         set_live(None)
-        ray.shutdown()
+        ray_door.stop_ray()
 
 
 def budget_line(args, settings: dict) -> str:

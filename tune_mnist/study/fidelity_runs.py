@@ -22,7 +22,7 @@ import torch
 from tune_mnist.fidelity import config_at, nominal_cost
 from tune_mnist.machine import provenance
 from tune_mnist.paths import results_root
-from tune_mnist.search.ray_door import start_ray
+from tune_mnist.search.ray_door import start_ray, stop_ray
 from tune_mnist.tables import read_parquet, write_parquet
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import load_mnist
@@ -214,5 +214,5 @@ def train_queue(queue: list[Job], folder: Path, args) -> int:
                 flush=True,
             )
     finally:
-        ray.shutdown()
+        stop_ray()
     return 1 if failed else 0
