@@ -89,14 +89,14 @@ def test_joining_a_cluster_without_authentication_inits_ray_once(monkeypatch):
     assert calls == [("mode", "disabled"), ("init", "127.0.0.1:1")]
 
 
-def test_a_chain_holds_one_ray_session_through_its_stages(monkeypatch):
-    """Inside held_session a stage's stop_ray leaves the session up and the next stage's
+def test_a_chain_inits_ray_once_through_its_stages(monkeypatch):
+    """Inside one_ray a stage's stop_ray leaves Ray up and the next stage's
     start_ray joins it; the block's end shuts it down once."""
     calls = []
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append("init"))
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
     monkeypatch.setattr(ray, "is_initialized", lambda: "init" in calls)
-    with ray_door.held_session():
+    with ray_door.one_ray():
         for _ in ("search", "race", "confirmation"):
             ray_door.start_ray(None, cpus=1, gpus=0)
             ray_door.stop_ray()

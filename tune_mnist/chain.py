@@ -34,7 +34,7 @@ SMOKE_TEST = 1000  # test images of a --smoke confirmation
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    with ray_door.held_session():  # one Ray session for search, race and confirmation
+    with ray_door.one_ray():  # one ray.init for search, race and confirmation
         return _chain(argv)
 
 

@@ -82,7 +82,7 @@ def start_ray(
     os.environ.setdefault("RAY_worker_niceness", LOOPBACK_ENV["RAY_worker_niceness"])
     import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
-    if ray.is_initialized():  # a chain's later stage: the session its search started
+    if ray.is_initialized():  # a chain's later stage: the Ray its search started
         return  # (its workers' prints stay off: the stage's driver prints its progress)
     if address:
         # Ray's "Connecting to existing Ray cluster" lines are noise in a one-line error
@@ -102,15 +102,15 @@ def start_ray(
     )
 
 
-# set while a chain of commands runs in this process (held_session): they share one session
+# set while a chain of commands runs in this process (one_ray): they share one ray.init
 _HELD: list[bool] = []
 
 
 @contextlib.contextmanager
-def held_session():
-    """One Ray session for every stage run inside (search, race, confirmation): stop_ray
+def one_ray():
+    """One ray.init for every stage run inside (search, race, confirmation): stop_ray
     leaves it up and the block's end shuts it down. A second ray.init after ray.shutdown in
-    one process leaves threads of the first session behind that can crash it later
+    one process leaves threads of the first connection behind that can crash it later
     (SIGSEGV, ray-project/ray#31145)."""
     _HELD.append(True)
     try:
@@ -122,7 +122,7 @@ def held_session():
 
 
 def stop_ray() -> None:
-    """ray.shutdown, unless a chain holds the session for its next stage (held_session)."""
+    """ray.shutdown, unless a chain keeps Ray up for its next stage (one_ray)."""
     if not _HELD and "ray" in sys.modules:
         sys.modules["ray"].shutdown()
 
@@ -147,7 +147,7 @@ def join(address: str, **init) -> None:
     ("The actor never ran"), so every trial would fail. A probe actor tells, within
     seconds. The probe with the token runs in a child process: this process calls ray.init
     once, since a second ray.init after ray.shutdown in one process leaves threads of the
-    first session behind that can crash it later (SIGSEGV, ray-project/ray#31145)."""
+    first connection behind that can crash it later (SIGSEGV, ray-project/ray#31145)."""
     import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
     check_reachable(address)
