@@ -59,7 +59,13 @@ REQUIRED = {
 }
 
 
-MIGRATE = {"confirmations.parquet": "python scripts/migrate_confirmations.py"}
+# columns a table of an earlier format lacks, by file name: the script that fills them in
+MIGRATE = {
+    "confirmations.parquet": (
+        "python scripts/migrate_confirmations.py",
+        ("selected_on", "precision", "channels_last"),
+    )
+}
 
 
 def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
@@ -84,11 +90,9 @@ def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
             raise TableError(path, f"cut short or damaged ({type(exc).__name__})") from None
     missing = [c for c in wanted if c not in frame.columns]
     if missing and len(frame.columns):  # (an empty table written with no rows has none)
-        fix = (
-            f"run {MIGRATE[path.name]} (a table of an earlier format)"
-            if path.name in MIGRATE
-            else None
-        )
+        script, columns = MIGRATE.get(path.name, ("", ()))
+        old = missing[0] in columns  # else a damaged table: moved aside and made again
+        fix = f"run {script} (a table of an earlier format)" if old else None
         raise TableError(path, f"missing column {missing[0]}", fix)
     return frame
 
