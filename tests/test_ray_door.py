@@ -80,9 +80,9 @@ def test_joining_a_cluster_without_authentication_inits_ray_once(monkeypatch):
     calls = []
     monkeypatch.setattr(ray_door, "check_reachable", lambda address: None)
     monkeypatch.setattr(ray_door, "use_auth_token", lambda: True)
-    monkeypatch.setattr(ray_door, "_actor_runs_in_child", lambda address: False)
+    answers = iter([False, True])  # with the token, then without
+    monkeypatch.setattr(ray_door, "_actor_runs_in_child", lambda address: next(answers))
     monkeypatch.setattr(ray_door, "_set_auth_mode", lambda mode: calls.append(("mode", mode)))
-    monkeypatch.setattr(ray_door, "_actor_runs", lambda: True)
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(("init", kw["address"])))
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown",)))
     ray_door.join("127.0.0.1:1")

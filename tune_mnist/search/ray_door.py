@@ -145,22 +145,20 @@ def join(address: str, **init) -> None:
     it (Ray's own `cluster_utils.Cluster`, a `ray start` with RAY_AUTH_MODE=disabled, ...)
     then accepts the driver and runs its tasks, but kills every actor before it starts
     ("The actor never ran"), so every trial would fail. A probe actor tells, within
-    seconds. The probe with the token runs in a child process: this process calls ray.init
-    once, since a second ray.init after ray.shutdown in one process leaves threads of the
-    first connection behind that can crash it later (SIGSEGV, ray-project/ray#31145)."""
+    seconds, started by a child process: this process calls ray.init once, since a second
+    ray.init after ray.shutdown in one process leaves threads of the first connection
+    behind that can crash it later (SIGSEGV, ray-project/ray#31145)."""
     import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
     check_reachable(address)
-    switched = use_auth_token() and not _actor_runs_in_child(address)
-    if switched:
+    if use_auth_token() and not _actor_runs_in_child(address):
         _set_auth_mode("disabled")
+        if not _actor_runs_in_child(address):
+            raise ConnectionError(
+                f"the cluster at {address} starts no actor with or without token "
+                "authentication; check its RAY_AUTH_MODE and `ray status`"
+            )
     ray.init(address=address, **init)
-    if switched and not _actor_runs():
-        ray.shutdown()
-        raise ConnectionError(
-            f"the cluster at {address} starts no actor with or without token "
-            "authentication; check its RAY_AUTH_MODE and `ray status`"
-        )
 
 
 # a driver of its own: joins, starts one actor, exits 0 when it answered, 3 when Ray
@@ -183,7 +181,8 @@ except GetTimeoutError:
 
 
 def _actor_runs_in_child(address: str, timeout_s: float = 120.0) -> bool:
-    """_actor_runs, in a child process with this process's authentication settings."""
+    """True when a probe actor (no CPU asked: busy nodes still place it) answers, asked by
+    a child process with this process's authentication settings (RAY_AUTH_MODE)."""
     try:
         done = subprocess.run(
             [sys.executable, "-c", PROBE, address, str(timeout_s)],
@@ -198,26 +197,6 @@ def _actor_runs_in_child(address: str, timeout_s: float = 120.0) -> bool:
     last = (done.stderr.strip().splitlines() or [""])[-1][:200] if done else ""
     why = f"no actor started within {timeout_s:.0f}s" if not last else last
     raise ConnectionError(f"{why}; see `ray status`")
-
-
-def _actor_runs(timeout_s: float = 120.0) -> bool:
-    """True when a probe actor (no CPU asked: busy nodes still place it) answers."""
-    import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
-    from ray.exceptions import GetTimeoutError, RayActorError
-
-    @ray.remote(num_cpus=0)
-    class Probe:
-        def ping(self) -> bool:
-            return True
-
-    try:
-        return ray.get(Probe.remote().ping.remote(), timeout=timeout_s)
-    except RayActorError:
-        return False
-    except GetTimeoutError:
-        raise ConnectionError(
-            f"no actor started within {timeout_s:.0f}s; see `ray status`"
-        ) from None
 
 
 def use_auth_token() -> bool:
