@@ -19,14 +19,13 @@ from pathlib import Path
 
 import matplotlib
 
-from tune_mnist.search.space_file import load_space
-
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tune_mnist.files import atomic_write_text  # noqa: E402
 from tune_mnist.results import Results, load  # noqa: E402
-from tune_mnist.search.optuna_journal import rebuild
+from tune_mnist.search.importance import importance  # noqa: E402
+from tune_mnist.search.optuna_journal import rebuild  # noqa: E402
 from tune_mnist.search.summary import epochs_summary, full_fidelity  # noqa: E402
 
 COLORS = {
@@ -171,68 +170,6 @@ def asha(results: Results, settings: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def importance(results: Results, settings: dict, space_path: str, path: Path) -> str:
-    """fANOVA importance for the selection accuracy at the grace epoch; returns a note."""
-    import optuna  # lazy: Optuna loads only where a study is read or written
-
-    space = load_space(space_path)
-    metric, words = selected_on(results)
-    grace = settings["grace_period"]
-    at_grace = results.epochs[results.epochs["epoch"] == grace].set_index("trial_id")[metric]
-    dists = {n: _optuna_dist(d) for n, d in space.shared.items() if d.kind != "const"}
-    if len(space.branches) > 1:
-        dists["arch"] = optuna.distributions.CategoricalDistribution(sorted(space.branches))
-    else:  # one architecture: its own parameters are present in every trial
-        ((arch, branch),) = space.branches.items()
-        dists |= {n: _optuna_dist(d) for n, d in branch.items() if d.kind != "const"}
-    study = optuna.create_study(direction="maximize")
-    for _, row in results.trials.iterrows():
-        if row["trial_id"] in at_grace.index:
-            params = {n: _native(row[n]) for n in dists}
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params=params, distributions=dists, value=float(at_grace[row["trial_id"]])
-                )
-            )
-    if len(study.trials) < 3 or not dists:
-        return _blank(path, f"parameter importance needs >= 3 trained trials ({len(study.trials)})")
-    scores = optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-    )
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(scores) + 1.2))
-    names = list(scores)[::-1]
-    ax.barh(names, [scores[n] for n in names], color="tab:purple")
-    ax.set_xlabel(f"fANOVA importance for {words.split(' (')[0]} at epoch {grace}")
-    ax.set_title(f"What mattered ({len(study.trials)} trials; Optuna fANOVA)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"Optuna's fANOVA evaluator over {len(study.trials)} trials, {words} at epoch {grace}."
-
-
-def _optuna_dist(dist):
-    import optuna.distributions as od  # lazy: Optuna loads only where a study is read or written
-
-    if dist.kind == "choice":
-        return od.CategoricalDistribution(list(dist.values))
-    if dist.kind == "int":
-        return od.IntDistribution(*dist.values, step=dist.step)
-    return od.FloatDistribution(*dist.values, log=dist.kind == "loguniform")
-
-
-def _native(value):
-    return value.item() if hasattr(value, "item") else value
-
-
-def _blank(path: Path, message: str) -> str:
-    fig, ax = plt.subplots(figsize=(7, 1.5))
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    ax.axis("off")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return message
-
-
 def passing_table(results: Results) -> str:
     columns = [
         "trial_id",
@@ -301,7 +238,7 @@ def build(folder: str | Path, out: str | Path | None = None) -> Path:
     asha(results, settings, images["asha"])
     kept = folder / "space.yaml"  # the space the search ran, kept with it
     space_path = kept if kept.is_file() else meta["space"]
-    note = importance(results, settings, space_path, images["importance"])
+    note = importance(results, settings, space_path, images["importance"], selected_on(results))
     embedded = "\n".join(
         f'<h2>{TITLES[name]}</h2><img alt="{TITLES[name]}" src="data:image/png;base64,'
         f'{base64.b64encode(path.read_bytes()).decode()}">'
