@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from tune_mnist.paths import RESULTS_DIR_HELP, results_root, shown
-from tune_mnist.tables import write_parquet
+from tune_mnist.tables import MIGRATE, write_parquet
 from tune_mnist.train.config import CPU_STEPS
 
-# column -> the value an empty cell stands for
-FILLS = {"selected_on": "test_acc", **CPU_STEPS["plain"]}
+# column -> the value an empty cell stands for (the columns: tables.MIGRATE's)
+VALUES = {"selected_on": "test_acc", **CPU_STEPS["plain"]}
+FILLS = {column: VALUES[column] for column in MIGRATE["confirmations.parquet"][1]}
 
 
 def migrated(rows: pd.DataFrame) -> pd.DataFrame | None:

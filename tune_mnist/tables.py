@@ -40,31 +40,25 @@ REBUILT_BY = {
 
 
 # the columns every reader of a table relies on, by file name
-REQUIRED = {
-    "trials.parquet": ("trial_id", "status", "params"),
-    "epochs.parquet": ("trial_id", "epoch"),
-    "passing.parquet": ("trial_id",),
-    # selected_on and the CPU step's fields: scripts/migrate_confirmations.py fills them in
-    # a table of an earlier format
-    "confirmations.parquet": (
-        "trial_id",
-        "seed",
-        "final_test_acc",
-        "selected_on",
-        "precision",
-        "channels_last",
-    ),
-    "confirmation_epochs.parquet": ("trial_id", "seed", "epoch"),
-    "race_runs.parquet": ("trial_id", "val_acc"),
-}
-
-
 # columns a table of an earlier format lacks, by file name: the script that fills them in
 MIGRATE = {
     "confirmations.parquet": (
         "python scripts/migrate_confirmations.py",
         ("selected_on", "precision", "channels_last"),
     )
+}
+REQUIRED = {
+    "trials.parquet": ("trial_id", "status", "params"),
+    "epochs.parquet": ("trial_id", "epoch"),
+    "passing.parquet": ("trial_id",),
+    "confirmations.parquet": (
+        "trial_id",
+        "seed",
+        "final_test_acc",
+        *MIGRATE["confirmations.parquet"][1],
+    ),
+    "confirmation_epochs.parquet": ("trial_id", "seed", "epoch"),
+    "race_runs.parquet": ("trial_id", "val_acc"),
 }
 
 

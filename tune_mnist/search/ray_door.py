@@ -117,8 +117,7 @@ def one_ray():
         yield
     finally:
         _HELD.pop()
-        if not _HELD and "ray" in sys.modules:
-            sys.modules["ray"].shutdown()
+        stop_ray()
 
 
 def stop_ray() -> None:
