@@ -47,7 +47,7 @@ def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free
     passed = bool(confirmed["passed"].all())
     assert done.returncode == (0 if passed else 1), out[-3000:]
     assert (folder / "confirmed" / pick).is_dir()
-    board = pd.read_csv(results / "leaderboard.csv")
+    board = pd.read_parquet(results / "leaderboard.parquet")
     assert ((board["experiment"] == "c") & (board["trial_id"] == pick)).sum() == 1, board
 
     again = chain(results, "--resume", "--name", "c", *flags)

@@ -151,6 +151,9 @@ def test_every_column_the_writers_produce_is_in_the_tables_page():
         columns = set(pd.read_parquet(folder / f"{name}.parquet").columns)
         if columns - documented:
             missing[name] = sorted(columns - documented)
+    board = set(pd.read_parquet(ROOT / "results" / "leaderboard.parquet").columns)
+    if board - documented:
+        missing["leaderboard"] = sorted(board - documented)
     assert missing == {}
 
 

@@ -252,3 +252,20 @@ def test_a_budget_admits_fewer_parameters_than_it_names():
 
     assert rule.within(3999, 4000) and not rule.within(4000, 4000)
     assert rule.passes(5, 99.5, True, 7999, "val") and not rule.passes(5, 99.5, True, 8000, "val")
+
+
+@pytest.mark.parametrize("trial", ["23684415", "1234e567", "00000042"])
+def test_a_trial_id_of_digits_stays_a_string_in_the_published_table(tmp_path, trial):
+    # Tune's ids are 8 hex digits: about 2% are digits only, which pandas reads from a CSV
+    # as a number (and "1234e567" as a float)
+    folder = tmp_path / "search-d"
+    folder.mkdir()
+    rows = seed_rows(trial, 3000, [99.45, 99.41, 99.50], selected_on="val_acc")
+    pd.DataFrame(rows).to_parquet(folder / "confirmations.parquet")
+    assert main(["--results", str(tmp_path)]) == 0
+    board = pd.read_parquet(tmp_path / "leaderboard.parquet")
+    assert board["trial_id"].tolist() == [trial]
+    assert (
+        pd.read_csv(tmp_path / "leaderboard.csv", dtype={"trial_id": str})["trial_id"][0] == trial
+    )
+    assert set(board.columns) == set(pd.read_csv(tmp_path / "leaderboard.csv").columns)

@@ -11,6 +11,7 @@ them. Only these confirmations count: a search's own run is one lucky seed.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ import pandas as pd  # noqa: E402
 
 from tune_mnist import rule  # noqa: E402
 from tune_mnist.confirmed import MODEL, chosen_on, confirmed_rows  # noqa: E402
+from tune_mnist.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
 from tune_mnist.publish.labels import describe  # noqa: E402
@@ -35,7 +37,7 @@ from tune_mnist.publish.readme_blocks import (  # noqa: E402
     update_readme,
 )
 from tune_mnist.results import config_of  # noqa: E402
-from tune_mnist.tables import TableError  # noqa: E402
+from tune_mnist.tables import TableError, write_parquet  # noqa: E402
 from tune_mnist.train.config import cpu_step_of  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
@@ -236,9 +238,10 @@ def plot(models: pd.DataFrame, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    picture = io.BytesIO()
+    fig.savefig(picture, dpi=120, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, picture.getvalue())
 
 
 def render(models: pd.DataFrame) -> str:
@@ -258,6 +261,14 @@ def render_history(models: pd.DataFrame) -> str:
         "(best confirmed mean under each budget, 3+ seeds; most rows chosen on test):"
         f"\n\n{pareto_markdown(best_by_budget(models))}\n{HISTORY_END}"
     )
+
+
+def write_tables(models: pd.DataFrame, root: Path) -> None:
+    """The parquet keeps each column's type: a trial id of digits only ("23684415") reads
+    back as a string, where pandas guesses a number from the CSV. Both are written whole."""
+
+    write_parquet(root / "leaderboard.parquet", models)
+    atomic_write_text(root / "leaderboard.csv", models.to_csv(index=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         print(block)
         if args.smoke_test:
             return 0
-        models.drop(columns=["command"]).to_csv(root / "leaderboard.csv", index=False)
+        write_tables(models.drop(columns=["command"]), root)
         plot(models, root / "leaderboard.png")
-        print(f"wrote {root / 'leaderboard.csv'} and {root / 'leaderboard.png'}")
+        print(f"wrote {root / 'leaderboard.parquet'}, .csv and .png")
         for path, text, markers, _ in targets:
             if update_readme(Path(path), text, markers):
                 print(f"updated {path}")
