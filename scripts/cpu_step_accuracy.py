@@ -24,13 +24,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.paths import results_root, shown
 from tune_mnist.publish.confirm import train_command
 from tune_mnist.train.config import CPU_STEPS, TrainConfig
 from tune_mnist.train.data import DATA_DIR_HELP
 from tune_mnist.train.modelfile import read_model_file
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "results" / "cpu-step"
+RESULTS = results_root()
+OUT = RESULTS / "cpu-step"
 SEEDS = (1, 2, 3, 4, 5)
 MODELS = {  # name -> (config, the published plain confirmation: results folder, trial)
     "super_light": (
@@ -52,7 +53,7 @@ def seed_file(model: str, variant: str, seed: int, root: Path = OUT) -> Path:
 
 
 def command(config: TrainConfig, out: Path, data_dir: str | None) -> list[str]:
-    line = shlex.split(train_command(config)) + ["--out", str(out)]
+    line = [sys.executable, *shlex.split(train_command(config))[1:], "--out", str(out)]
     return line + (["--data-dir", data_dir] if data_dir else [])
 
 
@@ -73,7 +74,7 @@ def run_missing(variant: str, data_dir: str | None, jobs: int, smoke: bool, root
     def one(line: list[str]) -> int:
         log = Path(line[line.index("--out") + 1]).with_suffix(".log")
         with open(log, "w") as sink:
-            return subprocess.run(line, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT).returncode
+            return subprocess.run(line, stdout=sink, stderr=subprocess.STDOUT).returncode
 
     with ThreadPoolExecutor(jobs) as pool:
         codes = list(pool.map(one, todo))
@@ -84,7 +85,7 @@ def rows(root: Path) -> pd.DataFrame:
     """One row per trained seed: model, variant, seed, final test accuracy, where it ran."""
     out = []
     for model, (_, (search, trial)) in MODELS.items():
-        published = ROOT / "results" / search / "confirmations.parquet"
+        published = RESULTS / search / "confirmations.parquet"
         if published.is_file():
             conf = pd.read_parquet(published)
             for _, r in conf[conf["trial_id"] == trial].iterrows():
@@ -106,7 +107,7 @@ def rows(root: Path) -> pd.DataFrame:
 
 
 def _shown(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return str(shown(path))
 
 
 def table(frame: pd.DataFrame) -> str:

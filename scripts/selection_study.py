@@ -41,7 +41,6 @@ from tune_mnist import load_model
 from tune_mnist.paths import results_root
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist, normalize
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = results_root()
 HALF = 5000  # test images per half: A ranks, B is the truth
 SMOKE_HALF = 1000  # --smoke

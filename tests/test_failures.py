@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from searchutil import env, journal, run_search, search_command, space_file
+from searchutil import ROOT, env, journal, run_search, search_command, space_file
 
 from tune_mnist.results import load
 from tune_mnist.train.data import FILES, find_file, resolve_data_dir
@@ -387,3 +387,50 @@ def test_an_unwritable_results_root_is_one_line_exit_1(tmp_path, search_main):
     code, _, stderr = search_main("--smoke", "--name", "w", results=blocker / "results")
     assert code == 1, stderr[-2000:]
     assert stderr.startswith("error: cannot write") and stderr.count("\n") == 1
+
+
+@pytest.fixture
+def copied_search(tmp_path):
+    """A committed search's folder under tmp_path/results: its tables and space, without
+    Ray's state (results/.ray is never committed) and with a journal of one trial."""
+    from tune_mnist.search.journal import Journal
+
+    folder = tmp_path / "results" / "copied"
+    shutil.copytree(ROOT / "results" / "cold-4k", folder, ignore=shutil.ignore_patterns("*.png"))
+    shutil.rmtree(folder / "journal", ignore_errors=True)
+    journal = Journal(folder)
+    journal.start("a", {"arch": "tiny"}, {})
+    journal.epoch("a", {"epoch": 1, "val_acc": 90.0})
+    journal.end("a", "TERMINATED")
+    return folder
+
+
+def test_a_resume_of_tables_without_their_ray_state_is_one_line_exit_2(copied_search, search_main):
+    before = sorted(p.name for p in copied_search.iterdir())
+    code, _, stderr = search_main("--resume", "--name", "copied")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "no Ray state" in stderr and "--storage" in stderr
+    assert sorted(p.name for p in copied_search.iterdir()) == before
+    assert not (copied_search.parent / ".ray").exists()
+
+
+@pytest.mark.parametrize("how", ["bytes", "not_json", "not_an_object", "no_start"])
+def test_a_damaged_journal_is_refused_before_ray_starts(
+    copied_search, search_main, monkeypatch, how
+):
+    import tune_mnist.search.command as command
+
+    monkeypatch.setattr(command, "_experiment_exists", lambda experiment: True)
+    path = copied_search / "journal" / "a.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    middle = {"bytes": b"\x00\xff\xfe garbage\n", "not_json": b"{not json\n"}
+    middle["not_an_object"] = b"[1, 2]\n"
+    if how == "no_start":
+        path.write_bytes(b"".join(lines[1:]))
+    else:
+        path.write_bytes(lines[0] + middle[how] + b"".join(lines[1:]))
+    before = path.read_bytes()
+    code, _, stderr = search_main("--resume", "--name", "copied")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert str(path) in stderr and "damaged" in stderr and "move it aside" in stderr
+    assert path.read_bytes() == before

@@ -247,3 +247,23 @@ def test_the_ray_storage_filesystem_shows_a_file_whole_or_not_at_all(tmp_path):
     failing.close()
     assert target.read_text() == "new, and longer"  # the old file, and no partial one left
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, "staging", "up"]
+
+
+def test_a_damaged_line_never_breaks_a_read_and_the_resume_check_names_it(tmp_path):
+    from tune_mnist.search.journal import damaged
+
+    journal = Journal(tmp_path)
+    journal.start("a", {"arch": "tiny"}, {})
+    journal.epoch("a", _report(1))
+    path = tmp_path / "journal" / "a.jsonl"
+    whole = path.read_bytes()
+    with open(path, "ab") as handle:
+        handle.write(b'{"kind": "epoch", "result": {"epo')  # a kill cuts the last line only
+    assert damaged(tmp_path) is None
+    path.write_bytes(whole + b"\xff\xfe\x00 not json\n[3]\n" + whole.splitlines(True)[1])
+    record = read_record(path)  # undecodable bytes and a list: skipped, never raised
+    assert [r["epoch"] for r in record.results] == [1, 1] and record.config == {"arch": "tiny"}
+    assert damaged(tmp_path) == f"{path}: line 3 of 5 is damaged"
+    (tmp_path / "journal" / "b.jsonl").write_text('{"kind": "sta')  # a start cut by a kill
+    path.write_bytes(whole)
+    assert damaged(tmp_path) is None

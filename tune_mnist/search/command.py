@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from tune_mnist.paths import CHECKOUT, results_root, spaces_dir
-from tune_mnist.search import ray_door
+from tune_mnist.search import journal, ray_door
 from tune_mnist.search.budget import over_budget_share, shaped_file
 from tune_mnist.search.flags import check_name, parse_args
 from tune_mnist.search.lock import check_free, hold
@@ -139,11 +139,23 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
         )
     if not args.resume and started:
         raise UsageError(f"{folder} exists: pass --resume to continue it, or another --name")
+    if args.resume and not _experiment_exists(experiment):  # its tables came without it
+        raise UsageError(
+            f"--resume: {name} has tables but no Ray state at {experiment} (a results folder "
+            f"copied without {RAY_DIR}/{name}, or another --storage); nothing to continue: "
+            "pass the --storage it ran with, or start a new --name"
+        )
 
 
 def check_ray_state(folder: Path, experiment: str) -> None:
     """A resume whose newest Ray state Ray could not restore (ray_door.damaged_state) is
     refused now: Ray would go on with no trial and save that as its newest state."""
+    broken = journal.damaged(folder)
+    if broken:
+        raise UsageError(
+            f"--resume: {broken}; restore that file from a copy, or move it aside to go on "
+            "without the epochs it recorded"
+        )
     journaled = len(list((folder / "journal").glob("*.jsonl")))
     damaged = ray_door.damaged_state(experiment, journaled)
     if damaged:

@@ -11,7 +11,8 @@ else happens:
   Ray experiment folder (so a moved experiment still finds it);
 - `end`: that the trial ended (`TERMINATED` or `ERROR`), once; a later `end` is ignored.
 
-A line cut short by a kill is skipped when read. The tables are rebuilt from these files, so
+A line cut short by a kill is skipped when read; a resume refuses a file damaged anywhere
+else (`damaged`). The tables are rebuilt from these files, so
 they only move forward, and a resume never trains an ended trial again and continues a running
 one from its newest checkpoint.
 """
@@ -111,22 +112,53 @@ class Journal:
         return records
 
 
-def read_record(path: Path) -> TrialRecord:
-    record = TrialRecord(path.stem)
-    for text in path.read_text().splitlines():
+def _lines(path: Path) -> list[dict | None]:
+    """Each line as its JSON object, None where it is not one (cut short or damaged)."""
+    out: list[dict | None] = []
+    for text in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
             line = json.loads(text)
         except json.JSONDecodeError:
-            continue  # the last line of a killed driver, cut short
-        kind = line.get("kind")
+            line = None
+        out.append(line if isinstance(line, dict) and line.get("kind") in KINDS else None)
+    return out
+
+
+KINDS = ("start", "epoch", "end")
+
+
+def read_record(path: Path) -> TrialRecord:
+    record = TrialRecord(path.stem)
+    for line in _lines(path):
+        if line is None:
+            continue  # the last line of a killed driver, cut short (damage: `damaged`)
+        kind = line["kind"]
         if kind == "start":
-            record.config, record.provenance = line["config"], line.get("prov", {})
-        elif kind == "epoch" and not record.ended:
+            record.config, record.provenance = line.get("config", {}), line.get("prov", {})
+        elif kind == "epoch" and not record.ended and "result" in line:
             record.results.append(line["result"])
             record.checkpoint = line.get("checkpoint") or record.checkpoint
         elif kind == "end" and not record.ended:
-            record.ended, record.error = line["status"], line.get("error", "")
+            record.ended, record.error = line.get("status", "ERROR"), line.get("error", "")
     return record
+
+
+def damaged(folder: Path) -> str | None:
+    """The first journal file a resume cannot trust, and why: a line before the last that
+    is not a journal line (a kill cuts only the last), or lines with no `start` before them.
+    None when all are whole."""
+    for path in sorted((folder / FOLDER).glob("*.jsonl")):
+        try:
+            lines = _lines(path)
+        except OSError as exc:
+            return f"{path}: unreadable ({exc.strerror or type(exc).__name__})"
+        bad = [n for n, line in enumerate(lines[:-1], start=1) if line is None]
+        if bad:
+            return f"{path}: line {bad[0]} of {len(lines)} is damaged"
+        kinds = [line["kind"] for line in lines if line]
+        if kinds and "start" not in kinds:  # (a start cut short by a kill leaves none)
+            return f"{path}: no start line (damaged)"
+    return None
 
 
 def resolve(path: str, root: str) -> str:
