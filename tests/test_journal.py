@@ -267,3 +267,23 @@ def test_a_damaged_line_never_breaks_a_read_and_the_resume_check_names_it(tmp_pa
     (tmp_path / "journal" / "b.jsonl").write_text('{"kind": "sta')  # a start cut by a kill
     path.write_bytes(whole)
     assert damaged(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "tail", ['{"kind": "epoch", "result": {"epo', '{"kind": "epoch", "result": {"epoch": 9}}']
+)
+def test_a_resume_appends_after_a_cut_last_line_on_a_line_of_its_own(tmp_path, tail):
+    from tune_mnist.search.journal import damaged
+
+    journal = Journal(tmp_path)
+    journal.start("a", {"arch": "tiny"}, {})
+    journal.epoch("a", _report(1))
+    path = tmp_path / "journal" / "a.jsonl"
+    with open(path, "a") as handle:
+        handle.write(tail)  # a kill mid-write: no newline
+    resumed = Journal(tmp_path)  # the next process
+    resumed.epoch("a", _report(2))
+    record = read_record(path)
+    whole = tail.endswith("}")  # a line whole but for its newline is kept
+    assert [r["epoch"] for r in record.results] == ([1, 9, 2] if whole else [1, 2])
+    assert damaged(tmp_path) is None and path.read_text().endswith("\n")

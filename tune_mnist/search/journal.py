@@ -74,6 +74,7 @@ class Journal:
         self.folder = Path(results_folder) / FOLDER
         self._ended: set[str] = set()
         self._started: set[str] = set()
+        self._mended: set[str] = set()  # files whose last line this process has checked
         for record in self.read().values():
             self._started.add(record.trial_id)
             if record.ended:
@@ -81,7 +82,11 @@ class Journal:
 
     def _append(self, trial_id: str, line: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / f"{trial_id}.jsonl", "a") as handle:
+        path = self.folder / f"{trial_id}.jsonl"
+        if trial_id not in self._mended:
+            self._mended.add(trial_id)
+            _mend_tail(path)
+        with open(path, "a") as handle:
             handle.write(json.dumps(_plain(line)) + "\n")
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the tables (or a kill) can follow
@@ -110,6 +115,30 @@ class Journal:
         for path in sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []:
             records[path.stem] = read_record(path)
         return records
+
+
+def _mend_tail(path: Path) -> None:
+    """A kill can cut the last line short: before the first append after it, drop that
+    part (or end it with its newline when it is whole), so a new line never runs into it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        whole = isinstance(json.loads(data[cut:]), dict)
+    except ValueError:  # (UnicodeDecodeError too)
+        whole = False
+    with open(path, "r+b") as handle:
+        if whole:
+            handle.seek(0, os.SEEK_END)
+            handle.write(b"\n")
+        else:
+            handle.truncate(cut)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _lines(path: Path) -> list[dict | None]:
