@@ -74,9 +74,10 @@ def test_a_folder_without_a_search_is_one_line_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_a_race_of_one_is_refused_by_its_flags():
+@pytest.mark.parametrize("flags", [["--top", "1"], ["--runs", "-1"], ["--cpus", "0"]])
+def test_a_race_of_one_or_of_no_runs_or_cpus_is_refused_by_its_flags(flags):
     with pytest.raises(SystemExit) as exited:
-        race_main(["--results", "x", "--top", "1"])
+        race_main(["--results", "x", *flags])
     assert exited.value.code == 2
 
 

@@ -55,8 +55,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.smoke:
         args.runs = 0
-    if args.top < 2 or args.runs < 0:
-        parser.error("--top needs 2 or more contenders and --runs 0 or more")
+    if args.top < 2 or args.runs < 0 or (args.cpus is not None and args.cpus < 1):
+        parser.error("--top needs 2 or more contenders, --runs 0 or more, --cpus 1 or more")
     return args
 
 
