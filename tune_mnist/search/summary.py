@@ -101,7 +101,7 @@ def format_summary(
     )
     target = settings["target_acc"]
     lines.append(
-        f"  passing (<= {settings['max_params']:,} params, final validation acc >= {target}% "
+        f"  passing (under {settings['max_params']:,} params, final validation acc >= {target}% "
         f"on {settings['val_size']:,} held-out images): {len(passing)}"
     )
     for _, row in passing.iterrows():
