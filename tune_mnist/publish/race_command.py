@@ -25,6 +25,7 @@ from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 TOP = 4
 RUNS = 6
 UNWRITTEN: list[Path] = []  # side files this run wrote (exit status 1)
+HOPELESS = 0.001  # a pass chance under this is no chance: said when the race ends
 
 
 def parse_args(argv):
@@ -165,6 +166,8 @@ def run(argv=None) -> tuple[int, str | None]:
         )
         UNWRITTEN.append(folder / "race.parquet")
     why = "decided" if decided else f"budget of {args.runs} runs spent"
+    if decided and race.pass_chance(leader, target) < HOPELESS:  # 0 >= 2 x 0 ends it too
+        why = f"decided: no contender's pass chance reaches {HOPELESS:.1%}"
     why = "smoke: nothing trained or written" if args.smoke else why
     print(f"race over ({why}, {time.perf_counter() - started:.0f}s):\n{show(table)}")
     command = ["python", "scripts/retrain_best.py", "--results", str(folder)]
