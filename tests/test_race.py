@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from searchutil import ROOT
 
 from tune_mnist.publish import race
 from tune_mnist.publish.race_command import main as race_main
@@ -109,3 +110,17 @@ def test_a_race_summary_that_cannot_be_written_is_one_line_exit_1(tmp_path, monk
     assert race_main(["--results", str(folder), "--runs", "0"]) == 1  # nothing to train
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "race.parquet" in err[0] and "No space left" in err[0], err
+
+
+def test_a_race_where_no_contender_can_pass_says_so_and_trains_nothing(tmp_path, capsys):
+    # results/cold-4k-96-s1: its race spent its 6 runs; every pass chance is under 0.1%
+    folder = tmp_path / "cold"
+    shutil.copytree(
+        ROOT / "results" / "cold-4k-96-s1", folder, ignore=shutil.ignore_patterns("confirmed")
+    )
+    before = (folder / "race_runs.parquet").read_bytes()
+    assert race_main(["--results", str(folder), "--runs", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "race over (decided: no contender's pass chance reaches 0.1%" in out
+    assert (folder / "race_runs.parquet").read_bytes() == before
+    assert read_parquet(folder / "race.parquet")["pass_chance"].max() < 0.001
