@@ -130,7 +130,8 @@ def resumed_space(args, folder: Path):
 def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -> None:
     """A new search needs a free name, a resume an existing experiment. A folder whose start
     died before any trial ran (no Ray state, no tables) is free again: nothing is lost."""
-    started = _experiment_exists(experiment) or (folder / "trials.parquet").exists()
+    ray_state = _experiment_exists(experiment)
+    started = ray_state or (folder / "trials.parquet").exists()
     if args.resume and not (folder.is_dir() and started):
         hint = "; run it again without --resume" if folder.is_dir() else ""
         raise UsageError(
@@ -139,7 +140,7 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
         )
     if not args.resume and started:
         raise UsageError(f"{folder} exists: pass --resume to continue it, or another --name")
-    if args.resume and not _experiment_exists(experiment):  # its tables came without it
+    if args.resume and not ray_state:  # its tables came without it
         raise UsageError(
             f"--resume: {name} has tables but no Ray state at {experiment} (a results folder "
             f"copied without {RAY_DIR}/{name}, or another --storage); nothing to continue: "
@@ -148,8 +149,9 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
 
 
 def check_ray_state(folder: Path, experiment: str) -> None:
-    """A resume whose newest Ray state Ray could not restore (ray_door.damaged_state) is
-    refused now: Ray would go on with no trial and save that as its newest state."""
+    """A resume whose journal is damaged (journal.damaged), or whose newest Ray state Ray
+    could not restore (ray_door.damaged_state), is refused now: the tables are rebuilt from
+    the one, and Ray would go on with no trial and save that as its newest state."""
     broken = journal.damaged(folder)
     if broken:
         raise UsageError(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 FOLDER = "journal"
+KINDS = ("start", "epoch", "end")  # the lines a journal holds
 
 
 @dataclass(frozen=True)
@@ -153,14 +154,11 @@ def _lines(path: Path) -> list[dict | None]:
     return out
 
 
-KINDS = ("start", "epoch", "end")
-
-
 def read_record(path: Path) -> TrialRecord:
     record = TrialRecord(path.stem)
     for line in _lines(path):
         if line is None:
-            continue  # the last line of a killed driver, cut short (damage: `damaged`)
+            continue  # a last line a kill cut short (elsewhere: damage, refused by `damaged`)
         kind = line["kind"]
         if kind == "start":
             record.config, record.provenance = line.get("config", {}), line.get("prov", {})
