@@ -209,7 +209,7 @@ def test_bad_input_exits_2(tmp_path, confirmed, refused):
     assert code == 2 and "no passing trial" in stderr
     assert (empty / "confirmations.parquet").read_bytes() == before  # nothing changed
     assert not (empty / "best").exists()
-    for target in ("101", "0", "-5"):  # a pass mark no accuracy can mean
+    for target in ("101", "-5", "nan"):  # a pass mark no accuracy can mean
         code, stderr = refused("--results", str(empty), "--target", target)
         assert code == 2 and f"--target {float(target)}" in stderr
     (empty / "passing.parquet").write_bytes(b"not parquet")
