@@ -100,14 +100,10 @@ def rows(root: Path) -> pd.DataFrame:
             out.append(
                 {"model": model, "variant": path.parent.name, "seed": config["seed"]}
                 | {"final_test_acc": extra["final_test_acc"], "cpu": extra.get("cpu", "?")}
-                | {"source": _shown(path), "precision": config["precision"]}
+                | {"source": str(shown(path)), "precision": config["precision"]}
                 | {"channels_last": config.get("channels_last", False)}
             )
     return pd.DataFrame(out)
-
-
-def _shown(path: Path) -> str:
-    return str(shown(path))
 
 
 def table(frame: pd.DataFrame) -> str:

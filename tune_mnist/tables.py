@@ -39,7 +39,6 @@ REBUILT_BY = {
 }
 
 
-# the columns every reader of a table relies on, by file name
 # columns a table of an earlier format lacks, by file name: the script that fills them in
 MIGRATE = {
     "confirmations.parquet": (
@@ -47,6 +46,7 @@ MIGRATE = {
         ("selected_on", "precision", "channels_last"),
     )
 }
+# the columns every reader of a table relies on, by file name
 REQUIRED = {
     "trials.parquet": ("trial_id", "status", "params"),
     "epochs.parquet": ("trial_id", "epoch"),
