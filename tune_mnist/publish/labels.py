@@ -49,14 +49,17 @@ def recipe(config: TrainConfig) -> str:
 
 def architecture(c: TrainConfig) -> str:
     """`slim 8-16-16 x3` = stem widths, separable width x blocks; `lean 8-12-(8)-10-12-16` =
-    conv widths with the 1x1 transition's in brackets (`12s`: a depthwise-separable 2nd conv;
+    conv widths with the 1x1 transition's in brackets (`12s`: a depthwise-separable conv;
     `pool2`: a second max-pool before the last conv; `silu`: its nonlinearity where not ReLU);
     `loop 8-12-16 x3` = stem widths, the shared conv's width x its uses."""
     if c.arch in ("slim", "loop"):
         return f"{c.arch} {c.width1}-{c.width2}-{c.width3} x{c.depth2}"
     if c.arch == "lean":  # widths in order, the 1x1 transition in brackets
         second = f"{c.width2}s" if c.separable2 else str(c.width2)
-        widths = f"{c.width1}-{second}-({c.squeeze_width})-{c.width3}-{c.width4}-{c.width5}"
+        late = "s" if c.separable_late else ""
+        widths = (
+            f"{c.width1}-{second}-({c.squeeze_width})-{c.width3}-{c.width4}{late}-{c.width5}{late}"
+        )
         extras = [" pool2"] * c.pool2 + [f" {c.activation}"] * (c.activation != "relu")
         return f"lean {widths}" + "".join(extras)
     if c.arch == "tiny":

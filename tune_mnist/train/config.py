@@ -47,6 +47,7 @@ class TrainConfig:
     pool2: bool = False  # a second max-pool before the last 3x3 conv (arch=lean only)
     activation: str = "relu"  # nonlinearity after each BatchNorm: relu | silu (arch=lean only)
     separable2: bool = False  # 2nd conv depthwise-separable (arch=lean only)
+    separable_late: bool = False  # 4th and 5th convs depthwise-separable (arch=lean only)
     depth1: int = 2  # 3x3 convs in stage 1 (arch=tiny only), 1..4
     depth2: int = 2  # tiny: convs in stage 2; slim: separable blocks; loop: shared uses, 1..4
     depth3: int = 1  # 3x3 convs in stage 3 (arch=tiny only), 0..4; 0 = two stages
