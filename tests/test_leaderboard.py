@@ -161,6 +161,7 @@ def test_labels_name_the_architecture_then_only_the_recipe_changes():
     assert label(arch="lean", pool2=True) == "lean 8-12-(8)-16-12-16 pool2"
     assert label(arch="lean", activation="silu") == "lean 8-12-(8)-16-12-16 silu"
     assert label(arch="lean", separable2=True) == "lean 8-12s-(8)-16-12-16"
+    assert label(arch="lean", separable_late=True) == "lean 8-12-(8)-16-12s-16s"
     assert label(arch="loop", width3=14, depth2=4) == "loop 8-12-14 x4"
     changed = label(
         arch="loop", batch_size=64, ema_decay=0.999, rotate_deg=5.0, max_lr=0.05241, clean_epochs=3

@@ -120,6 +120,17 @@ def test_lean_separable2_costs_a_depthwise_and_a_pointwise_conv():
     assert sep(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_lean_separable_late_makes_the_4th_and_5th_convs_separable_and_nothing_else():
+    widths = dict(width1=8, width2=12, squeeze_width=6, width3=8, width4=10, width5=16)
+    full, late = build_model("lean", **widths), build_model("lean", separable_late=True, **widths)
+    # 8 -> 10: 720 weights, or 72 + 80; 10 -> 16: 1,440, or 90 + 160
+    assert count_params(full) - count_params(late) == (720 - 152) + (1440 - 250)
+    assert receptive_field(full) == receptive_field(late)
+    depthwise = [m.groups for m in late.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert depthwise == [8, 10]  # the 4th and 5th convs' inputs, and no other conv
+    assert late(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_tiny_dropout_value_is_used():
     model = build_model("tiny", dropout=0.2)
     assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.2}

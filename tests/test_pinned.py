@@ -39,6 +39,7 @@ ARCHS = {
     "super_light": {"arch": "super_light"},
     "lean": {"arch": "lean"},
     "lean-separable2": {"arch": "lean", "separable2": True},
+    "lean-separable-late": {"arch": "lean", "separable_late": True},
     "lean-pool2-silu": {"arch": "lean", "pool2": True, "activation": "silu"},
     "lean-all-knobs": {
         "arch": "lean",
