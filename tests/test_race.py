@@ -1,6 +1,7 @@
 """The race on validation seeds (tune_mnist.publish.race): who is dropped, when it ends, that
 its workers never see a test image, and that a rerun trains nothing again."""
 
+import re
 import shutil
 
 import pytest
@@ -75,7 +76,9 @@ def test_a_folder_without_a_search_is_one_line_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-@pytest.mark.parametrize("flags", [["--top", "1"], ["--runs", "-1"], ["--cpus", "0"]])
+@pytest.mark.parametrize(
+    "flags", [["--top", "1"], ["--runs", "-1"], ["--cpus", "0"], ["--max-params", "0"]]
+)
 def test_a_race_of_one_or_of_no_runs_or_cpus_is_refused_by_its_flags(flags):
     with pytest.raises(SystemExit) as exited:
         race_main(["--results", "x", *flags])
@@ -124,3 +127,22 @@ def test_a_race_where_no_contender_can_pass_says_so_and_trains_nothing(tmp_path,
     assert "race over (decided: no contender's pass chance reaches 0.1%" in out
     assert (folder / "race_runs.parquet").read_bytes() == before
     assert read_parquet(folder / "race.parquet")["pass_chance"].max() < 0.001
+
+
+def test_a_smaller_budget_races_only_the_recorded_trials_under_it(tmp_path, capsys):
+    # results/campaign3-4k-narrow searched under 4,000; its best under 3,000 are raced
+    folder = tmp_path / "narrow"
+    shutil.copytree(
+        ROOT / "results" / "campaign3-4k-narrow", folder, ignore=shutil.ignore_patterns("confirmed")
+    )
+    trials = read_parquet(folder / "trials.parquet")
+    done = trials[(trials["status"] == "completed") & (trials["params"] < 3000)]
+    best = done.sort_values("final_val_acc", ascending=False)["trial_id"].head(4)
+    assert race_main(["--results", str(folder), "--max-params", "3000", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    raced = re.findall(r"^  (\w{8}) +([\d,]+) ", out, flags=re.M)
+    assert sorted(t for t, _ in raced) == sorted(best)
+    assert all(int(p.replace(",", "")) < 3000 for _, p in raced)
+    assert not (folder / "race.parquet").exists()  # a smoke race writes nothing
+    assert race_main(["--results", str(folder), "--max-params", "900", "--smoke"]) == 2
+    assert "no completed trial under 900 parameters" in capsys.readouterr().err

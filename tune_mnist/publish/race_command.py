@@ -41,6 +41,13 @@ def parse_args(argv):
     parser.add_argument(
         "--runs", type=int, default=RUNS, help=f"the race's budget of seed runs (default {RUNS})"
     )
+    parser.add_argument(
+        "--max-params",
+        type=int,
+        default=None,
+        help="race only trials under this many parameters (default: the search's budget), "
+        "to find the best under a smaller budget among runs already recorded",
+    )
     parser.add_argument("--cpus", type=int, default=None, help="runs at once (default: all)")
     parser.add_argument(
         "--address",
@@ -58,17 +65,20 @@ def parse_args(argv):
         args.runs = 0
     if args.top < 2 or args.runs < 0 or (args.cpus is not None and args.cpus < 1):
         parser.error("--top needs 2 or more contenders, --runs 0 or more, --cpus 1 or more")
+    if args.max_params is not None and args.max_params < 1:
+        parser.error("--max-params needs 1 or more")
     return args
 
 
-def load_field(folder: Path, top: int):
+def load_field(folder: Path, top: int, max_params: int | None = None):
     # a damaged table is refused by its reader in one line (tables.TableError)
     meta = json.loads((folder / "search.json").read_text())
     settings = meta["settings"]
     trials = read_parquet(folder / "trials.parquet")
-    field = race.contenders(trials, top, settings["max_params"])
+    budget = max_params or settings["max_params"]
+    field = race.contenders(trials, top, budget)
     if not field:
-        raise ValueError(f"{folder}: no completed trial within budget to race")
+        raise ValueError(f"{folder}: no completed trial under {budget:,} parameters to race")
     done = race.recorded_runs(folder)
     if len(done):
         for c in field:
@@ -124,7 +134,7 @@ def run(argv=None) -> tuple[int, str | None]:
     try:
         args = parse_args(argv)
         folder = Path(args.results)
-        field, settings = load_field(folder, args.top)
+        field, settings = load_field(folder, args.top, args.max_params)
         data = race.validation_only(load_mnist(args.data_dir), settings["val_size"])
     except (OSError, ValueError, KeyError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
