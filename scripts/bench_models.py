@@ -20,11 +20,11 @@ import pandas as pd
 import torch
 
 from tune_mnist.publish.confirm import InputError
-from tune_mnist.publish.labels import architecture
 from tune_mnist.results import config_of
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
+from tune_mnist.train.labels import architecture
 from tune_mnist.train.loop import train_epoch
 from tune_mnist.train.models import build_from_config, count_params
 from tune_mnist.train.state import make_state, resolve_device

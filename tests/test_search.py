@@ -6,8 +6,9 @@ import subprocess
 import time
 
 import pytest
-from searchutil import env, run_search, search_command, space_file
+from searchutil import ROOT, env, run_search, search_command, space_file
 
+from tune_mnist.publish.labels import describe
 from tune_mnist.results import EPOCH_COLUMNS, load
 
 pytestmark = pytest.mark.slow
@@ -93,7 +94,8 @@ def test_each_trial_is_a_line_when_it_starts_and_when_it_ends(smoke):
         "over_budget": "over budget (",
     }
     for _, row in results.trials.iterrows():
-        assert f"trial {row['trial_id']} started: {row['arch']}" in stdout
+        # the model as the leaderboard will name it
+        assert f"trial {row['trial_id']} started: {describe(row)}\n" in stdout
         assert f"trial {row['trial_id']} ended: {words[row['status']]}" in stdout
     assert "Trial status:" not in stdout and "╭" not in stdout  # Ray's tables
 
@@ -182,3 +184,15 @@ def test_a_closed_output_pipe_is_one_line_naming_it_not_a_cluster_error(tmp_path
         errors[0].startswith("error: the search's output was closed") and "cluster" not in errors[0]
     )
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+def test_a_trial_line_names_a_config_no_trainconfig_takes_by_its_values():
+    from tune_mnist.search.space_file import load_space
+    from tune_mnist.search.writer import config_summary
+
+    space = load_space(ROOT / "search_spaces" / "campaign4_3k_late.yaml")
+    good = {"arch": "lean", "lean:width4": 24, "lean:width5": 30, "max_lr": 0.035}
+    good |= space.fixed
+    assert config_summary(space, good).startswith("lean 8-12s-(8)-16-24s-30s silu lr0.035")
+    bad = {**good, "max_lr": -1.0}  # a value TrainConfig refuses: the cause of a failure
+    assert "max_lr -1.0" in config_summary(space, bad)

@@ -19,6 +19,7 @@ from tune_mnist.search import ray_door, rungs
 from tune_mnist.search.journal import Journal, Ledger, TrialRecord, resolve
 from tune_mnist.search.optuna_journal import FILE, StudyFile
 from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.labels import label
 
 WRITE_EVERY_S = 10.0  # tables follow running trials' epochs at most this often
 HEARTBEAT_S = 60.0  # a progress line at least this often while trials train
@@ -97,22 +98,15 @@ def end_text(last: dict, space) -> str:
     return how + (f", val_acc {val:.2f}%" if val is not None else "")
 
 
-def config_summary(config: dict) -> str:
-    """`lean 8-12-6-10-8-16 max_lr 0.04`: a trial's architecture and sampled numbers, short."""
-    values = {key.split(":", 1)[-1]: value for key, value in config.items()}
-    parts = [str(values.get("arch", "?"))]
-    widths = [
-        values[k]
-        for k in ("width1", "width2", "squeeze_width", "width3", "width4", "width5")
-        if k in values
-    ]
-    if widths:
-        parts.append("-".join(str(w) for w in widths))
-    for key in ("max_lr", "batch_size", "dropout"):
-        if key in values:
-            value = values[key]
-            parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
-    return " ".join(parts)
+def config_summary(space, config: dict) -> str:
+    """A trial's model as the tables will name it (`lean 8-16s-(6)-12-24s-30s silu lr0.035
+    clean3`, tune_mnist.train.labels); a config that is no TrainConfig (the cause of its
+    failure) is shown as its sampled values."""
+    try:
+        return label(space.train_config(config))
+    except (ValueError, TypeError):
+        values = {key.split(":", 1)[-1]: value for key, value in config.items()}
+        return " ".join(f"{key} {value}" for key, value in values.items())
 
 
 class ResultsWriter:
@@ -166,7 +160,9 @@ class ResultsWriter:
             how = "resumed"
         self.seen.add(trial.trial_id)
         self.journal.start(trial.trial_id, trial.config, self.prov)
-        print(f"trial {trial.trial_id} {how}: {config_summary(trial.config)}", flush=True)
+        print(
+            f"trial {trial.trial_id} {how}: {config_summary(self.space, trial.config)}", flush=True
+        )
 
     def on_trial_result(self, trials, trial, result) -> None:
         self.journal.start(trial.trial_id, trial.config, self.prov)
@@ -201,10 +197,8 @@ class ResultsWriter:
         cause = error_text(trial)
         self.journal.end(trial.trial_id, "ERROR", cause)
         where = f"; Ray's full error: {trial.error_file}" if trial.error_file else ""
-        print(
-            f"trial {trial.trial_id} failed ({config_summary(trial.config)}): {cause}{where}",
-            flush=True,
-        )
+        model = config_summary(self.space, trial.config)
+        print(f"trial {trial.trial_id} failed ({model}): {cause}{where}", flush=True)
         self.epochs.pop(trial.trial_id, None)
         self.write(trials)
         self.progress()
