@@ -52,11 +52,9 @@ def architecture(c: TrainConfig) -> str:
     if c.arch in ("slim", "loop"):
         return f"{c.arch} {c.width1}-{c.width2}-{c.width3} x{c.depth2}"
     if c.arch == "lean":  # widths in order, the 1x1 transition in brackets
-        second = f"{c.width2}s" if c.separable2 else str(c.width2)
-        late = "s" if c.separable_late else ""
-        widths = (
-            f"{c.width1}-{second}-({c.squeeze_width})-{c.width3}-{c.width4}{late}-{c.width5}{late}"
-        )
+        s2, late = "s" * c.separable2, "s" * c.separable_late  # s: depthwise-separable
+        widths = f"{c.width1}-{c.width2}{s2}-({c.squeeze_width})-{c.width3}"
+        widths += f"-{c.width4}{late}-{c.width5}{late}"
         extras = [" pool2"] * c.pool2 + [f" {c.activation}"] * (c.activation != "relu")
         return f"lean {widths}" + "".join(extras)
     if c.arch == "tiny":
