@@ -270,3 +270,13 @@ def test_a_trial_id_of_digits_stays_a_string_in_the_published_table(tmp_path, tr
         pd.read_csv(tmp_path / "leaderboard.csv", dtype={"trial_id": str})["trial_id"][0] == trial
     )
     assert set(board.columns) == set(pd.read_csv(tmp_path / "leaderboard.csv").columns)
+
+
+@pytest.mark.parametrize("accs", [[99.5], [99.5, 99.4]])
+def test_confirmations_too_few_to_publish_still_draw_an_empty_leaderboard(tmp_path, accs):
+    # a `--confirm 1` chain ends here: nothing qualifies, and the table and plot say so
+    (tmp_path / "x").mkdir()
+    pd.DataFrame(seed_rows("one", 3000, accs)).to_parquet(tmp_path / "x" / "confirmations.parquet")
+    assert main(["--results", str(tmp_path)]) == 0
+    assert (tmp_path / "leaderboard.png").stat().st_size > 0
+    assert best_by_budget(collect(tmp_path)[1])["params"].isna().all()

@@ -155,7 +155,7 @@ def test_the_default_space_shaped_to_a_budget_wastes_at_most_a_fifth_of_its_draw
     assert factor == pytest.approx((budget / 8000) ** 0.5)
     assert over_budget_share(space, draws=200) <= MAX_OVER
     if budget < 4262:  # the reference three are fixed at 4,262-4,836 parameters
-        assert set(space.branches) == {"tiny", "lean"} and not space.points
+        assert set(space.branches) == {"tiny", "lean", "lean-late"} and not space.points
 
 
 def test_a_budget_no_architecture_fits_is_refused(tmp_path):

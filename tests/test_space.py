@@ -97,11 +97,12 @@ def test_conditional_space_never_leaks_branch_params(tmp_path):
         branch_keys = {k for k in values if ":" in k}
         assert all(k.startswith(f"{arch}:") for k in branch_keys), (arch, branch_keys)
         config = space.train_config(values)  # every sample is a valid TrainConfig
-        assert config.arch == arch
-        if arch not in ("tiny", "lean"):
+        assert config.arch == arch.split("-")[0]
+        assert config.separable_late == (arch == "lean-late")  # the variant's constant
+        if arch not in ("tiny", "lean", "lean-late"):
             assert not branch_keys
         study.tell(trial, float(i % 7))
-    assert seen == {"super_light", "light", "lightest", "tiny", "lean"}
+    assert seen == {"super_light", "light", "lightest", "tiny", "lean", "lean-late"}
 
 
 def test_points_use_branch_names():

@@ -130,7 +130,8 @@ def best_by_budget(models: pd.DataFrame, budgets=BUDGETS, strict: bool = False) 
         order = order.sort_values(["shown", "passed", "params"], ascending=[False, False, True])
         best = fits.loc[order.index[0]]
         rows.append({"budget": budget, **best.to_dict()})
-    return pd.DataFrame(rows)
+    # every column even when no budget has a model: a table of blanks, never a missing key
+    return pd.DataFrame(rows, columns=["budget", *models.columns])
 
 
 def honest(models: pd.DataFrame) -> pd.DataFrame:
@@ -229,8 +230,9 @@ def plot(models: pd.DataFrame, path: Path) -> None:
     ax.axhline(TARGET, color="tab:red", ls="--", lw=1, label=f"target {TARGET}%")
     for budget in BUDGETS:  # the Pareto tables' columns
         ax.axvline(budget, color="black", ls=":", lw=0.6, alpha=0.5)
-    top = max([shown["max"].max(), *(y for _, y in placed)]) + 0.1
-    ax.set_ylim(max(shown["min"].min() - 0.1, 97.0), top)
+    if not shown.empty:  # else matplotlib's own limits: an empty plot, the target line
+        top = max([shown["max"].max(), *(y for _, y in placed)]) + 0.1
+        ax.set_ylim(max(shown["min"].min() - 0.1, 97.0), top)
     ax.set_xlim(0, max(BUDGETS) * 1.05)
     ax.set_xlabel("parameters (dotted: budgets)")
     ax.set_ylabel(f"final test accuracy (%), mean and range over {MIN_SEEDS}+ seeds")

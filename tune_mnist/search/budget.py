@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from tune_mnist import rule
-from tune_mnist.search.space import SETTINGS_DEFAULTS, SearchSpace, SpaceError
+from tune_mnist.search.space import SETTINGS_DEFAULTS, SearchSpace, SpaceError, arch_of
 from tune_mnist.search.space_file import read_yaml
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.models import build_from_config, count_params
@@ -58,7 +58,9 @@ def shaped_doc(doc: dict, max_params: int) -> tuple[dict, float]:
         block = dict(block or {})
         if any(name in block for name in WIDTHS):
             branches[arch] = {k: _scale(v, factor) if k in WIDTHS else v for k, v in block.items()}
-        elif rule.within(count_params(build_from_config(TrainConfig(arch=arch))), max_params):
+        elif rule.within(
+            count_params(build_from_config(TrainConfig(arch=arch_of(arch)))), max_params
+        ):
             branches[arch] = block  # a fixed-size model: kept only where it fits
     if not branches:
         raise SpaceError(f"--max-params {max_params}: no architecture of the space fits")

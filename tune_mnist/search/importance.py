@@ -31,8 +31,9 @@ def importance(results, settings: dict, space_path: str, path: Path, selected) -
         dists |= {n: _optuna_dist(d) for n, d in branch.items() if d.kind != "const"}
     study = optuna.create_study(direction="maximize")
     for _, row in results.trials.iterrows():
-        if row["trial_id"] in at_grace.index:
-            params = {n: _native(row[n]) for n in dists}
+        branch = space.branch_of(row)
+        if row["trial_id"] in at_grace.index and branch is not None:
+            params = {n: _native(branch if n == "arch" else row[n]) for n in dists}
             study.add_trial(
                 optuna.trial.create_trial(
                     params=params, distributions=dists, value=float(at_grace[row["trial_id"]])

@@ -182,8 +182,8 @@ def views_from_tables(space, trials, epochs) -> list[TrialView]:
     by_trial = {t: rows for t, rows in epochs.groupby("trial_id")}
     out = []
     for row in trials.to_dict("records"):
-        arch = row["arch"]
-        if arch not in space.branches:
+        arch = space.branch_of(row)  # its Optuna `arch`: the branch (`lean-late`)
+        if arch is None:
             continue
         config = {"arch": arch}
         config |= {k: row[k] for k, d in space.shared.items() if d.kind != "const" and k in row}

@@ -9,11 +9,15 @@ Format (see search_spaces/README.md)::
     arch:                                     # conditional branches, one per architecture
       super_light: {}
       tiny: {width1: {int: [4, 12]}, squeeze: {choice: [true, false]}}
+      tiny-flat: {squeeze: false, width1: {int: [8, 16]}}    # a variant: tiny, other box
     points_to_evaluate: [{arch: super_light, max_lr: 0.02}]
 
 A distribution is `{choice: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}` or
 `{int: [lo, hi]}` (optional `step`); a bare value is a constant. Branch parameters get their
 own Optuna names (`tiny:width1`) so one architecture's values never leak into another's.
+A branch named `<arch>-<variant>` is a second box of the same architecture, told apart from
+its siblings by a constant (`separable_late: true`): a field that changes the model's shape
+needs its own width ranges, and one range per architecture would waste half its draws.
 """
 
 from __future__ import annotations
@@ -85,6 +89,14 @@ RESERVED = {
 }
 
 
+VARIANT = "-"  # `lean-late`: a branch of arch `lean` (no model name holds a hyphen)
+
+
+def arch_of(branch: str) -> str:
+    """The architecture a branch trains: `lean` for both `lean` and `lean-late`."""
+    return branch.split(VARIANT, 1)[0]
+
+
 @dataclass(frozen=True)
 class Dist:
     kind: str  # choice | uniform | loguniform | int | const
@@ -140,6 +152,22 @@ class SearchSpace:
             )
         return out
 
+    def branch_of(self, row: dict[str, Any]) -> str | None:
+        """The branch a recorded trial was drawn from. Rows hold the model's `arch` (`lean`),
+        so a variant is the sibling whose constants the row carries; None: no branch of this
+        space (a row of another search)."""
+        siblings = [b for b in sorted(self.branches) if arch_of(b) == row.get("arch")]
+        keys = {k for b in siblings for k in self.constants(b)}
+        for branch in siblings:
+            own = self.constants(branch)
+            want = {k: own.get(k, self.fixed.get(k, getattr(TrainConfig, k))) for k in keys}
+            if all(row.get(k) == v for k, v in want.items()):
+                return branch
+        return None
+
+    def constants(self, branch: str) -> dict[str, Any]:
+        return {k: d.values[0] for k, d in self.branches[branch].items() if d.kind == "const"}
+
     @property
     def trial_epochs(self) -> int:
         """Epochs a trial trains when it reaches its full run (every rung's)."""
@@ -181,6 +209,8 @@ class SearchSpace:
         """The TrainConfig of one trial: its sampled values, branch prefixes stripped, plus the
         run settings (epochs, subsets) and `run` overrides (device, threads)."""
         values = {key.split(":", 1)[-1]: v for key, v in trial_config.items()}
+        if "arch" in values:
+            values["arch"] = arch_of(values["arch"])
         values["epochs"] = self.settings["epochs"]
         values["val_size"] = self.settings["val_size"]
         values["cohort"] = self.settings["seeds_per_trial"]

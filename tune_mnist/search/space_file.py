@@ -22,6 +22,7 @@ from tune_mnist.search.space import (
     Dist,
     SearchSpace,
     SpaceError,
+    arch_of,
 )
 from tune_mnist.train.config import (
     CPU_STEPS,
@@ -144,10 +145,15 @@ def _parse(path: Path, doc: dict[str, Any]) -> SearchSpace:
     if not isinstance(branches_doc, dict) or not branches_doc:
         raise SpaceError(f"arch: expected a mapping of architecture names ({sorted(MODELS)})")
     branches = {}
-    for arch, block in branches_doc.items():
+    for branch, block in branches_doc.items():
+        arch = arch_of(str(branch))
         if arch not in MODELS:
-            raise SpaceError(f"arch.{arch}: unknown architecture; valid: {sorted(MODELS)}")
-        branches[arch] = _fields(f"arch.{arch}", block, model_param_names(arch), arch)
+            raise SpaceError(
+                f"arch.{branch}: unknown architecture; valid: {sorted(MODELS)} "
+                "(a variant: <arch>-<name>)"
+            )
+        branches[branch] = _fields(f"arch.{branch}", block, model_param_names(arch), arch)
+    _check_variants(branches, fixed)
     shared_allowed = [n for n in trainable if not any(n in b for b in branches.values())]
     shared = _fields("params", doc.get("params"), shared_allowed, None)
     points = _points(doc.get("points_to_evaluate") or [], shared, branches, fixed)
@@ -206,6 +212,28 @@ def _settings(block: Any) -> dict[str, Any]:
     return settings
 
 
+def _check_variants(branches: dict[str, dict[str, Dist]], fixed: dict[str, Any]) -> None:
+    """Branches of one architecture must differ in a constant: a trial's row holds its
+    model, not its branch, and the constants tell the branch back (SearchSpace.branch_of)."""
+    groups: dict[str, list[str]] = {}
+    for branch in sorted(branches):
+        groups.setdefault(arch_of(branch), []).append(branch)
+    for arch, group in groups.items():
+        consts = {
+            b: {k: d.values[0] for k, d in branches[b].items() if d.kind == "const"} for b in group
+        }
+        keys = sorted({k for b in group for k in consts[b]})
+        seen: dict[tuple, str] = {}
+        for branch in group:
+            told = tuple(consts[branch].get(k, fixed.get(k, getattr(TrainConfig, k))) for k in keys)
+            if told in seen:
+                raise SpaceError(
+                    f"arch.{branch}: a variant of {arch} needs a constant that differs from "
+                    f"arch.{seen[told]}'s (e.g. separable_late: true)"
+                )
+            seen[told] = branch
+
+
 def _points(points: Any, shared, branches, fixed) -> list[dict[str, Any]]:
     if not isinstance(points, list):
         raise SpaceError("points_to_evaluate: expected a list of mappings")
@@ -221,8 +249,9 @@ def _points(points: Any, shared, branches, fixed) -> list[dict[str, Any]]:
                 f"{where}.{sorted(extra)[0]}: not a searched parameter of arch "
                 f"{point['arch']}; searched: {sorted(searched)}"
             )
+        consts = {k: d.values[0] for k, d in branches[point["arch"]].items() if d.kind == "const"}
         try:
-            TrainConfig.from_dict({**fixed, **point})
+            TrainConfig.from_dict({**fixed, **consts, **point, "arch": arch_of(point["arch"])})
         except ConfigError as exc:
             raise SpaceError(f"{where}: {exc}") from None
         for name, value in point.items():
