@@ -91,6 +91,9 @@ def test_the_study_rebuilt_from_tables_keeps_each_trials_branch(tmp_path):
         ("lean-late:\n    width4: {int: [20, 40]}", "needs a constant that differs"),
         ("lean-late:\n    separable_late: false", "needs a constant that differs"),
         ("nosuch-late: {}", "unknown architecture"),
+        ("lean-a:b: {}", "lowercase letters"),  # ':' would split its Optuna names
+        ("lean-: {}", "lowercase letters"),
+        ("lean-late-2: {}", "lowercase letters"),
     ],
 )
 def test_a_variant_that_cannot_be_told_apart_or_has_no_model_is_refused(tmp_path, arch, message):

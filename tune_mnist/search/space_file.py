@@ -5,6 +5,7 @@ has the format)."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,11 @@ def _parse(path: Path, doc: dict[str, Any]) -> SearchSpace:
     branches = {}
     for branch, block in branches_doc.items():
         arch = arch_of(str(branch))
+        if not re.fullmatch(r"[a-z0-9_]+(-[a-z0-9_]+)?", str(branch)):
+            raise SpaceError(
+                f"arch.{branch}: a branch is an architecture's name or <arch>-<name> "
+                "(lowercase letters, digits, _)"
+            )
         if arch not in MODELS:
             raise SpaceError(
                 f"arch.{branch}: unknown architecture; valid: {sorted(MODELS)} "
