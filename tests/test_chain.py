@@ -49,6 +49,10 @@ def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free
     assert (folder / "confirmed" / pick).is_dir()
     board = pd.read_parquet(results / "leaderboard.parquet")
     assert ((board["experiment"] == "c") & (board["trial_id"] == pick)).sum() == 1, board
+    # its cost, read back from the tables it wrote (one thread per run)
+    tables = [pd.read_parquet(folder / "trials.parquet"), runs, confirmed]
+    trained = sum(float(t["train_s"].sum()) if len(t) else 0.0 for t in tables) / 60
+    assert f"\ncost: {trained:.0f} core-minutes of training" in done.stdout, out[-3000:]
 
     again = chain(results, "--resume", "--name", "c", *flags)
     assert again.returncode == done.returncode, again.stdout[-2000:] + again.stderr[-2000:]

@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from tune_mnist.cost import chain_cost, cost_line
 from tune_mnist.paths import results_root, shown
 from tune_mnist.publish import leaderboard, race_command, retrain
 from tune_mnist.publish.race import contenders
@@ -67,6 +68,7 @@ def _chain(argv: list[str]) -> int:
         code = retrain.main(_retrain_argv(args, folder, pick))
     if code not in (0, 1):
         return _stopped("confirmation", code, again)
+    print(cost_line(chain_cost(folder, pick, args.confirm)))
     if args.smoke:
         print("smoke: a confirmation on a few images is never published (no leaderboard row)")
         return code

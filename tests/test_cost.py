@@ -1,0 +1,45 @@
+"""A chain's cost in core-minutes, read back from its tables."""
+
+import json
+
+import pandas as pd
+
+from tune_mnist.cost import chain_cost, cost_line
+from tune_mnist.tables import REQUIRED
+
+
+def write(folder, name, columns):
+    """A table with the columns given, and every column its readers require."""
+    frame = pd.DataFrame(columns)
+    for column in REQUIRED[name]:
+        if column not in frame:
+            frame[column] = 0
+    frame.to_parquet(folder / name)
+
+
+def test_cost_counts_each_runs_cores_and_only_the_picks_last_seeds(tmp_path):
+    trials = {"trial_id": ["a", "b", "c"], "train_s": [600.0, 120.0, None], "threads": [1, 2, 1]}
+    write(tmp_path, "trials.parquet", trials)
+    write(tmp_path, "race_runs.parquet", {"trial_id": ["a", "a"], "train_s": [300.0, 300.0]})
+    confirmed = {"trial_id": ["a", "a", "a", "b"], "seed": [1, 1, 2, 1]}
+    confirmed["train_s"] = [999.0, 180.0, 240.0, 60.0]  # seed 1 confirmed twice: the last
+    write(tmp_path, "confirmations.parquet", confirmed)
+    (tmp_path / "summary.json").write_text(json.dumps({"wall_s": 900.0, "slots": 2}))
+    cost = chain_cost(tmp_path, "a", 2)
+    assert cost["search"] == (600 + 2 * 120) / 60  # a failed trial's missing seconds: none
+    assert cost["race"] == 10.0 and cost["confirmation"] == 7.0
+    assert cost["total"] == 14 + 10 + 7
+    assert cost["search_held"] == 30.0 and cost["search_wall"] == 15.0
+    assert cost_line(cost).startswith("cost: 31 core-minutes of training (search 14, race 10,")
+
+
+def test_a_chain_without_race_or_confirmation_costs_its_search_alone(tmp_path):
+    write(tmp_path, "trials.parquet", {"trial_id": ["a"], "train_s": [60.0]})
+    cost = chain_cost(tmp_path)
+    assert cost["total"] == cost["search"] == 1.0
+    assert cost["race"] == cost["confirmation"] == cost["search_held"] == 0.0
+
+
+def test_a_table_without_seconds_costs_nothing_rather_than_failing(tmp_path):
+    write(tmp_path, "trials.parquet", {"trial_id": ["a"]})
+    assert chain_cost(tmp_path)["total"] == 0.0

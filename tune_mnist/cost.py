@@ -1,0 +1,59 @@
+"""What a search-race-confirm chain cost, in core-minutes, read back from its tables.
+
+Two figures, because they answer two questions. Training: the seconds each run spent in its
+own loop (trials.parquet, race_runs.parquet, confirmations.parquet), summed; it counts every
+core a run held (`threads`), and a resumed search keeps its earlier trials' seconds. Held: the
+search's slots times its wall clock (summary.json), which adds Ray's start-up, trials waiting
+at a rung and idle slots; it covers the last invocation of the search only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from tune_mnist.tables import read_parquet
+
+
+def _core_s(path: Path, trial_id: str | None = None, seeds: int = 0) -> float:
+    """Training core-seconds recorded in one table (0 when it does not exist)."""
+    if not path.is_file():
+        return 0.0
+    rows = read_parquet(path)
+    if "train_s" not in rows:  # a table from before runs recorded their seconds
+        return 0.0
+    if trial_id is not None:
+        rows = rows[rows["trial_id"] == trial_id].drop_duplicates("seed", keep="last")
+        rows = rows.tail(seeds) if seeds else rows
+    threads = rows["threads"] if "threads" in rows else pd.Series(1, index=rows.index)
+    return float((rows["train_s"].fillna(0) * threads.fillna(1).clip(lower=1)).sum())
+
+
+def chain_cost(folder: Path, pick: str | None = None, seeds: int = 0) -> dict[str, float]:
+    """Core-minutes of the search, the race and the confirmation of `pick` (its last
+    `seeds` seeds) in `folder`, and the search's held core-minutes and wall minutes."""
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    wall_s = float(summary.get("wall_s") or 0.0)
+    cost = {
+        "search": _core_s(folder / "trials.parquet") / 60,
+        "race": _core_s(folder / "race_runs.parquet") / 60,
+        "confirmation": 0.0,
+        "search_wall": wall_s / 60,
+        "search_held": wall_s * float(summary.get("slots") or 0) / 60,
+    }
+    if pick is not None:
+        cost["confirmation"] = _core_s(folder / "confirmations.parquet", pick, seeds) / 60
+    cost["total"] = cost["search"] + cost["race"] + cost["confirmation"]
+    return cost
+
+
+def cost_line(cost: dict[str, float]) -> str:
+    """`cost: 187 core-minutes of training (search 154, race 20, confirmation 17); ...`"""
+    return (
+        f"cost: {cost['total']:.0f} core-minutes of training (search {cost['search']:.0f}, "
+        f"race {cost['race']:.0f}, confirmation {cost['confirmation']:.0f}); the search held "
+        f"{cost['search_held']:.0f} core-minutes ({cost['search_wall']:.1f} min wall)"
+    )
