@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from tune_mnist.confirmed import last_seeds
 from tune_mnist.cost import chain_cost, cost_line
 from tune_mnist.paths import results_root, shown
 from tune_mnist.publish import leaderboard, race_command, retrain
@@ -129,11 +130,9 @@ def _confirmed(folder: Path, trial_id: str, seeds: int, test_subset: int) -> str
     if not path.is_file() or table_problem(path, ("trial_id", "seed", "test_subset")):
         return None  # (retrain_best refuses a damaged one in one line, before training)
     rows = read_parquet(path)
-    mine = rows[(rows["trial_id"] == trial_id) & (rows["test_subset"] == test_subset)]
-    mine = mine.drop_duplicates("seed", keep="last")
+    mine = last_seeds(rows[rows["test_subset"] == test_subset], trial_id, seeds)
     if len(mine) < seeds:
         return None
-    mine = mine.tail(seeds)
     verdict = "PASSED" if bool(mine["passed"].all()) else "not passed"
     return f"mean {mine['final_test_acc'].mean():.2f}% on {seeds} seeds: {verdict}"
 

@@ -22,6 +22,13 @@ from tune_mnist.tables import read_parquet
 MODEL = ["experiment", "trial_id", "epochs"]  # one published model: its seeds share these
 
 
+def last_seeds(rows: pd.DataFrame, trial_id: str, seeds: int = 0) -> pd.DataFrame:
+    """One trial's confirmed seeds, each as its latest row (a seed confirmed again counts
+    once), the last `seeds` of them (0: all)."""
+    mine = rows[rows["trial_id"] == trial_id].drop_duplicates("seed", keep="last")
+    return mine.tail(seeds) if seeds else mine
+
+
 def confirmed_rows(root: str | Path | None = None) -> pd.DataFrame:
     """Every full-data confirmed seed under `root` (default: the results folder); an empty
     frame when there is none. A damaged table raises tables.TableError, naming it."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.confirmed import last_seeds
 from tune_mnist.tables import read_parquet
 
 
@@ -25,8 +26,7 @@ def _core_s(path: Path, trial_id: str | None = None, seeds: int = 0) -> float:
     if "train_s" not in rows:  # a table from before runs recorded their seconds
         return 0.0
     if trial_id is not None:
-        rows = rows[rows["trial_id"] == trial_id].drop_duplicates("seed", keep="last")
-        rows = rows.tail(seeds) if seeds else rows
+        rows = last_seeds(rows, trial_id, seeds)
     threads = rows["threads"] if "threads" in rows else pd.Series(1, index=rows.index)
     return float((rows["train_s"].fillna(0) * threads.fillna(1).clip(lower=1)).sum())
 

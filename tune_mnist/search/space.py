@@ -97,6 +97,17 @@ def arch_of(branch: str) -> str:
     return branch.split(VARIANT, 1)[0]
 
 
+def constants(dists: dict[str, Dist]) -> dict[str, Any]:
+    """A block's constant fields and their values."""
+    return {k: d.values[0] for k, d in dists.items() if d.kind == "const"}
+
+
+def settled(own: dict[str, Any], fixed: dict[str, Any], keys) -> tuple:
+    """What a branch with constants `own` sets each of `keys` to: its constant, else the
+    space's fixed value, else TrainConfig's default. Siblings must differ here."""
+    return tuple(own.get(k, fixed.get(k, getattr(TrainConfig, k))) for k in keys)
+
+
 @dataclass(frozen=True)
 class Dist:
     kind: str  # choice | uniform | loguniform | int | const
@@ -157,16 +168,15 @@ class SearchSpace:
         so a variant is the sibling whose constants the row carries; None: no branch of this
         space (a row of another search)."""
         siblings = [b for b in sorted(self.branches) if arch_of(b) == row.get("arch")]
-        keys = {k for b in siblings for k in self.constants(b)}
+        keys = sorted({k for b in siblings for k in self.constants(b)})
+        recorded = tuple(row.get(k) for k in keys)
         for branch in siblings:
-            own = self.constants(branch)
-            want = {k: own.get(k, self.fixed.get(k, getattr(TrainConfig, k))) for k in keys}
-            if all(row.get(k) == v for k, v in want.items()):
+            if settled(self.constants(branch), self.fixed, keys) == recorded:
                 return branch
         return None
 
     def constants(self, branch: str) -> dict[str, Any]:
-        return {k: d.values[0] for k, d in self.branches[branch].items() if d.kind == "const"}
+        return constants(self.branches[branch])
 
     @property
     def trial_epochs(self) -> int:

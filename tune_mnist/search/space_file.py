@@ -24,6 +24,8 @@ from tune_mnist.search.space import (
     SearchSpace,
     SpaceError,
     arch_of,
+    constants,
+    settled,
 )
 from tune_mnist.train.config import (
     CPU_STEPS,
@@ -225,13 +227,10 @@ def _check_variants(branches: dict[str, dict[str, Dist]], fixed: dict[str, Any])
     for branch in sorted(branches):
         groups.setdefault(arch_of(branch), []).append(branch)
     for arch, group in groups.items():
-        consts = {
-            b: {k: d.values[0] for k, d in branches[b].items() if d.kind == "const"} for b in group
-        }
-        keys = sorted({k for b in group for k in consts[b]})
+        keys = sorted({k for b in group for k in constants(branches[b])})
         seen: dict[tuple, str] = {}
         for branch in group:
-            told = tuple(consts[branch].get(k, fixed.get(k, getattr(TrainConfig, k))) for k in keys)
+            told = settled(constants(branches[branch]), fixed, keys)
             if told in seen:
                 raise SpaceError(
                     f"arch.{branch}: a variant of {arch} needs a constant that differs from "
@@ -255,9 +254,9 @@ def _points(points: Any, shared, branches, fixed) -> list[dict[str, Any]]:
                 f"{where}.{sorted(extra)[0]}: not a searched parameter of arch "
                 f"{point['arch']}; searched: {sorted(searched)}"
             )
-        consts = {k: d.values[0] for k, d in branches[point["arch"]].items() if d.kind == "const"}
+        own = constants(branches[point["arch"]])
         try:
-            TrainConfig.from_dict({**fixed, **consts, **point, "arch": arch_of(point["arch"])})
+            TrainConfig.from_dict({**fixed, **own, **point, "arch": arch_of(point["arch"])})
         except ConfigError as exc:
             raise SpaceError(f"{where}: {exc}") from None
         for name, value in point.items():
