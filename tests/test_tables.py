@@ -2,7 +2,10 @@
 refuses a damaged table before it trains, in one line naming the file, and rows a table
 cannot take go to a side file that the next append merges in once."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -106,3 +109,33 @@ def test_a_table_of_an_earlier_format_is_migrated_once_and_its_figures_kept(tmp_
     assert (
         subprocess.run([*script, "--results-dir", str(ROOT / "results"), "--check"]).returncode == 0
     )
+
+
+_THREADS_AFTER_READ = """
+import os, sys
+import pandas as pd
+from tune_mnist.tables import read_parquet
+path = sys.argv[2]
+def threads():
+    return len(os.listdir("/proc/self/task"))
+before = threads()
+for _ in range(3):
+    read_parquet(path) if sys.argv[1] == "ours" else pd.read_parquet(path)
+print(threads() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_reading_a_table_leaves_pyarrow_s_cpu_pool_unstarted():
+    # a pool thread still decoding at interpreter exit can abort the process (exit 134,
+    # apache/arrow#34314): the package's reads decode on the calling thread
+    def started(reader):
+        out = subprocess.run(
+            [sys.executable, "-c", _THREADS_AFTER_READ, reader, "results/cold-4k/trials.parquet"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.split()[-1])
+
+    assert started("ours") < started("pandas")

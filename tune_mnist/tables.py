@@ -62,11 +62,20 @@ REQUIRED = {
 }
 
 
+# pyarrow.parquet.read_table's options that keep a read off its thread pools
+SERIAL = {"use_threads": False, "pre_buffer": False}
+
+
 def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
     """A table read from one open of its file. The tables are replaced by rename while a
     search runs; pyarrow given a path opens it twice (footer, then pages), and a rename in
     between pairs one file's footer with another's pages ("Couldn't deserialize thrift").
-    A file that is empty, cut short or not parquet raises TableError, naming it."""
+    A file that is empty, cut short or not parquet raises TableError, naming it.
+
+    Decoded on the calling thread: a pyarrow pool thread still finishing a read when the
+    interpreter exits can abort the process ("terminate called without an active
+    exception", exit 134; apache/arrow#34314), and a script's exit status must be its own.
+    The tables are small, so threads buy nothing."""
 
     path = Path(path)
     data = path.read_bytes()
@@ -75,11 +84,12 @@ def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
     if data[:4] != b"PAR1":
         raise TableError(path, "not a parquet file")
     wanted = kwargs.get("columns") or REQUIRED.get(path.name, ())
+    kwargs = {**SERIAL, **kwargs}
     try:
         frame = pd.read_parquet(io.BytesIO(data), **kwargs)
     except (pyarrow.ArrowException, OSError) as exc:
         if "FieldRef" in str(exc):  # a column asked for by name is not there
-            frame = pd.read_parquet(io.BytesIO(data))
+            frame = pd.read_parquet(io.BytesIO(data), **SERIAL)
         else:
             raise TableError(path, f"cut short or damaged ({type(exc).__name__})") from None
     missing = [c for c in wanted if c not in frame.columns]

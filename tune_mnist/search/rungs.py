@@ -2,7 +2,8 @@
 
 `rungs: [compressed3, compressed5, full]` trains every trial's configuration with its
 one-cycle schedule compressed into 3 epochs; ASHA keeps the best 1/reduction_factor of them
-for a fresh 5-epoch run, and the best of those for the full run. Each rung is a complete run
+for a fresh 5-epoch run, and the best of those for the full run (the default space runs
+`[compressed3, full]`). Each rung is a complete run
 of the same recipe (BOHB's budgets), so its figure ranks like a finished model, where the
 prefix of a one-cycle run does not (docs/fidelity.md). The full rung is the ordinary
 15-epoch one-cycle run: what a trial passes on, and what is published, is unchanged.

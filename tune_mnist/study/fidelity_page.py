@@ -89,8 +89,14 @@ def fidelity_table(acc: pd.DataFrame, secs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# the cold 4k search under Ray's rule, under promotion, and with the spaces' rungs
-COLD = {"ray": "cold-4k", "promotion": "cold-4k-asha", "chosen": "cold-4k-c3c5"}
+# the cold 4k search under Ray's rule, under promotion, with the campaign spaces' rungs, and
+# with the default space's
+COLD = {
+    "ray": "cold-4k",
+    "promotion": "cold-4k-asha",
+    "chosen": "cold-4k-c3c5",
+    "default": "cold-4k-c3full",
+}
 
 
 def searches_share(results: Path) -> dict[str, float]:
