@@ -178,6 +178,24 @@ def test_the_eta_counts_the_epochs_left_not_the_trials():
     stopped = TrialRecord("s", results=[{"epoch": e} for e in (1, 2, 3)], ended="TERMINATED")
     full = TrialRecord("f", results=[{"epoch": e} for e in range(1, 24)], ended="TERMINATED")
     running = TrialRecord("r", results=[{"epoch": 1}])
-    records = {r.trial_id: r for r in (over, stopped, full, running)}
-    # judged trials trained 3 and 23 epochs: 13 expected; the running one has 12 left
-    assert epochs_left(records, {"r": 1}, 6, settings) == pytest.approx(12 + 2 * 13)
+    paused = TrialRecord("p", results=[{"epoch": e} for e in (1, 2, 3)])
+    finishing = TrialRecord("z", results=[{"epoch": e} for e in range(1, 11)])
+    records = {r.trial_id: r for r in (over, stopped, full, running, paused, finishing)}
+    now = {"r": 1, "p": 3, "z": 10}
+    # r: 2 more epochs of its first rung, then the later rungs at 1/3 and 1/9; p waits at the
+    # first rung's end (5/3 + 15/9); z is in its full run (13 more); 2 not started, of which
+    # one in six (1 of the 6 started) would be over budget and train nothing
+    left = (2 + 5 / 3 + 15 / 9) + (5 / 3 + 15 / 9) + 13 + 2 * (5 / 6) * expected
+    assert epochs_left(records, now, 8, settings) == pytest.approx(left)
+
+
+def test_the_eta_without_rungs_reads_the_trials_asha_judged():
+    from tune_mnist.search.journal import TrialRecord
+    from tune_mnist.search.writer import epochs_left
+
+    stopped = TrialRecord("s", results=[{"epoch": e} for e in range(1, 6)], ended="TERMINATED")
+    full = TrialRecord("f", results=[{"epoch": e} for e in range(1, 16)], ended="TERMINATED")
+    running = TrialRecord("r", results=[{"epoch": 1}])
+    records = {r.trial_id: r for r in (stopped, full, running)}
+    # judged trials trained 5 and 15 epochs: 10 expected; the running one has 9 left
+    assert epochs_left(records, {"r": 1}, 5, SETTINGS) == pytest.approx(9 + 2 * 10)

@@ -9,6 +9,7 @@ writes into the folder its own driver names, never into the one a first driver u
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 from optuna.exceptions import OptunaError
@@ -301,22 +302,48 @@ class ResultsWriter:
 
 
 def epochs_left(records: dict, running: dict[str, int], total: int, settings: dict) -> float:
-    """Epochs the search has left: each running trial's expected rest, and every trial not
-    started. A trial's expected epochs: the mean of the trials ASHA judged so far, else what
-    successive halving expects (every rung's epochs over reduction_factor ** rung)."""
-    judged = [
-        len(r.results)
-        for r in records.values()
-        if r.ended and not r.last_result.get("over_budget") and r.results
-    ]
-    factor = settings["reduction_factor"]
+    """Epochs the search has left: each unfinished trial's expected rest, and every trial not
+    started, at the share of started trials that fit the budget (one over it trains none).
+    With rungs, a trial trains to the end of the rung it is in and reaches each later rung
+    with successive halving's chance; one paused at a rung's end trains only if promoted.
+    Without, a trial's expected epochs are the mean of the trials ASHA judged so far."""
     plan = rungs.plan(TrainConfig(epochs=settings["epochs"]), settings, 60_000)
-    expected = (
-        sum(judged) / len(judged) if judged else sum(r.epochs / factor**r.index for r in plan)
-    )
-    started = len(records)
-    rest = sum(max(expected - epoch, 0.0) for epoch in running.values())
-    return rest + max(total - started, 0) * expected
+    over = sum(bool(r.last_result.get("over_budget")) for r in records.values() if r.results)
+    fit = 1 - over / len(records) if records else 1.0
+    if len(plan) > 1:
+        rest = partial(_rest_on_rungs, [r.epochs for r in plan], settings["reduction_factor"])
+        not_started = rest(0)
+    else:
+        judged = [
+            len(r.results)
+            for r in records.values()
+            if r.ended and not r.last_result.get("over_budget") and r.results
+        ]
+        not_started = sum(judged) / len(judged) if judged else float(settings["epochs"])
+
+        def rest(epoch: int) -> float:
+            return max(not_started - epoch, 0.0)
+
+    ahead = sum(rest(epoch) for epoch in running.values())
+    return ahead + max(total - len(records), 0) * fit * not_started
+
+
+def _rest_on_rungs(sizes: list[int], factor: int, epoch: int) -> float:
+    """Expected epochs left to a trial at `epoch` of rungs of `sizes` epochs: the rest of the
+    rung it is in, then each later rung at factor ** -(rungs further on). At a rung's end it
+    waits for a promotion, which the next rung's share of trials gets."""
+
+    def later(first: int, promotions: int) -> float:  # rungs first.. at factor ** -promotions..
+        return sum(n / factor ** (promotions + k) for k, n in enumerate(sizes[first:]))
+
+    end = 0
+    for index, size in enumerate(sizes):
+        if epoch <= end:  # at a rung's end, or not started
+            return later(index, 0 if index == 0 else 1)
+        end += size
+        if epoch < end:
+            return end - epoch + later(index + 1, 1)
+    return 0.0
 
 
 def _view(record: TrialRecord, trial) -> TrialView:
