@@ -20,7 +20,7 @@ import torch
 
 from tune_mnist.paths import CHECKOUT, results_root, spaces_dir
 from tune_mnist.search import journal, ray_door
-from tune_mnist.search.budget import over_budget_share, shaped_file
+from tune_mnist.search.budget import DRAWS, over_budget_share, shaped_file
 from tune_mnist.search.flags import check_name, parse_args
 from tune_mnist.search.lock import check_free, hold
 from tune_mnist.search.plan import UsageError, plan_resources
@@ -73,6 +73,12 @@ def prepare(args):
     data = load_mnist(args.data_dir)
     space.check_schedule(len(data.train_y))  # a recipe no trial could train: refused now
     args.over_budget_share = over_budget_share(space)
+    if args.over_budget_share >= 1 and not space.points:
+        raise UsageError(
+            f"budget {space.settings['max_params']:,} parameters: none of {DRAWS} random draws "
+            "of the space fits it, so no trial would train; raise --max-params or narrow the "
+            "space's widths"
+        )
     return space, name, folder, storage, experiment, data
 
 
