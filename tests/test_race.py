@@ -73,7 +73,12 @@ def test_a_race_on_a_search_records_its_runs_and_a_rerun_trains_nothing(
 
 def test_a_folder_without_a_search_is_one_line_exit_2(tmp_path, capsys):
     assert race_main(["--results", str(tmp_path / "nowhere")]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such folder" in err
+    (tmp_path / "other").mkdir()  # a folder of something else: says what it lacks
+    assert race_main(["--results", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a search's folder" in err
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,10 @@ def parse_args(argv):
 
 def load_field(folder: Path, top: int, max_params: int | None = None):
     # a damaged table is refused by its reader in one line (tables.TableError)
+    if not folder.is_dir():
+        raise ValueError(f"--results {folder}: no such folder; pass results/<name>")
+    if not (folder / "search.json").is_file():
+        raise ValueError(f"--results {folder}: not a search's folder (it has no search.json)")
     meta = json.loads((folder / "search.json").read_text())
     settings = meta["settings"]
     trials = read_parquet(folder / "trials.parquet")
