@@ -62,6 +62,7 @@ def test_a_race_on_a_search_records_its_runs_and_a_rerun_trains_nothing(
     runs = read_parquet(mine / "race_runs.parquet")
     table = read_parquet(mine / "race.parquet")
     assert len(runs) == 2 and set(runs["seed"]) == {1}
+    assert set(runs["val_split"]) == {1}  # run N holds out its own images, drawn with seed N
     assert list(table["seeds"]) == [2, 2] and table["pass_chance"].between(0, 1).all()
     assert "test_acc" not in runs  # nothing the race records reads the test set
     trials = read_parquet(mine / "trials.parquet").set_index("trial_id")

@@ -23,6 +23,30 @@ def test_holdout_takes_the_last_training_images(mnist):
     assert len(sub.train_y) == 2000 and len(sub.val_y) == 5000 and len(sub.test_y) == 1000
 
 
+def test_a_resampled_split_holds_out_its_own_images_and_is_the_same_for_its_seed(mnist):
+    from tune_mnist.train.data import MNIST
+
+    # images that carry their own index in two pixels, to follow each one through the split
+    n = 12_000
+    images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    images[:, 0, 0], images[:, 0, 1] = torch.arange(n) % 256, torch.arange(n) // 256
+    data = MNIST(images, torch.arange(n) % 10, mnist.test_x, mnist.test_y)
+
+    def index(part):
+        return (part[:, 0, 0].long() + 256 * part[:, 0, 1].long()).tolist()
+
+    one, again, two = data.holdout(1000, 1), data.holdout(1000, 1), data.holdout(1000, 2)
+    kept, held = index(one.train_x), index(one.val_x)
+    assert sorted(kept + held) == list(range(n)) and len(held) == 1000  # a partition
+    assert kept == sorted(kept)  # the training images keep their order
+    assert index(again.val_x) == held and index(again.train_x) == kept  # the same for seed 1
+    assert set(index(two.val_x)) != set(held)
+    assert index(data.holdout(1000).val_x) == list(range(n - 1000, n))  # split 0: the last
+    assert torch.equal(one.test_x, mnist.test_x)  # the test set is never touched
+    assert one.train_y.tolist() == [i % 10 for i in kept]  # labels follow their images
+    assert one.val_y.tolist() == [i % 10 for i in held]
+
+
 @pytest.mark.parametrize("size", [-1, 30001])
 def test_val_size_range(size):
     with pytest.raises(ConfigError, match="val_size"):

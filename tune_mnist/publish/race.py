@@ -95,8 +95,9 @@ def judge(field_: list[Contender], target: float) -> bool:
 
 
 def validation_only(data: MNIST, val_size: int) -> MNIST:
-    """The data a racing worker gets: the training images, whose last `val_size` are held
-    out by the run itself, and as its 'test' set those same held-out images."""
+    """The data a racing worker gets: the training images, of which each run holds out its
+    own `val_size` (TrainConfig.val_split), and as its 'test' set the last `val_size` of
+    them: never the test set, which a race does not read (it records val_acc only)."""
     held_x, held_y = data.train_x[-val_size:], data.train_y[-val_size:]
     return MNIST(data.train_x, data.train_y, held_x, held_y)
 

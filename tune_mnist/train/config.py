@@ -89,6 +89,10 @@ class TrainConfig:
     # the last N of the 60,000 training images, held out for validation (never trained on):
     # searches select on them so the test set only reports; 0 = train on all 60,000, 0..30000
     val_size: int = 0
+    # which val_size images: 0 = the last ones (every search, every confirmation); N >= 1 = a
+    # random val_size drawn with seed N (a race's seed N: its mean then averages over held-out
+    # images as well as seeds, where a fixed set's sampling error is shared), 0..2**31 - 1
+    val_split: int = 0
     train_subset: int = 0  # use only the first N training images (after val_size); 0 = all
     test_subset: int = 0  # evaluate on the first N test images; 0 = all 10,000
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
@@ -209,6 +213,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "seed": (0, 2**63 - 1),
     "cohort": (1, 256),
     "val_size": (0, 30000),
+    "val_split": (0, 2**31 - 1),
     "train_subset": (0, 60000),
     "test_subset": (0, 10000),
     "threads": (0, 1024),

@@ -65,23 +65,29 @@ class MNIST:
     def to(self, device: str | torch.device) -> MNIST:
         return MNIST(*(t.to(device) for t in self.tensors()))
 
-    def holdout(self, val_size: int) -> MNIST:
-        """Move the LAST `val_size` training images to the validation set (0 = no split).
-        A fixed rule, the same for every seed and run: a model selected on these images has
-        never trained on them, and the test set stays out of every choice."""
+    def holdout(self, val_size: int, split: int = 0) -> MNIST:
+        """Move `val_size` training images to the validation set (0 = no split): with split
+        0 the LAST ones, a fixed rule, the same for every seed and run; with split N >= 1 a
+        random val_size of them drawn with seed N, the rest kept in their order. Either way a
+        model selected on them has never trained on them, and the test set stays out."""
         if not val_size:
             return self
         if len(self.val_y) or val_size >= len(self.train_y):
             raise ValueError(f"cannot hold out {val_size} of {len(self.train_y)} images")
-        cut = len(self.train_y) - val_size
-        return MNIST(
-            self.train_x[:cut],
-            self.train_y[:cut],
-            self.test_x,
-            self.test_y,
-            self.train_x[cut:],
-            self.train_y[cut:],
-        )
+        n = len(self.train_y)
+        if split:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(split))
+            held = torch.zeros(n, dtype=torch.bool)
+            held[order[:val_size]] = True
+            kept, held = (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
+            kept, held = kept.to(self.train_x.device), held.to(self.train_x.device)
+            train_x, train_y = self.train_x[kept], self.train_y[kept]
+            val_x, val_y = self.train_x[held], self.train_y[held]
+        else:
+            cut = n - val_size
+            train_x, train_y = self.train_x[:cut], self.train_y[:cut]
+            val_x, val_y = self.train_x[cut:], self.train_y[cut:]
+        return MNIST(train_x, train_y, self.test_x, self.test_y, val_x, val_y)
 
     def subset(self, train: int = 0, test: int = 0) -> MNIST:
         """The first `train` / `test` samples (0 keeps all); views, no copy."""

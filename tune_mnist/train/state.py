@@ -213,5 +213,7 @@ def prepare_run(config: TrainConfig, data: MNIST) -> tuple[torch.device, MNIST, 
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    data = data.holdout(config.val_size).subset(config.train_subset, config.test_subset)
+    data = data.holdout(config.val_size, config.val_split).subset(
+        config.train_subset, config.test_subset
+    )
     return device, on_device(data, device), AugmentSpec.from_config(config)
