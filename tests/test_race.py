@@ -41,6 +41,29 @@ def test_a_racing_worker_gets_the_held_out_images_as_its_test_set(mnist):
     assert torch.equal(data.test_x, mnist.train_x[-5000:])
     split = data.holdout(5000)
     assert torch.equal(split.val_x, split.test_x) and len(split.train_y) == 55_000
+    # a resampled run (val_split 3): its own held-out images, and they are its 'test' set
+    data = race.validation_only(mnist, 5000, 3)
+    split = data.holdout(5000, 3)
+    assert torch.equal(split.val_x, split.test_x) and len(split.train_y) == 55_000
+    assert not torch.equal(split.val_x, mnist.train_x[-5000:])
+
+
+def test_a_resampled_race_holds_out_each_runs_own_images(smoke_search, tmp_path, monkeypatch):
+    folder, _ = smoke_search
+    monkeypatch.setattr(race, "SEED_SD", 20.0)  # both contenders stay in (as above)
+    mine = tmp_path / "s2"
+    shutil.copytree(folder, mine)
+    trials = read_parquet(mine / "trials.parquet")
+    trained = trials["status"].isin(["completed", "asha_stopped"])
+    best = trials[trained].sort_values("final_val_acc", ascending=False).index[:2]
+    trials.loc[best, "status"] = "completed"
+    trials.to_parquet(mine / "trials.parquet")
+    for name in ("race_runs.parquet", "race.parquet"):
+        (mine / name).unlink(missing_ok=True)
+    flags = ["--results", str(mine), "--top", "2", "--runs", "2", "--cpus", "2", "--resample-val"]
+    assert race_main(flags) == 0
+    runs = read_parquet(mine / "race_runs.parquet")
+    assert list(runs["seed"]) == [1, 1] and list(runs["val_split"]) == [1, 1]
 
 
 def test_a_race_on_a_search_records_its_runs_and_a_rerun_trains_nothing(
@@ -62,7 +85,7 @@ def test_a_race_on_a_search_records_its_runs_and_a_rerun_trains_nothing(
     runs = read_parquet(mine / "race_runs.parquet")
     table = read_parquet(mine / "race.parquet")
     assert len(runs) == 2 and set(runs["seed"]) == {1}
-    assert set(runs["val_split"]) == {1}  # run N holds out its own images, drawn with seed N
+    assert set(runs["val_split"]) == {0}  # by default every run holds out the search's
     assert list(table["seeds"]) == [2, 2] and table["pass_chance"].between(0, 1).all()
     assert "test_acc" not in runs  # nothing the race records reads the test set
     trials = read_parquet(mine / "trials.parquet").set_index("trial_id")

@@ -94,12 +94,12 @@ def judge(field_: list[Contender], target: float) -> bool:
     return ahead
 
 
-def validation_only(data: MNIST, val_size: int) -> MNIST:
-    """The data a racing worker gets: the training images, of which each run holds out its
-    own `val_size` (TrainConfig.val_split), and as its 'test' set the last `val_size` of
-    them: never the test set, which a race does not read (it records val_acc only)."""
-    held_x, held_y = data.train_x[-val_size:], data.train_y[-val_size:]
-    return MNIST(data.train_x, data.train_y, held_x, held_y)
+def validation_only(data: MNIST, val_size: int, split: int = 0) -> MNIST:
+    """The data a racing worker gets: the training images, of which its run holds out
+    `val_size` (TrainConfig.val_split `split`), and as its 'test' set those same held-out
+    images: never the test set."""
+    held = data.holdout(val_size, split)
+    return MNIST(data.train_x, data.train_y, held.val_x, held.val_y)
 
 
 def summary_rows(field_: list[Contender], target: float) -> pd.DataFrame:

@@ -54,6 +54,12 @@ def parse_args(argv):
         help="run the seeds as Ray tasks on this existing cluster "
         "(default: $RAY_ADDRESS, else a Ray of its own)",
     )
+    parser.add_argument(
+        "--resample-val",
+        action="store_true",
+        help="run N holds out its own validation images, drawn with seed N (val_split N), "
+        "where by default every run holds out the search's (the last val_size)",
+    )
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
         "--smoke",
@@ -91,35 +97,43 @@ def load_field(folder: Path, top: int, max_params: int | None = None):
     return field, settings
 
 
-def train_round(alive, data, folder: Path) -> None:
-    """One more seed of each contender in `alive`, side by side as Ray tasks."""
+def train_round(alive, data, val_size: int, folder: Path, resample: bool) -> None:
+    """One more seed of each contender in `alive`, side by side as Ray tasks. With
+    `resample`, run N holds out its own images (val_split N), and its worker's 'test' set is
+    those same images; else every run holds out the search's."""
 
-    # run N (seed N, N >= 1) holds out its own random validation images (val_split N): the
-    # search's figure was read on the last ones (split 0), which it was chosen on, and a fixed
-    # set's image-sampling error (about 0.09 points at 5,000) would be shared by every seed
-    configs = [[_race_run(c.config, len(c.vals))] for c in alive]
     prov = provenance("cpu")
-    for c, runs in zip(alive, train_groups(configs, data, {"num_cpus": 1}), strict=True):
-        [run] = runs
-        val = float(run.history[-1]["val_acc"])
-        config = _race_run(c.config, run.seed)
-        row = {**config.to_dict(), "trial_id": c.trial_id, "params": c.params}
-        row |= {"val_acc": val, "train_s": run.seconds, "status": run.status, **prov}
-        row |= {"node_id": run.node_id}  # the Ray node that trained it
-        side = race.append_runs(folder, [row])
-        if side is not None:  # a full disk, a table damaged meanwhile: the run is kept
-            print(
-                f"error: {race.RUNS_TABLE} could not take trial {c.trial_id}'s run; it is in "
-                f"{side} (counted by the race, merged in by its next append)",
-                file=sys.stderr,
-                flush=True,
-            )
-            UNWRITTEN.append(side)
-        c.vals.append(val)
+    seeds = sorted({len(c.vals) for c in alive})  # one seed a round, unless resumed midway
+    for seed in seeds:
+        group = [c for c in alive if len(c.vals) == seed]
+        split = seed if resample else 0
+        held = race.validation_only(data, val_size, split)
+        configs = [[_race_run(c.config, seed, split)] for c in group]
+        for c, runs in zip(group, train_groups(configs, held, {"num_cpus": 1}), strict=True):
+            [run] = runs
+            config = _race_run(c.config, run.seed, split)
+            _record(c, config, run, prov, folder)
 
 
-def _race_run(config, seed: int):
-    return config.replace(seed=seed, val_split=seed, threads=1, device="cpu")
+def _record(c, config, run, prov: dict, folder: Path) -> None:
+    val = float(run.history[-1]["val_acc"])
+    row = {**config.to_dict(), "trial_id": c.trial_id, "params": c.params}
+    row |= {"val_acc": val, "train_s": run.seconds, "status": run.status, **prov}
+    row |= {"node_id": run.node_id}  # the Ray node that trained it
+    side = race.append_runs(folder, [row])
+    if side is not None:  # a full disk, a table damaged meanwhile: the run is kept
+        print(
+            f"error: {race.RUNS_TABLE} could not take trial {c.trial_id}'s run; it is in "
+            f"{side} (counted by the race, merged in by its next append)",
+            file=sys.stderr,
+            flush=True,
+        )
+        UNWRITTEN.append(side)
+    c.vals.append(val)
+
+
+def _race_run(config, seed: int, split: int):
+    return config.replace(seed=seed, val_split=split, threads=1, device="cpu")
 
 
 def show(table) -> str:
@@ -146,7 +160,7 @@ def run(argv=None) -> tuple[int, str | None]:
         args = parse_args(argv)
         folder = Path(args.results)
         field, settings = load_field(folder, args.top, args.max_params)
-        data = race.validation_only(load_mnist(args.data_dir), settings["val_size"])
+        data = load_mnist(args.data_dir)
     except (OSError, ValueError, KeyError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None
@@ -164,7 +178,7 @@ def run(argv=None) -> tuple[int, str | None]:
                 start_ray(args.address, cpus=None if args.address else args.cpus)
                 ray_up = True
             begun = time.perf_counter()
-            train_round(alive, data, folder)
+            train_round(alive, data, settings["val_size"], folder, args.resample_val)
             round_s = time.perf_counter() - begun
             spent += len(alive)
             decided = race.judge(field, target)
