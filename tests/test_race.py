@@ -48,18 +48,22 @@ def test_a_racing_worker_gets_the_held_out_images_as_its_test_set(mnist):
     assert not torch.equal(split.val_x, mnist.train_x[-5000:])
 
 
-def test_a_resampled_race_holds_out_each_runs_own_images(smoke_search, tmp_path, monkeypatch):
-    folder, _ = smoke_search
-    monkeypatch.setattr(race, "SEED_SD", 20.0)  # both contenders stay in (as above)
-    mine = tmp_path / "s2"
-    shutil.copytree(folder, mine)
-    trials = read_parquet(mine / "trials.parquet")
+def _two_contenders(smoke_search, folder, monkeypatch):
+    """A copy of the smoke search whose best two trials count as completed (ASHA may let
+    one trial or several finish), with a seed spread wide enough (its figures lie points
+    apart on 1,000 images) to keep both in until a budget of 2 runs is spent."""
+    monkeypatch.setattr(race, "SEED_SD", 20.0)
+    shutil.copytree(smoke_search[0], folder)
+    trials = read_parquet(folder / "trials.parquet")
     trained = trials["status"].isin(["completed", "asha_stopped"])
     best = trials[trained].sort_values("final_val_acc", ascending=False).index[:2]
     trials.loc[best, "status"] = "completed"
-    trials.to_parquet(mine / "trials.parquet")
-    for name in ("race_runs.parquet", "race.parquet"):
-        (mine / name).unlink(missing_ok=True)
+    trials.to_parquet(folder / "trials.parquet")
+    return folder
+
+
+def test_a_resampled_race_holds_out_each_runs_own_images(smoke_search, tmp_path, monkeypatch):
+    mine = _two_contenders(smoke_search, tmp_path / "s2", monkeypatch)
     flags = ["--results", str(mine), "--top", "2", "--runs", "2", "--cpus", "2", "--resample-val"]
     assert race_main(flags) == 0
     runs = read_parquet(mine / "race_runs.parquet")
@@ -69,18 +73,7 @@ def test_a_resampled_race_holds_out_each_runs_own_images(smoke_search, tmp_path,
 def test_a_race_on_a_search_records_its_runs_and_a_rerun_trains_nothing(
     smoke_search, tmp_path, monkeypatch
 ):
-    folder, _ = smoke_search
-    # the smoke search's figures lie points apart on its 1,000 images: a seed spread that
-    # wide keeps both contenders in until the budget of 2 runs is spent
-    monkeypatch.setattr(race, "SEED_SD", 20.0)
-    mine = tmp_path / "s1"
-    shutil.copytree(folder, mine)
-    # ASHA may let one trial or several finish: two finished contenders, whatever it did
-    trials = read_parquet(mine / "trials.parquet")
-    trained = trials["status"].isin(["completed", "asha_stopped"])
-    best = trials[trained].sort_values("final_val_acc", ascending=False).index[:2]
-    trials.loc[best, "status"] = "completed"
-    trials.to_parquet(mine / "trials.parquet")
+    mine = _two_contenders(smoke_search, tmp_path / "s1", monkeypatch)
     assert race_main(["--results", str(mine), "--top", "2", "--runs", "2", "--cpus", "2"]) == 0
     runs = read_parquet(mine / "race_runs.parquet")
     table = read_parquet(mine / "race.parquet")
