@@ -108,10 +108,9 @@ def train_round(alive, data, val_size: int, folder: Path, resample: bool) -> Non
         group = [c for c in alive if len(c.vals) == seed]
         split = seed if resample else 0
         held = race.validation_only(data, val_size, split)
-        configs = [[_race_run(c.config, seed, split)] for c in group]
-        for c, runs in zip(group, train_groups(configs, held, {"num_cpus": 1}), strict=True):
-            [run] = runs
-            config = _race_run(c.config, run.seed, split)
+        configs = [_race_run(c.config, seed, split) for c in group]
+        done = train_groups([[config] for config in configs], held, {"num_cpus": 1})
+        for c, config, [run] in zip(group, configs, done, strict=True):
             _record(c, config, run, prov, folder)
 
 

@@ -77,10 +77,9 @@ class MNIST:
         n = len(self.train_y)
         if split:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(split))
-            held = torch.zeros(n, dtype=torch.bool)
-            held[order[:val_size]] = True
-            kept, held = (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
-            kept, held = kept.to(self.train_x.device), held.to(self.train_x.device)
+            held, kept = (
+                i.sort().values.to(self.device) for i in (order[:val_size], order[val_size:])
+            )
             train_x, train_y = self.train_x[kept], self.train_y[kept]
             val_x, val_y = self.train_x[held], self.train_y[held]
         else:
