@@ -1,6 +1,7 @@
 """The race on validation seeds (tune_mnist.publish.race): who is dropped, when it ends, that
 its workers never see a test image, and that a rerun trains nothing again."""
 
+import math
 import re
 import shutil
 
@@ -14,8 +15,9 @@ from tune_mnist.tables import read_parquet
 from tune_mnist.train.config import TrainConfig
 
 
-def contender(name, vals, params=3000):
-    return race.Contender(name, TrainConfig(), params, list(vals))
+def contender(name, vals, params=3000, resampled=False):
+    """The search's figure, then the race's runs."""
+    return race.Contender(name, TrainConfig(), params, vals[0], list(vals[1:]), resampled)
 
 
 def test_a_contender_clearly_below_the_leader_is_dropped_and_a_close_one_is_not():
@@ -34,6 +36,38 @@ def test_the_race_ends_when_the_leaders_pass_chance_is_clearly_ahead():
     young = [contender("a", [99.55]), contender("b", [99.42])]  # one seed: not yet
     assert not race.judge(young, 99.4) and young[0].status == "racing"
     assert race.pass_chance(ahead[0], 99.4) > 0.5 > race.pass_chance(ahead[1], 99.4)
+
+
+def test_more_seeds_on_the_searchs_images_cannot_make_a_pass_certain():
+    # every seed reads the same 5,000 images: their sampling error stays in the chance
+    three = contender("a", [99.55, 99.57, 99.53])
+    many = contender("a", [99.55, 99.57, 99.53] * 30)
+    assert abs(race.pass_chance(many, 99.4) - race.pass_chance(three, 99.4)) < 0.05
+    assert race.pass_chance(many, 99.4) < 0.8
+    one = 0.5 * (1 + math.erf((many.mean - 99.4) / (race.SEED_SD * math.sqrt(2))))
+    assert one**5 > 0.85  # what seeds alone would have said
+
+
+def test_a_resampled_race_leaves_the_searchs_figure_out_and_reads_at_the_tests_level(
+    monkeypatch,
+):
+    lucky = contender("a", [99.90, 99.30, 99.34], resampled=True)
+    assert lucky.figures == [99.30, 99.34] and lucky.mean == pytest.approx(99.32)
+    assert contender("a", [99.90], resampled=True).figures == [99.90]  # before its first run
+    raised = race.pass_chance(lucky, 99.4)
+    monkeypatch.setitem(race.LEVEL, "own", 0.0)
+    assert race.pass_chance(lucky, 99.4) < raised / 2  # random held-out sets read lower
+    # the spread of runs on their own images holds the images' error: wider than a seed's
+    assert lucky.sd > math.hypot(race.SEED_SD, 0.1)
+
+
+def test_a_resampled_race_judges_no_one_until_each_has_a_run_of_its_own():
+    field = [contender("a", [99.6, 99.5], resampled=True), contender("b", [99.0], resampled=True)]
+    assert not race.judge(field, 99.4) and {c.status for c in field} == {"racing"}
+    field[1].vals.append(99.0)
+    race.judge(field, 99.4)
+    assert field[1].status == "dropped"
+    assert race.lead(field) is field[0]
 
 
 def test_a_racing_worker_gets_the_held_out_images_as_its_test_set(mnist):
@@ -62,29 +96,48 @@ def _two_contenders(smoke_search, folder, monkeypatch):
     return folder
 
 
-def test_a_resampled_race_holds_out_each_runs_own_images(smoke_search, tmp_path, monkeypatch):
+def test_a_race_holds_out_each_runs_own_images_by_default(smoke_search, tmp_path, monkeypatch):
     mine = _two_contenders(smoke_search, tmp_path / "s2", monkeypatch)
-    flags = ["--results", str(mine), "--top", "2", "--runs", "2", "--cpus", "2", "--resample-val"]
-    assert race_main(flags) == 0
+    assert race_main(["--results", str(mine), "--top", "2", "--runs", "2", "--cpus", "2"]) == 0
     runs = read_parquet(mine / "race_runs.parquet")
     assert list(runs["seed"]) == [1, 1] and list(runs["val_split"]) == [1, 1]
+    table = read_parquet(mine / "race.parquet")
+    assert list(table["seeds"]) == [1, 1] and set(table["val_images"]) == {"own"}
+    assert table["mean_val_acc"].tolist() == [
+        runs.set_index("trial_id").loc[t, "val_acc"] for t in table["trial_id"]
+    ]  # the search's figure is left out
+
+
+def test_a_race_counts_only_the_recorded_runs_of_its_own_kind(tmp_path, capsys):
+    # results/cold-4k raced on the search's images; a race on their own images has none yet
+    folder = tmp_path / "cold"
+    shutil.copytree(ROOT / "results" / "cold-4k", folder, ignore=shutil.ignore_patterns("journal"))
+    recorded = read_parquet(folder / "race_runs.parquet")
+    assert race_main(["--results", str(folder), "--val-images", "search", "--smoke"]) == 0
+    rows = re.findall(r"^  (\w{8}) +[\d,]+ +(\d+)  (\S+)", capsys.readouterr().out, flags=re.M)
+    seeds = recorded.groupby("trial_id").size()
+    assert rows and all(int(n) == seeds.get(t, 0) + 1 and on == "search's" for t, n, on in rows)
+    assert race_main(["--results", str(folder), "--smoke"]) == 0
+    rows = re.findall(r"^  (\w{8}) +[\d,]+ +(\d+)  (\S+)", capsys.readouterr().out, flags=re.M)
+    assert rows and all(n == "1" and on == "search's" for _, n, on in rows)
 
 
 def test_a_race_on_a_search_records_its_runs_and_a_rerun_trains_nothing(
     smoke_search, tmp_path, monkeypatch
 ):
     mine = _two_contenders(smoke_search, tmp_path / "s1", monkeypatch)
-    assert race_main(["--results", str(mine), "--top", "2", "--runs", "2", "--cpus", "2"]) == 0
+    flags = ["--results", str(mine), "--top", "2", "--runs", "2", "--val-images", "search"]
+    assert race_main([*flags, "--cpus", "2"]) == 0
     runs = read_parquet(mine / "race_runs.parquet")
     table = read_parquet(mine / "race.parquet")
     assert len(runs) == 2 and set(runs["seed"]) == {1}
-    assert set(runs["val_split"]) == {0}  # by default every run holds out the search's
+    assert set(runs["val_split"]) == {0}  # every run holds out the search's images
     assert list(table["seeds"]) == [2, 2] and table["pass_chance"].between(0, 1).all()
     assert "test_acc" not in runs  # nothing the race records reads the test set
     trials = read_parquet(mine / "trials.parquet").set_index("trial_id")
     best = trials.loc[table["trial_id"]]["final_val_acc"]
     assert list(best) == sorted(best, reverse=True)  # the search's best two, by validation
-    assert race_main(["--results", str(mine), "--top", "2", "--runs", "2"]) == 0
+    assert race_main(flags) == 0
     assert len(read_parquet(mine / "race_runs.parquet")) == 2  # nothing trained again
 
 
@@ -138,17 +191,17 @@ def test_a_race_summary_that_cannot_be_written_is_one_line_exit_1(tmp_path, monk
 
 
 def test_a_race_where_no_contender_can_pass_says_so_and_trains_nothing(tmp_path, capsys):
-    # results/cold-4k-96-s1: its race spent its 6 runs; every pass chance is under 0.1%
+    # results/cold-4k-96-s1: its race spent its 6 runs; every pass chance is under 1%
     folder = tmp_path / "cold"
     shutil.copytree(
         ROOT / "results" / "cold-4k-96-s1", folder, ignore=shutil.ignore_patterns("confirmed")
     )
     before = (folder / "race_runs.parquet").read_bytes()
-    assert race_main(["--results", str(folder), "--runs", "6"]) == 0
+    assert race_main(["--results", str(folder), "--runs", "6", "--val-images", "search"]) == 0
     out = capsys.readouterr().out
-    assert "race over (decided: no contender's pass chance reaches 0.1%" in out
+    assert "race over (budget of 6 runs spent; no contender's pass chance reaches 1%" in out
     assert (folder / "race_runs.parquet").read_bytes() == before
-    assert read_parquet(folder / "race.parquet")["pass_chance"].max() < 0.001
+    assert read_parquet(folder / "race.parquet")["pass_chance"].max() < 0.01
 
 
 def test_a_smaller_budget_races_only_the_recorded_trials_under_it(tmp_path, capsys):

@@ -1,12 +1,18 @@
-"""Race a search's contenders on more validation seeds before any test figure.
+"""Race a search's contenders on more validation runs before any test figure.
 
 One seed at 5,000 validation images cannot separate configurations 0.05 points apart (its
 standard error is 0.11), so the search's best few are raced (SMAC's intensification): each
-round trains one more seed of every contender still in the race, at full fidelity on the
-search's own split; a contender clearly below the leader (by more than twice the standard
-error of the difference) is dropped; the race ends when one contender's estimated chance to
-pass is clearly ahead of the rest, or when its budget of runs is spent. The workers are never
-given the test images: their data's test set is the validation set itself.
+round trains one more seed of every contender still in the race, at full fidelity; a
+contender clearly below the leader (by more than twice the standard error of the difference)
+is dropped; the race ends when one contender's estimated chance to pass is clearly ahead of
+the rest, or when its budget of runs is spent. The workers are never given the test images:
+their data's test set is the validation set itself.
+
+Which images a run holds out: by default run N holds out its own `val_size` images, drawn
+with seed N (`TrainConfig.val_split` N; a round's contenders share them), and the search's
+own figure is left out of the mean. The search chose its contenders on the last `val_size`
+images, so their figures there carry that choice's luck (the winner's curse), which more
+seeds on the same images cannot remove. `resampled=False` races on the search's images.
 
 Tables, in the search's folder: race_runs.parquet (one row per seed trained: its config,
 seed, validation accuracy, seconds and provenance) and race.parquet (one row per contender:
@@ -21,6 +27,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tune_mnist import rule
@@ -33,7 +40,21 @@ from tune_mnist.train.data import MNIST
 SEED_SD = 0.08  # points: the least seed-to-seed spread assumed (seeds move a model 0.05-0.1)
 CONFIRM_SEEDS = 5  # a pass needs every one of 5 fresh seeds at the mark
 AHEAD = 2.0  # the leader's pass chance over the next one's that ends the race
-MIN_SEEDS = 3  # seeds the leader needs before the race can end on its chance
+MIN_SEEDS = 3  # figures the leader needs before the race can end on its chance
+# The race's level against the test set, measured on the picks a race sent to confirmation
+# (docs/protocol.md, "The race's level"): on the search's images their 5 seeds' test mean
+# read 0.03 below the race's mean (10 picks), on images of each run's own 0.14 above (2
+# picks: +0.13, +0.15); and a pick's own departure from that level beyond its seeds' noise
+# (about 0.04 over the 10; on own images the level itself is less sure)
+LEVEL = {"search's": -0.03, "own": 0.14}  # points
+LEVEL_SD = {"search's": 0.04, "own": 0.06}  # points
+NODES, WEIGHTS = np.polynomial.hermite.hermgauss(32)  # the pass chance's integral over the mean
+
+
+def image_var(acc: float, images: int) -> float:
+    """Points squared: the binomial variance of an accuracy `acc` (%) read on `images`."""
+    p = min(max(acc / 100, 0.0), 1.0)
+    return p * (1 - p) / images * 1e4
 
 
 @dataclass
@@ -41,27 +62,63 @@ class Contender:
     trial_id: str
     config: TrainConfig  # the trial's own config (its seed is the search's seed 0)
     params: int
-    vals: list[float] = field(default_factory=list)  # by seed: 0 (the search's), 1, 2, ...
+    search_val: float  # the search's own figure (seed 0, the last val_size images)
+    vals: list[float] = field(default_factory=list)  # the race's runs, by seed 1, 2, ...
+    resampled: bool = False  # race run N held out its own images (val_split N)
+    val_size: int = 5000
     status: str = "racing"  # racing, dropped, winner
 
     @property
+    def on_own_images(self) -> bool:
+        """The figures are the race's runs alone, each on its own images: the search's figure
+        was read on the images that chose it, so it is left out of a resampled race."""
+        return self.resampled and bool(self.vals)
+
+    @property
+    def images(self) -> str:
+        return "own" if self.on_own_images else "search's"
+
+    @property
+    def figures(self) -> list[float]:
+        return list(self.vals) if self.on_own_images else [self.search_val, *self.vals]
+
+    @property
     def mean(self) -> float:
-        return statistics.fmean(self.vals)
+        return statistics.fmean(self.figures)
 
     @property
     def sd(self) -> float:
-        spread = statistics.stdev(self.vals) if len(self.vals) > 1 else 0.0
-        return max(spread, SEED_SD)
+        """A run's spread: at least a seed's, and on its own images at least a seed's and the
+        images' together."""
+        figures = self.figures
+        spread = statistics.stdev(figures) if len(figures) > 1 else 0.0
+        least = SEED_SD**2 + (image_var(self.mean, self.val_size) if self.on_own_images else 0)
+        return max(spread, math.sqrt(least))
 
 
 def pass_chance(contender: Contender, target: float) -> float:
-    """The chance that every one of 5 fresh seeds reaches `target`, if a seed's figure is
-    normal around the contender's mean with its spread (at least SEED_SD)."""
-    one = 0.5 * (1 + math.erf((contender.mean - target) / (contender.sd * math.sqrt(2))))
-    return one**CONFIRM_SEEDS
+    """The chance that every one of 5 fresh seeds reaches `target` on the test set.
+
+    A seed's test figure is normal around the model's test accuracy with a seed's spread;
+    that accuracy is the race's mean moved to the test set's level (LEVEL), uncertain by the
+    mean's error over its runs and by the pick's own departure from that level (LEVEL_SD),
+    which every run on the same images shares, so more seeds cannot shrink it."""
+    c = contender
+    kind = c.images
+    seed_sd = c.sd
+    if c.on_own_images:  # a run's spread holds its images' error too: not a fresh seed's
+        seed_sd = math.sqrt(max(c.sd**2 - image_var(c.mean, c.val_size), SEED_SD**2))
+    centre = c.mean + LEVEL[kind]
+    spread = math.sqrt(2 * (c.sd**2 / len(c.figures) + LEVEL_SD[kind] ** 2))
+    one = 0.5 * (
+        1 + np.vectorize(math.erf)((centre + spread * NODES - target) / (seed_sd * 2**0.5))
+    )
+    return float(np.sum(WEIGHTS * one**CONFIRM_SEEDS) / math.sqrt(math.pi))
 
 
-def contenders(trials: pd.DataFrame, top: int, max_params: int) -> list[Contender]:
+def contenders(
+    trials: pd.DataFrame, top: int, max_params: int, resampled: bool = False, val_size: int = 5000
+) -> list[Contender]:
     """The `top` completed trials within budget, best final validation accuracy first."""
     done = trials[
         (trials["status"] == "completed")
@@ -69,25 +126,42 @@ def contenders(trials: pd.DataFrame, top: int, max_params: int) -> list[Contende
     ]
     done = done.sort_values(["final_val_acc", "params"], ascending=[False, True]).head(top)
     return [
-        Contender(r["trial_id"], config_of(r), int(r["params"]), [float(r["final_val_acc"])])
+        Contender(
+            r["trial_id"],
+            config_of(r),
+            int(r["params"]),
+            float(r["final_val_acc"]),
+            resampled=resampled,
+            val_size=val_size,
+        )
         for _, r in done.iterrows()
     ]
 
 
+def lead(field_: list[Contender]) -> Contender:
+    """The best mean among those not dropped; in a resampled race, among those with runs of
+    their own first (a search's figure reads on other images, at another level)."""
+    alive = [c for c in field_ if c.status != "dropped"]
+    return max(alive, key=lambda c: (c.on_own_images or not c.resampled, c.mean, -c.params))
+
+
 def judge(field_: list[Contender], target: float) -> bool:
-    """Drop the contenders clearly below the leader; True when the race is decided."""
+    """Drop the contenders clearly below the leader; True when the race is decided. A
+    resampled race judges nothing until every contender has a run of its own."""
     alive = [c for c in field_ if c.status == "racing"]
-    leader = max(alive, key=lambda c: (c.mean, -c.params))
+    if any(c.resampled and not c.vals for c in alive):
+        return False
+    leader = lead(alive)
     for c in alive:
         if c is leader:
             continue
-        gap_se = math.sqrt(c.sd**2 / len(c.vals) + leader.sd**2 / len(leader.vals))
+        gap_se = math.sqrt(c.sd**2 / len(c.figures) + leader.sd**2 / len(leader.figures))
         if c.mean + 2 * gap_se < leader.mean:
             c.status = "dropped"
     alive = [c for c in field_ if c.status == "racing"]
     others = [pass_chance(c, target) for c in alive if c is not leader]
     ahead = not others or (
-        len(leader.vals) >= MIN_SEEDS and pass_chance(leader, target) >= AHEAD * max(others)
+        len(leader.figures) >= MIN_SEEDS and pass_chance(leader, target) >= AHEAD * max(others)
     )
     if ahead:
         leader.status = "winner"
@@ -108,10 +182,12 @@ def summary_rows(field_: list[Contender], target: float) -> pd.DataFrame:
             {
                 "trial_id": c.trial_id,
                 "params": c.params,
-                "seeds": len(c.vals),
-                "val_accs": list(c.vals),
+                "seeds": len(c.figures),
+                "val_accs": c.figures,
+                "search_val_acc": c.search_val,
+                "val_images": c.images,
                 "mean_val_acc": c.mean,
-                "std_val_acc": statistics.stdev(c.vals) if len(c.vals) > 1 else float("nan"),
+                "std_val_acc": statistics.stdev(c.figures) if len(c.figures) > 1 else math.nan,
                 "pass_chance": pass_chance(c, target),
                 "status": c.status,
             }

@@ -23,9 +23,9 @@ from tune_mnist.tables import read_parquet
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
 TOP = 4
-RUNS = 6
+RUNS = 8  # two full rounds of TOP: in a resampled race a round's contenders share its images
 UNWRITTEN: list[Path] = []  # side files this run wrote (exit status 1)
-HOPELESS = 0.001  # a pass chance under this is no chance: said when the race ends
+HOPELESS = 0.01  # a pass chance under this is no chance: said when the race ends
 
 
 def parse_args(argv):
@@ -55,10 +55,12 @@ def parse_args(argv):
         "(default: $RAY_ADDRESS, else a Ray of its own)",
     )
     parser.add_argument(
-        "--resample-val",
-        action="store_true",
-        help="run N holds out its own validation images, drawn with seed N (val_split N), "
-        "where by default every run holds out the search's (the last val_size)",
+        "--val-images",
+        choices=("own", "search"),
+        default="own",
+        help="own (default): run N holds out its own val_size images, drawn with seed N "
+        "(val_split N), and the search's figure is left out of the mean; search: every run "
+        "holds out the search's images (the last val_size), and its figure counts",
     )
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
@@ -76,7 +78,7 @@ def parse_args(argv):
     return args
 
 
-def load_field(folder: Path, top: int, max_params: int | None = None):
+def load_field(folder: Path, top: int, max_params: int | None = None, resampled: bool = True):
     # a damaged table is refused by its reader in one line (tables.TableError)
     if not folder.is_dir():
         raise ValueError(f"--results {folder}: no such folder; pass results/<name>")
@@ -86,11 +88,13 @@ def load_field(folder: Path, top: int, max_params: int | None = None):
     settings = meta["settings"]
     trials = read_parquet(folder / "trials.parquet")
     budget = max_params or settings["max_params"]
-    field = race.contenders(trials, top, budget)
+    field = race.contenders(trials, top, budget, resampled, settings["val_size"])
     if not field:
         raise ValueError(f"{folder}: no completed trial under {budget:,} parameters to race")
     done = race.recorded_runs(folder)
     if len(done):
+        split = done["val_split"].fillna(0) if "val_split" in done else done["seed"] * 0
+        done = done[split == (done["seed"] if resampled else 0)]  # this race's kind of run
         for c in field:
             mine = done[done["trial_id"] == c.trial_id].sort_values("seed")
             c.vals += [float(v) for v in mine["val_acc"]]
@@ -103,9 +107,9 @@ def train_round(alive, data, val_size: int, folder: Path, resample: bool) -> Non
     those same images; else every run holds out the search's."""
 
     prov = provenance("cpu")
-    seeds = sorted({len(c.vals) for c in alive})  # one seed a round, unless resumed midway
+    seeds = sorted({len(c.vals) + 1 for c in alive})  # one a round, unless resumed midway
     for seed in seeds:
-        group = [c for c in alive if len(c.vals) == seed]
+        group = [c for c in alive if len(c.vals) + 1 == seed]
         split = seed if resample else 0
         held = race.validation_only(data, val_size, split)
         configs = [_race_run(c.config, seed, split) for c in group]
@@ -131,16 +135,24 @@ def _record(c, config, run, prov: dict, folder: Path) -> None:
     c.vals.append(val)
 
 
+def _next_round(field, left: int):
+    """Who trains this round: every contender still racing, the fewest runs and then the best
+    mean first when the budget cannot cover them all."""
+    alive = [c for c in field if c.status == "racing"]
+    return sorted(alive, key=lambda c: (len(c.vals), -c.mean))[:left]
+
+
 def _race_run(config, seed: int, split: int):
     return config.replace(seed=seed, val_split=split, threads=1, device="cpu")
 
 
 def show(table) -> str:
-    lines = ["  trial      params  seeds  mean val  std   pass chance  status"]
+    lines = ["  trial      params  runs  on images  mean val  std   pass chance  status"]
     for _, r in table.iterrows():
         lines.append(
-            f"  {r['trial_id']:<9} {r['params']:>6,}  {r['seeds']:>5}  {r['mean_val_acc']:7.3f}% "
-            f"{r['std_val_acc']:5.3f}  {r['pass_chance']:11.3f}  {r['status']}"
+            f"  {r['trial_id']:<9} {r['params']:>6,}  {r['seeds']:>4}  {r['val_images']:<9}  "
+            f"{r['mean_val_acc']:7.3f}% {r['std_val_acc']:5.3f}  {r['pass_chance']:11.3f}  "
+            f"{r['status']}"
         )
     return "\n".join(lines)
 
@@ -158,17 +170,18 @@ def run(argv=None) -> tuple[int, str | None]:
     try:
         args = parse_args(argv)
         folder = Path(args.results)
-        field, settings = load_field(folder, args.top, args.max_params)
+        resampled = args.val_images == "own"
+        field, settings = load_field(folder, args.top, args.max_params, resampled)
         data = load_mnist(args.data_dir)
     except (OSError, ValueError, KeyError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None
     target = settings["target_acc"]
-    spent, ray_up = sum(len(c.vals) - 1 for c in field), False
+    spent, ray_up = sum(len(c.vals) for c in field), False
     try:
         decided, round_s = race.judge(field, target), None
         while not decided and spent < args.runs:
-            alive = [c for c in field if c.status == "racing"][: args.runs - spent]
+            alive = _next_round(field, args.runs - spent)
             left = args.runs - spent
             # at most: the budget's rounds at the last round's pace (a decided race stops)
             eta = f", at most about {left / len(alive) * round_s / 60:.0f} min" if round_s else ""
@@ -177,7 +190,7 @@ def run(argv=None) -> tuple[int, str | None]:
                 start_ray(args.address, cpus=None if args.address else args.cpus)
                 ray_up = True
             begun = time.perf_counter()
-            train_round(alive, data, settings["val_size"], folder, args.resample_val)
+            train_round(alive, data, settings["val_size"], folder, resampled)
             round_s = time.perf_counter() - begun
             spent += len(alive)
             decided = race.judge(field, target)
@@ -187,7 +200,7 @@ def run(argv=None) -> tuple[int, str | None]:
     finally:
         if ray_up:
             stop_ray()
-    leader = max((c for c in field if c.status != "dropped"), key=lambda c: c.mean)
+    leader = race.lead(field)
     table = race.summary_rows(field, target)
     try:
         if not args.smoke:
@@ -200,8 +213,8 @@ def run(argv=None) -> tuple[int, str | None]:
         )
         UNWRITTEN.append(folder / "race.parquet")
     why = "decided" if decided else f"budget of {args.runs} runs spent"
-    if decided and race.pass_chance(leader, target) < HOPELESS:  # 0 >= 2 x 0 ends it too
-        why = f"decided: no contender's pass chance reaches {HOPELESS:.1%}"
+    if max(race.pass_chance(c, target) for c in field) < HOPELESS:
+        why += f"; no contender's pass chance reaches {HOPELESS:.0%}"
     why = "smoke: nothing trained or written" if args.smoke else why
     print(f"race over ({why}, {time.perf_counter() - started:.0f}s):\n{show(table)}")
     command = ["python", "scripts/retrain_best.py", "--results", str(folder)]

@@ -11,7 +11,7 @@ from tune_mnist.search.plan import UsageError
 from tune_mnist.train.config import CPU_STEPS
 from tune_mnist.train.data import DATA_DIR_HELP
 
-RACE_RUNS = 6  # seed runs of the race after a search (tune_mnist.publish.race_command)
+RACE_RUNS = 8  # seed runs of the race after a search (tune_mnist.publish.race_command)
 
 
 def check_name(name: str) -> str:
