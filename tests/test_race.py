@@ -70,6 +70,22 @@ def test_a_resampled_race_judges_no_one_until_each_has_a_run_of_its_own():
     assert race.lead(field) is field[0]
 
 
+def test_on_their_own_images_contenders_are_compared_round_by_round():
+    # each round's images move both alike (hard, easy, hard): the lead of 0.2 is steady
+    leader = contender("a", [99.9, 99.30, 99.60, 99.32], resampled=True)
+    steady = contender("b", [99.9, 99.10, 99.40, 99.12], resampled=True)
+    gap, se = race.lead_over(leader, steady)
+    assert gap == pytest.approx(0.2) and se < 0.07
+    race.judge([leader, steady], 99.4)
+    assert steady.status == "dropped"
+    # the same figures in another order, the rounds no longer paired: kept in
+    shuffled = contender("b", [99.9, 99.40, 99.12, 99.10], resampled=True)
+    assert race.lead_over(leader, shuffled)[1] > 0.1
+    leader.status = "racing"
+    race.judge([leader, shuffled], 99.4)
+    assert shuffled.status == "racing"
+
+
 def test_a_racing_worker_gets_the_held_out_images_as_its_test_set(mnist):
     data = race.validation_only(mnist, 5000)
     assert torch.equal(data.test_x, mnist.train_x[-5000:])

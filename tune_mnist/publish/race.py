@@ -9,10 +9,11 @@ the rest, or when its budget of runs is spent. The workers are never given the t
 their data's test set is the validation set itself.
 
 Which images a run holds out: by default run N holds out its own `val_size` images, drawn
-with seed N (`TrainConfig.val_split` N; a round's contenders share them), and the search's
-own figure is left out of the mean. The search chose its contenders on the last `val_size`
-images, so their figures there carry that choice's luck (the winner's curse), which more
-seeds on the same images cannot remove. `resampled=False` races on the search's images.
+with seed N (`TrainConfig.val_split` N; a round's contenders share them, so two contenders
+are compared round by round), and the search's own figure is left out of the mean. The
+search chose its contenders on the last `val_size` images, so their figures there carry
+that choice's luck (the winner's curse), which more seeds on the same images cannot remove.
+`resampled=False` races on the search's images.
 
 Tables, in the search's folder: race_runs.parquet (one row per seed trained: its config,
 seed, validation accuracy, seconds and provenance) and race.parquet (one row per contender:
@@ -145,6 +146,19 @@ def lead(field_: list[Contender]) -> Contender:
     return max(alive, key=lambda c: (c.on_own_images or not c.resampled, c.mean, -c.params))
 
 
+def lead_over(leader: Contender, c: Contender) -> tuple[float, float]:
+    """How far `leader`'s mean is above `c`'s, and its standard error. On their own images,
+    paired over the rounds both ran: a round's contenders share its images, so the images'
+    difficulty cancels from each difference and only the seeds' noise is left."""
+    if leader.on_own_images and c.on_own_images:
+        diffs = [a - b for a, b in zip(leader.vals, c.vals, strict=False)]  # rounds both ran
+        spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+        se = max(spread, math.sqrt(2) * SEED_SD) / math.sqrt(len(diffs))
+        return statistics.fmean(diffs), se
+    se = math.sqrt(c.sd**2 / len(c.figures) + leader.sd**2 / len(leader.figures))
+    return leader.mean - c.mean, se
+
+
 def judge(field_: list[Contender], target: float) -> bool:
     """Drop the contenders clearly below the leader; True when the race is decided. A
     resampled race judges nothing until every contender has a run of its own."""
@@ -155,8 +169,8 @@ def judge(field_: list[Contender], target: float) -> bool:
     for c in alive:
         if c is leader:
             continue
-        gap_se = math.sqrt(c.sd**2 / len(c.figures) + leader.sd**2 / len(leader.figures))
-        if c.mean + 2 * gap_se < leader.mean:
+        gap, gap_se = lead_over(leader, c)
+        if gap > 2 * gap_se:
             c.status = "dropped"
     alive = [c for c in field_ if c.status == "racing"]
     others = [pass_chance(c, target) for c in alive if c is not leader]
