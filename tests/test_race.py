@@ -9,7 +9,7 @@ import pytest
 import torch
 from searchutil import ROOT
 
-from tune_mnist.publish import race
+from tune_mnist.publish import race, race_level
 from tune_mnist.publish.race_command import main as race_main
 from tune_mnist.tables import read_parquet
 from tune_mnist.train.config import TrainConfig
@@ -237,3 +237,25 @@ def test_a_smaller_budget_races_only_the_recorded_trials_under_it(tmp_path, caps
     assert not (folder / "race.parquet").exists()  # a smoke race writes nothing
     assert race_main(["--results", str(folder), "--max-params", "900", "--smoke"]) == 2
     assert "no completed trial under 900 parameters" in capsys.readouterr().err
+
+
+def test_the_race_level_is_what_the_recorded_picks_measure():
+    # each kind of race's offset to the test set: the mean gap over the contenders that
+    # races measured and 5 fresh seeds confirmed (results/*/race.parquet, confirmations)
+    table = race_level.measured(ROOT / "results")
+    assert set(table["val_images"]) == set(race.LEVEL)  # each level rests on picks
+    for kind, gaps in table.groupby("val_images")["gap"]:
+        assert gaps.mean() == pytest.approx(race.LEVEL[kind], abs=0.01), kind
+
+
+def test_a_resumed_chain_races_on_the_images_its_recorded_runs_held_out(tmp_path):
+    from tune_mnist import chain
+
+    assert chain._race_images(tmp_path) == "own"  # a new race
+    row = {"trial_id": "a", "val_acc": 99.4, "seed": 1}
+    race.append_runs(tmp_path, [{**row, "val_split": 1}])
+    assert chain._race_images(tmp_path) == "own"
+    race.append_runs(tmp_path, [{**row, "seed": 2, "val_split": 0}])
+    assert chain._race_images(tmp_path) == "search"
+    # results/cold-4k raced before val_split existed: on the search's images
+    assert chain._race_images(ROOT / "results" / "cold-4k") == "search"

@@ -3,7 +3,8 @@ confirmation and the publication, as one command.
 
 1. search (tune_mnist.search.command): Optuna proposes, ASHA by promotion stops;
 2. race (tune_mnist.publish.race_command): the best completed trials on more validation
-   seeds, `--race-runs` of them; the test set is read by neither step;
+   runs, `--race-runs` of them, each on its own held-out images (a resumed race goes on
+   with the images its recorded runs held out); the test set is read by neither step;
 3. confirm (tune_mnist.publish.retrain): the race's pick on N fresh seeds, on test; its model
    card and weights under results/<name>/confirmed/<trial>;
 4. publish (tune_mnist.publish.leaderboard): results/leaderboard.csv and .png rebuilt.
@@ -26,7 +27,7 @@ from tune_mnist.confirmed import last_seeds
 from tune_mnist.cost import chain_cost, cost_line
 from tune_mnist.paths import results_root, shown
 from tune_mnist.publish import leaderboard, race_command, retrain
-from tune_mnist.publish.race import contenders
+from tune_mnist.publish.race import contenders, own_images, recorded_runs
 from tune_mnist.publish.records import table_problem
 from tune_mnist.search import command, ray_door
 from tune_mnist.tables import TableError, read_parquet
@@ -88,8 +89,16 @@ def _raceable(folder: Path) -> bool:
 
 def _race_argv(args, folder: Path) -> list[str]:
     out = ["--results", str(folder), "--runs", str(args.race_runs)]
+    out += ["--val-images", _race_images(folder)]
     out += ["--address", args.address] if args.address else []
     return out + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+
+def _race_images(folder: Path) -> str:
+    """The images a resumed race goes on with: those its recorded runs held out (a race
+    from before each run held out its own ran on the search's); a new race, its own."""
+    runs = recorded_runs(folder)
+    return "own" if runs.empty or bool(own_images(runs).all()) else "search"
 
 
 def _retrain_argv(args, folder: Path, pick: str) -> list[str]:

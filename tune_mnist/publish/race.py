@@ -225,6 +225,13 @@ def recorded_runs(folder: Path) -> pd.DataFrame:
     return runs.drop_duplicates(["trial_id", "seed"], keep="last").reset_index(drop=True)
 
 
+def own_images(runs: pd.DataFrame) -> pd.Series:
+    """For each recorded run, whether it held out its own images (val_split = its seed, 1 or
+    more) or the search's (val_split 0; runs recorded before val_split existed did)."""
+    split = runs["val_split"].fillna(0) if "val_split" in runs else runs["seed"] * 0
+    return split == runs["seed"]
+
+
 def append_runs(folder: Path, rows: list[dict]) -> Path | None:
     """Append under the confirmations' lock; rows the table cannot take go to a side file,
     whose path is returned (merged in by the next append)."""

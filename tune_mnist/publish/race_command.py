@@ -93,8 +93,7 @@ def load_field(folder: Path, top: int, max_params: int | None = None, resampled:
         raise ValueError(f"{folder}: no completed trial under {budget:,} parameters to race")
     done = race.recorded_runs(folder)
     if len(done):
-        split = done["val_split"].fillna(0) if "val_split" in done else done["seed"] * 0
-        done = done[split == (done["seed"] if resampled else 0)]  # this race's kind of run
+        done = done[race.own_images(done) == resampled]  # this race's kind of run
         for c in field:
             mine = done[done["trial_id"] == c.trial_id].sort_values("seed")
             c.vals += [float(v) for v in mine["val_acc"]]
