@@ -146,12 +146,12 @@ def _race_run(config, seed: int, split: int):
 
 
 def show(table) -> str:
-    lines = ["  trial      params  runs  on images  mean val  std   pass chance  status"]
+    lines = ["  trial      params  runs  on images  mean val  std   pass chance  status   search"]
     for _, r in table.iterrows():
         lines.append(
             f"  {r['trial_id']:<9} {r['params']:>6,}  {r['seeds']:>4}  {r['val_images']:<9}  "
             f"{r['mean_val_acc']:7.3f}% {r['std_val_acc']:5.3f}  {r['pass_chance']:11.3f}  "
-            f"{r['status']}"
+            f"{r['status']:<7}  {r['search_val_acc']:.2f}%"
         )
     return "\n".join(lines)
 
