@@ -1,4 +1,4 @@
-"""Race a search's best trials on validation seeds: `python scripts/race.py --results DIR`."""
+"""Race a search's best trials on more validation runs: `python scripts/race.py --results DIR`."""
 
 from tune_mnist.publish.race_command import main
 

@@ -11,7 +11,7 @@ import sys
 
 COMMANDS = {  # name -> (module whose main() runs it, what it does)
     "search": ("tune_mnist.chain", "search, race and (--confirm N) confirm and publish"),
-    "race": ("tune_mnist.publish.race_command", "race a search's best on validation seeds"),
+    "race": ("tune_mnist.publish.race_command", "race a search's best on more validation runs"),
     "retrain": ("tune_mnist.publish.retrain", "confirm trials on fresh seeds, on test"),
     "reproduce": ("tune_mnist.publish.reproduce", "retrain a confirmed seed, compare bit for bit"),
     "report": ("tune_mnist.search.report", "a search's report.html and figures"),

@@ -1,5 +1,5 @@
 """`python scripts/race.py --results results/<name>`: race a search's best trials on more
-validation seeds (tune_mnist.publish.race), then name the one to confirm on test.
+validation runs (tune_mnist.publish.race), then name the one to confirm on test.
 
 Exit status: 0 the race ran (its winner, or its leader when the budget ran out, is named with
 the command that confirms it); 2 bad input (no such folder, no completed trial, a damaged
@@ -31,7 +31,7 @@ HOPELESS = 0.01  # a pass chance under this is no chance: said when the race end
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python scripts/race.py",
-        description="Race a search's best trials on more validation seeds before any test "
+        description="Race a search's best trials on more validation runs before any test "
         "figure; the winner is the one to confirm (retrain_best.py).",
     )
     parser.add_argument(

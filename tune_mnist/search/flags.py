@@ -99,7 +99,7 @@ def _chain_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=RACE_RUNS,
         help="when the search ends, race its best completed trials on this many more "
-        f"validation seeds (default {RACE_RUNS}; 0: no race)",
+        f"validation runs, each on its own held-out images (default {RACE_RUNS}; 0: no race)",
     )
     parser.add_argument(
         "--confirm",
