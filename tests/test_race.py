@@ -259,3 +259,12 @@ def test_a_resumed_chain_races_on_the_images_its_recorded_runs_held_out(tmp_path
     assert chain._race_images(tmp_path) == "search"
     # results/cold-4k raced before val_split existed: on the search's images
     assert chain._race_images(ROOT / "results" / "cold-4k") == "search"
+
+
+def test_the_race_level_prints_its_picks_and_draws_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TUNE_MNIST_RESULTS", str(ROOT / "results"))
+    assert race_level.main(["--plot", str(tmp_path / "level.png")]) == 0
+    assert "cold-4k-c3full" in capsys.readouterr().out
+    assert (tmp_path / "level.png").read_bytes()[:4] == b"\x89PNG"
+    monkeypatch.setenv("TUNE_MNIST_RESULTS", str(tmp_path))  # no race confirmed there
+    assert race_level.main([]) == 1

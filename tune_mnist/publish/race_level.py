@@ -1,10 +1,12 @@
 """What the race's level (tune_mnist.publish.race.LEVEL) rests on: every contender a race
 measured and that 5 or more fresh seeds then confirmed on the test set, with the gap between
 its test mean and its race mean, by the images the race read (`python -m
-tune_mnist.publish.race_level` prints them; docs/protocol.md, "The race's level")."""
+tune_mnist.publish.race_level [--plot docs/race-level.png]` prints them and draws them;
+docs/protocol.md, "The race's level")."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -45,7 +47,33 @@ def measured(root: str | Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main() -> int:
+def plot(table: pd.DataFrame, path: Path) -> None:
+    """Test mean against race mean, one colour for each kind of images: the diagonal is a
+    race that reads at the test set's level."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for kind, rows in table.groupby("val_images"):
+        ax.scatter(rows["race_mean"], rows["test_mean"], label=f"race on {kind} images")
+    low = min(table["race_mean"].min(), table["test_mean"].min()) - 0.05
+    high = max(table["race_mean"].max(), table["test_mean"].max()) + 0.05
+    ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
+    ax.axhline(99.4, color="red", linewidth=0.8, linestyle=":")
+    ax.set(xlabel="race mean, validation (%)", ylabel="5 fresh seeds' mean, test (%)")
+    ax.set_title("The race's level: picks confirmed on test")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tune_mnist.publish.race_level")
+    parser.add_argument("--plot", type=Path, help="also draw them into this PNG")
+    args = parser.parse_args(argv)
     table = measured()
     if table.empty:
         print("no raced contender is confirmed on 5 or more seeds under this results folder")
@@ -53,6 +81,9 @@ def main() -> int:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     by = table.groupby("val_images")["gap"]
     print(pd.DataFrame({"picks": by.size(), "mean gap": by.mean(), "sd": by.std()}).round(3))
+    if args.plot:
+        plot(table, args.plot)
+        print(f"written: {args.plot}")
     return 0
 
 
