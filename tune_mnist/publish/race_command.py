@@ -184,7 +184,8 @@ def run(argv=None) -> tuple[int, str | None]:
             left = args.runs - spent
             # at most: the budget's rounds at the last round's pace (a decided race stops)
             eta = f", at most about {left / len(alive) * round_s / 60:.0f} min" if round_s else ""
-            print(f"race round: {len(alive)} runs, {left} left in the budget{eta}", flush=True)
+            runs = f"{len(alive)} run" + ("s" if len(alive) > 1 else "")
+            print(f"race round: {runs}, {left} left in the budget{eta}", flush=True)
             if not ray_up:
                 start_ray(args.address, cpus=None if args.address else args.cpus)
                 ray_up = True
