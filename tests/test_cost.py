@@ -43,3 +43,24 @@ def test_a_chain_without_race_or_confirmation_costs_its_search_alone(tmp_path):
 def test_a_table_without_seconds_costs_nothing_rather_than_failing(tmp_path):
     write(tmp_path, "trials.parquet", {"trial_id": ["a"]})
     assert chain_cost(tmp_path)["total"] == 0.0
+
+
+def test_a_resumed_search_adds_its_wall_clock_to_the_earlier_invocations(tmp_path):
+    from tune_mnist.search.summary import across_invocations
+
+    assert across_invocations(tmp_path, False, 60.0, 2) == {
+        "wall_s_all": 60.0,
+        "held_core_s": 120.0,
+    }
+    # a summary from before the sums: its one invocation
+    (tmp_path / "summary.json").write_text(json.dumps({"wall_s": 900.0, "slots": 2}))
+    first = across_invocations(tmp_path, True, 60.0, 2)
+    assert first == {"wall_s_all": 960.0, "held_core_s": 1920.0}
+    (tmp_path / "summary.json").write_text(json.dumps({"wall_s": 60.0, "slots": 2, **first}))
+    assert across_invocations(tmp_path, True, 30.0, 4)["held_core_s"] == 1920.0 + 120.0
+    assert across_invocations(tmp_path, False, 30.0, 4)["wall_s_all"] == 30.0  # a new search
+    write(tmp_path, "trials.parquet", {"trial_id": ["a"], "train_s": [60.0]})
+    cost = chain_cost(tmp_path)  # what the chain's cost line reads: every invocation
+    assert cost["search_wall"] == 16.0 and cost["search_held"] == 32.0
+    (tmp_path / "summary.json").write_text("{damaged")
+    assert across_invocations(tmp_path, True, 30.0, 1)["held_core_s"] == 30.0

@@ -4,7 +4,7 @@ Two figures, because they answer two questions. Training: the seconds each run s
 own loop (trials.parquet, race_runs.parquet, confirmations.parquet), summed; it counts every
 core a run held (`threads`), and a resumed search keeps its earlier trials' seconds. Held: the
 search's slots times its wall clock (summary.json), which adds Ray's start-up, trials waiting
-at a rung and idle slots; it covers the last invocation of the search only.
+at a rung and idle slots, summed over the search's invocations (a resume adds its own).
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ def chain_cost(folder: Path, pick: str | None = None, seeds: int = 0) -> dict[st
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     wall_s = float(summary.get("wall_s") or 0.0)
+    held_s = summary.get("held_core_s", wall_s * float(summary.get("slots") or 0))
     cost = {
         "search": _core_s(folder / "trials.parquet") / 60,
         "race": _core_s(folder / "race_runs.parquet") / 60,
         "confirmation": 0.0,
-        "search_wall": wall_s / 60,
-        "search_held": wall_s * float(summary.get("slots") or 0) / 60,
+        "search_wall": float(summary.get("wall_s_all", wall_s)) / 60,
+        "search_held": float(held_s) / 60,
     }
     if pick is not None:
         cost["confirmation"] = _core_s(folder / "confirmations.parquet", pick, seeds) / 60

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 from tune_mnist.search import rungs
 
@@ -149,3 +151,20 @@ def first_cause(trials, settings: dict) -> str:
         "over_budget": f"over budget ({row['params']:,} > {settings['max_params']:,} parameters)",
     }.get(row["status"], row["status"])
     return f"{counts}; first: trial {row['trial_id']} {how}; see trials.parquet"
+
+
+def across_invocations(folder: Path, resumed: bool, wall_s: float, slots: int) -> dict:
+    """The search's wall clock and held core-seconds summed over its invocations: a resume
+    adds its own to those its last summary.json kept (an invocation killed before writing
+    one is not counted)."""
+    before = {}
+    if resumed and (folder / "summary.json").is_file():
+        try:
+            before = json.loads((folder / "summary.json").read_text())
+        except (OSError, ValueError):
+            before = {}  # a damaged summary: this invocation's alone
+    wall = float(before.get("wall_s_all", before.get("wall_s", 0.0)) or 0.0)
+    held = before.get("held_core_s")
+    if held is None:
+        held = float(before.get("wall_s") or 0.0) * float(before.get("slots") or 0)
+    return {"wall_s_all": wall + wall_s, "held_core_s": float(held) + wall_s * slots}

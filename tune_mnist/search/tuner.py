@@ -25,7 +25,14 @@ from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.promotion import Limiter, PromotionASHA
 from tune_mnist.search.space import METRICS
-from tune_mnist.search.summary import JUDGED, cut_short, first_cause, format_summary, full_fidelity
+from tune_mnist.search.summary import (
+    JUDGED,
+    across_invocations,
+    cut_short,
+    first_cause,
+    format_summary,
+    full_fidelity,
+)
 from tune_mnist.search.trainable import run_trial
 from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 from tune_mnist.train.config import TrainConfig, cpu_step_fields, cpu_step_of
@@ -276,11 +283,13 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
         + ", ".join(f"{node[:8]} {n}" for node, n in per_node.items()),
         flush=True,
     )
+    resumed = bool(getattr(args, "resume", False))
     write_json(
         folder / "summary.json",
         {
-            "wall_s": wall_s,
+            "wall_s": wall_s,  # this invocation's
             "slots": plan.concurrency,
+            **across_invocations(folder, resumed, wall_s, plan.concurrency),
             "peak_running": peak,  # most trials Ray held resources for at once
             "per_trial": plan.per_trial,
             "trials_per_node": per_node,
