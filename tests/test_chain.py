@@ -3,6 +3,7 @@ one command, and a rerun that trains nothing it already has."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pandas as pd
@@ -58,6 +59,8 @@ def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free
     again = chain(results, "--resume", "--name", "c", *flags)
     assert again.returncode == done.returncode, again.stdout[-2000:] + again.stderr[-2000:]
     assert "already confirmed" in again.stdout
+    resumed = json.loads((folder / "resume.json").read_text())
+    assert resumed["space"] == "c/space.yaml"  # the copy it resumed with, no machine's folder
     assert len(race_runs(folder)) == len(runs)  # nothing raced again
     assert len(pd.read_parquet(folder / "confirmations.parquet")) == len(confirmed)
 

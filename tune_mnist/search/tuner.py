@@ -208,7 +208,8 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
             "name": name,
-            "space": getattr(args, "space_source", None) or str(space.path),
+            # a resume's space is the copy in its results folder: named below that folder
+            "space": getattr(args, "space_source", None) or _below(str(space.path), folder.parent),
             "settings": space.settings,
             # Ray's folder for it, relative to the results folder when it lies below it
             "experiment": _below(experiment, folder.parent),
