@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from tune_mnist.confirmed import last_seeds
+from tune_mnist.search.summary import totals
 from tune_mnist.tables import read_parquet
 
 
@@ -36,14 +37,13 @@ def chain_cost(folder: Path, pick: str | None = None, seeds: int = 0) -> dict[st
     `seeds` seeds) in `folder`, and the search's held core-minutes and wall minutes."""
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    wall_s = float(summary.get("wall_s") or 0.0)
-    held_s = summary.get("held_core_s", wall_s * float(summary.get("slots") or 0))
+    wall_s, held_s = totals(summary)
     cost = {
         "search": _core_s(folder / "trials.parquet") / 60,
         "race": _core_s(folder / "race_runs.parquet") / 60,
         "confirmation": 0.0,
-        "search_wall": float(summary.get("wall_s_all", wall_s)) / 60,
-        "search_held": float(held_s) / 60,
+        "search_wall": wall_s / 60,
+        "search_held": held_s / 60,
     }
     if pick is not None:
         cost["confirmation"] = _core_s(folder / "confirmations.parquet", pick, seeds) / 60

@@ -153,6 +153,15 @@ def first_cause(trials, settings: dict) -> str:
     return f"{counts}; first: trial {row['trial_id']} {how}; see trials.parquet"
 
 
+def totals(summary: dict) -> tuple[float, float]:
+    """(wall seconds, held core-seconds) of every invocation a summary.json counts; one
+    written before the sums counts its own invocation alone."""
+    wall_s = float(summary.get("wall_s") or 0.0)
+    held = summary.get("held_core_s")
+    held = wall_s * float(summary.get("slots") or 0) if held is None else float(held)
+    return float(summary.get("wall_s_all", wall_s) or 0.0), held
+
+
 def across_invocations(folder: Path, resumed: bool, wall_s: float, slots: int) -> dict:
     """The search's wall clock and held core-seconds summed over its invocations: a resume
     adds its own to those its last summary.json kept (an invocation killed before writing
@@ -162,9 +171,6 @@ def across_invocations(folder: Path, resumed: bool, wall_s: float, slots: int) -
         try:
             before = json.loads((folder / "summary.json").read_text())
         except (OSError, ValueError):
-            before = {}  # a damaged summary: this invocation's alone
-    wall = float(before.get("wall_s_all", before.get("wall_s", 0.0)) or 0.0)
-    held = before.get("held_core_s")
-    if held is None:
-        held = float(before.get("wall_s") or 0.0) * float(before.get("slots") or 0)
-    return {"wall_s_all": wall + wall_s, "held_core_s": float(held) + wall_s * slots}
+            pass  # a damaged summary: this invocation's alone
+    wall, held = totals(before)
+    return {"wall_s_all": wall + wall_s, "held_core_s": held + wall_s * slots}
