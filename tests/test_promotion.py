@@ -35,9 +35,16 @@ class Controller:
         trial.status = "TERMINATED"
 
 
-def scheduler(milestones=(1.0, 4.0), max_t=16.0, factor=4, samples=None):
+def scheduler(milestones=(1.0, 4.0), max_t=16.0, factor=4, samples=None, deferred=False):
     return PromotionASHA(
-        "level", list(milestones), max_t, factor, metric="val_acc", mode="max", samples=samples
+        "level",
+        list(milestones),
+        max_t,
+        factor,
+        metric="val_acc",
+        mode="max",
+        samples=samples,
+        deferred=deferred,
     )
 
 
@@ -162,3 +169,43 @@ def test_a_trial_that_can_never_be_promoted_stops_at_once_so_optuna_learns_its_f
     assert arrive(asha, controller, low, 80.0) == STOP  # hopeless on arrival
     assert set(asha._waiting) == {"good"}  # 4 figures: a quota of one, the best goes on
     assert asha.choose_trial_to_run(controller) is better
+
+
+def test_deferred_promotion_waits_for_every_arrival_then_promotes_the_best_quarter():
+    """Improving arrivals (a learning sampler's): greedily the first ones take the full runs;
+    deferred, the rung promotes nothing until nothing is left to start, then its best four."""
+    greedy, deferred = scheduler(samples=16), scheduler(samples=16, deferred=True)
+    chosen = {}
+    for asha in (greedy, deferred):
+        controller = Controller(asha)
+        busy = controller.add("busy")
+        went_on = []
+        for i in range(16):
+            trial = controller.add(f"t{i:02d}")
+            if arrive(asha, controller, trial, 90.0 + i) == CONTINUE:
+                went_on.append(trial.trial_id)
+            resumed = asha.choose_trial_to_run(controller)
+            while resumed is not None:  # each promoted one trains to its end at once
+                went_on.append(resumed.trial_id)
+                resumed.status = "TERMINATED"
+                resumed = asha.choose_trial_to_run(controller)
+        busy.status = "TERMINATED"  # nothing runs, nothing is left: the search's end
+        resumed = asha.choose_trial_to_run(controller)
+        while resumed is not None:
+            went_on.append(resumed.trial_id)
+            resumed.status = "TERMINATED"
+            resumed = asha.choose_trial_to_run(controller)
+        chosen[asha is deferred] = went_on
+    assert len(chosen[False]) == len(chosen[True]) == 4
+    assert sorted(chosen[True]) == ["t12", "t13", "t14", "t15"]  # the best four
+    assert chosen[False][0] == "t03"  # greedily, the fourth arrival already went on
+
+
+def test_deferred_promotion_still_stops_the_hopeless_at_once():
+    asha = scheduler(samples=8, deferred=True)  # a quota of two at the first rung
+    controller = Controller(asha)
+    controller.add("busy")
+    for name, acc in (("a", 99.0), ("b", 99.5)):
+        assert arrive(asha, controller, controller.add(name), acc) == PAUSE
+    assert arrive(asha, controller, controller.add("low"), 80.0) == STOP
+    assert asha.choose_trial_to_run(controller) is None  # busy runs: nothing promoted yet

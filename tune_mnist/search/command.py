@@ -51,6 +51,8 @@ def prepare(args):
             space.settings["samples"] = args.samples
         if args.cpu_step:
             space.settings["cpu_step"] = args.cpu_step
+        if args.promotion:
+            space.settings["promotion"] = args.promotion
         stamped = f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         name = check_name(stamped if args.name is None else args.name)  # '' is refused
         folder = results_root() / name
@@ -130,6 +132,13 @@ def resumed_space(args, folder: Path):
     if args.cpu_step and args.cpu_step != step:
         raise UsageError(f"--cpu-step {args.cpu_step}: {folder.name!r} was started with {step}")
     space.settings["cpu_step"] = step
+    # a search from before the setting promoted greedily
+    promotion = meta.get("settings", {}).get("promotion", "greedy")
+    if args.promotion and args.promotion != promotion:
+        raise UsageError(
+            f"--promotion {args.promotion}: {folder.name!r} was started with {promotion}"
+        )
+    space.settings["promotion"] = promotion
     return space
 
 

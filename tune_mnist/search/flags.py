@@ -8,6 +8,7 @@ import re
 
 from tune_mnist.paths import add_results_dir, use_results_dir
 from tune_mnist.search.plan import UsageError
+from tune_mnist.search.space import PROMOTIONS
 from tune_mnist.train.config import CPU_STEPS
 from tune_mnist.train.data import DATA_DIR_HELP
 
@@ -89,6 +90,14 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
         choices=["auto", *CPU_STEPS],
         help="how CPU trials run their steps (default: the space's settings.cpu_step); auto = "
         "the fastest variant measured to keep accuracy (README, The CPU step)",
+    )
+    parser.add_argument(
+        "--promotion",
+        choices=PROMOTIONS,
+        help="when a rung promotes (default: the space's settings.promotion, greedy): greedy = "
+        "ASHA, the best quarter of the figures seen so far at once; end = every trial waits at "
+        "its first rung until sampling ends, Optuna learning each first-rung figure, then the "
+        "best quarter trains in full (docs/protocol.md, \"When a rung promotes\")",
     )
 
 

@@ -17,6 +17,12 @@ the full run.
 The Optuna searcher's concurrency limit counts running trials only (`Limiter`): waiting
 ones would otherwise fill it and starve the search of new trials.
 
+With `deferred` (settings.promotion `end`), a rung promotes nothing while the search runs:
+every trial waits at it, or stops once it is hopeless, until nothing is left to start, and
+then its best quarter goes on at once (successive halving). A model-based sampler proposes
+better trials as it learns, so the first arrivals are the weakest; promoted greedily they
+take full runs from the later, better ones (docs/protocol.md, "When a rung promotes").
+
 On a resume, Ray builds a fresh scheduler; it reads back every recorded figure, promotion
 and wait from the search's journal (`seed`), so a resumed search judges as the first did.
 """
@@ -46,10 +52,12 @@ class PromotionASHA(FIFOScheduler):
         metric: str | None = None,
         mode: str | None = None,
         samples: int | None = None,
+        deferred: bool = False,
     ):
         super().__init__()
         self._time_attr, self._max_t, self._rf = time_attr, max_t, reduction_factor
         self._samples = samples  # trials of the whole search: what bounds each rung's quota
+        self._deferred = deferred  # promote only at the search's end
         self._metric, self._mode = metric, mode
         self._milestones = sorted(milestones)
         self._figures: dict[float, dict[str, float]] = {m: {} for m in self._milestones}
@@ -110,6 +118,8 @@ class PromotionASHA(FIFOScheduler):
     def _promote(self, milestone: float, final: bool = False) -> set[str]:
         """Promote the best figures at `milestone` up to its quota; returns those promoted."""
         figures, promoted = self._figures[milestone], self._promoted[milestone]
+        if self._deferred and not final:
+            return set()
         quota = int(len(figures) // self._rf)
         if final and not promoted:
             quota = max(quota, 1)

@@ -39,6 +39,7 @@ class SpaceError(ValueError):
     """A search-space file that cannot be used; the message names file, key and what is allowed."""
 
 
+PROMOTIONS = ("greedy", "end")  # settings.promotion, and search.py --promotion
 SETTINGS_DEFAULTS: dict[str, Any] = {
     "metric": "val_acc",  # reported metric the search optimises (never a test_* one)
     "mode": "max",  # max | min
@@ -65,6 +66,11 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     # rung's end, e.g. [compressed3, compressed5, full] (tune_mnist.search.rungs); absent:
     # the full run alone, ASHA stopping it at grace_period * reduction_factor^k epochs
     "rungs": None,
+    # when a rung promotes: greedy (ASHA: the best floor(n / reduction_factor) of the n figures
+    # seen so far, at once) or end (successive halving: every trial waits at its first rung
+    # until sampling ends, then the best quarter goes on; Optuna learns each trial's first-rung
+    # figure as it arrives; tune_mnist.search.screen)
+    "promotion": "greedy",
 }
 # Per-epoch metrics a search may select on (Optuna) or stop on (ASHA), with the direction that
 # is better. The *_avg3 means of the last 3 epochs are steadier at ASHA's rungs: while the

@@ -16,6 +16,7 @@ from tune_mnist.search.space import (
     KINDS,
     METRICS,
     MIN_VAL_SIZE,
+    PROMOTIONS,
     REPORT_ONLY,
     RESERVED,
     SETTINGS_DEFAULTS,
@@ -202,6 +203,10 @@ def _settings(block: Any) -> dict[str, Any]:
     if settings["cpu_step"] != "auto" and settings["cpu_step"] not in CPU_STEPS:
         raise SpaceError(
             f"settings.cpu_step: {settings['cpu_step']!r}; allowed: auto, {', '.join(CPU_STEPS)}"
+        )
+    if settings["promotion"] not in PROMOTIONS:
+        raise SpaceError(
+            f"settings.promotion: {settings['promotion']!r}; allowed: {', '.join(PROMOTIONS)}"
         )
     if not isinstance(settings["pareto"], bool):
         raise SpaceError(f"settings.pareto: {settings['pareto']!r}; must be true or false")

@@ -24,6 +24,7 @@ from tune_mnist.search.budget import DRAWS, MAX_OVER
 from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.promotion import Limiter, PromotionASHA
+from tune_mnist.search.screen import ScreenSearch
 from tune_mnist.search.space import METRICS
 from tune_mnist.search.summary import (
     JUDGED,
@@ -152,15 +153,18 @@ def make_search(space, seed: int, concurrency: int) -> tuple[Limiter, PromotionA
     )
     # Pareto mode: the parameter count is a second objective (every report carries it)
     pareto = settings["pareto"]
-    searcher = OptunaSearch(
+    metric, own = asha_metric(settings)
+    time_attr, milestones, max_t = asha_milestones(settings)
+    deferred = settings.get("promotion") == "end"
+    screen = {"time_attr": time_attr, "first": milestones[0]} if deferred and milestones else {}
+    searcher = (ScreenSearch if screen else OptunaSearch)(
         space=space.define_by_run,
         metric=[settings["metric"], "params"] if pareto else settings["metric"],
         mode=[settings["mode"], "min"] if pareto else settings["mode"],
         sampler=sampler,
         points_to_evaluate=space.optuna_points() or None,
+        **screen,
     )
-    metric, own = asha_metric(settings)
-    time_attr, milestones, max_t = asha_milestones(settings)
     scheduler = PromotionASHA(
         time_attr,
         milestones,
@@ -169,6 +173,7 @@ def make_search(space, seed: int, concurrency: int) -> tuple[Limiter, PromotionA
         metric=metric if own else None,
         mode=METRICS[metric] if own else None,
         samples=settings["samples"],
+        deferred=deferred,
     )
     return Limiter(searcher, max_concurrent=concurrency), scheduler
 
