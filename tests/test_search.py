@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import pytest
-from searchutil import ROOT, env, run_search, search_command, space_file
+from searchutil import ROOT, env, journal, run_search, search_command, space_file
 
 from tune_mnist.publish.labels import describe
 from tune_mnist.results import EPOCH_COLUMNS, load
@@ -196,3 +196,29 @@ def test_a_trial_line_names_a_config_no_trainconfig_takes_by_its_values():
     assert config_summary(space, good).startswith("lean 8-12s-(8)-16-24s-30s silu lr0.035")
     bad = {**good, "max_lr": -1.0}  # a value TrainConfig refuses: the cause of a failure
     assert "max_lr -1.0" in config_summary(space, bad)
+
+
+def test_promotion_at_the_end_sends_the_first_rung_best_half_on_and_a_resume_keeps_it(tmp_path):
+    """`--promotion end` in Ray: the trials that train past the first rung are exactly its
+    best floor(n / 2) (reduction factor 2), whatever order they arrived in; the setting is
+    recorded, and a resume asking for the other rule is refused in one line."""
+    space = space_file(tmp_path, epochs=2, grace=1, samples=6, max_params=4000)
+    results = tmp_path / "results"
+    args = ("--space", str(space), "--name", "e", "--no-report")
+    done = run_search(results, *args, "--promotion", "end")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    meta = json.loads((results / "e" / "search.json").read_text())
+    assert meta["settings"]["promotion"] == "end"
+    first, went_on = {}, set()
+    for trial_id, entries in journal(results / "e").items():
+        epochs = [e["result"] for e in entries if e["kind"] == "epoch"]
+        if epochs and not epochs[0].get("over_budget"):
+            first[trial_id] = epochs[0]["val_acc_avg3"]
+            went_on |= {trial_id} if len(epochs) > 1 else set()
+    assert len(first) >= 2 and len(went_on) == len(first) // 2
+    assert min(first[t] for t in went_on) >= max(
+        (first[t] for t in first if t not in went_on), default=0
+    )
+    again = run_search(results, *args, "--resume", "--promotion", "greedy")
+    assert again.returncode == 2 and again.stderr.strip().count("\n") == 0
+    assert "--promotion greedy" in again.stderr and "end" in again.stderr

@@ -123,6 +123,7 @@ def test_points_use_branch_names():
         ("arch:\n  super_light: {width1: 4}", r"arch\.super_light\.width1: unknown key"),
         ("settings: {epochs: 3, grace_period: 5}", r"settings\.grace_period"),
         ("settings: {sample: 3}", r"settings\.sample: unknown key"),
+        ("settings: {promotion: lazy}", r"settings\.promotion: 'lazy'; allowed: greedy, end"),
         ("settings: {asha_metric: test_accuracy}", r"settings\.asha_metric: .*val_acc_avg3"),
         ("points_to_evaluate: [{arch: tiny, width1: 99}]", r"points_to_evaluate\[0\]"),
         ("extra: 1", r"unknown top-level key"),

@@ -97,7 +97,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
         help="when a rung promotes (default: the space's settings.promotion, greedy): greedy = "
         "ASHA, the best quarter of the figures seen so far at once; end = every trial waits at "
         "its first rung until sampling ends, Optuna learning each first-rung figure, then the "
-        'best quarter trains in full (docs/protocol.md, "When a rung promotes")',
+        'best quarter trains in full (docs/fidelity.md, "When a rung promotes")',
     )
 
 

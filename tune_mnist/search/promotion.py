@@ -21,7 +21,7 @@ With `deferred` (settings.promotion `end`), a rung promotes nothing while the se
 every trial waits at it, or stops once it is hopeless, until nothing is left to start, and
 then its best quarter goes on at once (successive halving). A model-based sampler proposes
 better trials as it learns, so the first arrivals are the weakest; promoted greedily they
-take full runs from the later, better ones (docs/protocol.md, "When a rung promotes").
+take full runs from the later, better ones (docs/fidelity.md, "When a rung promotes").
 
 On a resume, Ray builds a fresh scheduler; it reads back every recorded figure, promotion
 and wait from the search's journal (`seed`), so a resumed search judges as the first did.
