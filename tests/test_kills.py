@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from searchutil import env, run_search, search_command, space_file
+from searchutil import env, journal, run_search, search_command, space_file
 
 from tune_mnist.search.optuna_journal import FILE
 from tune_mnist.tables import read_parquet
@@ -172,6 +172,10 @@ def test_kills_at_many_moments_lose_nothing_and_retrain_nothing(tmp_path):
     assert sum(s in ENDED for s in statuses) == SAMPLES, statuses
     for tid, (_, rows) in final.items():
         assert list(rows["epoch"]) == list(range(1, len(rows) + 1)), f"{tid}: gap or duplicate"
+    # a resume starts no trial that waits at its first rung: the quota holds through kills
+    judged = [rows for _, rows in final.values() if len(rows) and rows["epoch"].max() >= 2]
+    went_on = sum(rows["epoch"].max() > 2 for rows in judged)
+    assert went_on <= max(1, len(judged) // 2), (went_on, len(judged))
     for before in watch.history:  # a trial running at a kill went on from a checkpoint
         for tid, had in before.items():
             rows = final[tid][1]
@@ -300,3 +304,30 @@ def test_a_damaged_ray_state_is_refused_in_one_line(ctrl_c, tmp_path):
     state.write_text(state.read_text().replace('"trial_data": [', '"trial_data": [], "x": [', 1))
     done = run_search(copy, *args, "--resume")
     assert done.returncode == 2 and f"saved state {state} (no trial)" in done.stderr, done.stderr
+
+
+def _past_first_epoch(folder: Path) -> bool:
+    return any('"epoch": 2,' in p.read_text() for p in (folder / "journal").glob("*.jsonl"))
+
+
+def test_a_kill_at_the_search_end_resumes_with_the_same_promotions(tmp_path):
+    """Under `--promotion end`, killed once the end's promotions began (every other trial
+    waits at the rung then): the resume trains past the first rung exactly the rung's best
+    half, as an unbroken search does. Ray's resume makes the waiting trials PENDING; started,
+    each would train its next rung unpromoted."""
+    results, folder = tmp_path / "results", tmp_path / "results" / "e"
+    space = space_file(tmp_path, epochs=3, grace=1, samples=8, max_params=4000, images=IMAGES)
+    args = ["--space", str(space), "--name", "e", "--no-report", "--promotion", "end"]
+    proc = _start(results, *args)
+    Watch(folder).until(proc, lambda: _past_first_epoch(folder), "the first promotion")
+    _kill(proc)
+    done = run_search(results, *args, "--resume")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    first, went_on = {}, set()
+    for trial_id, entries in journal(folder).items():
+        epochs = [e["result"] for e in entries if e["kind"] == "epoch"]
+        if epochs and not epochs[0].get("over_budget"):
+            first[trial_id] = epochs[0]["val_acc_avg3"]
+            went_on |= {trial_id} if max(e["epoch"] for e in epochs) > 1 else set()
+    assert len(went_on) == len(first) // 2, (sorted(went_on), first)
+    assert min(first[t] for t in went_on) >= max(first[t] for t in first if t not in went_on)

@@ -30,6 +30,9 @@ class Controller:
     def get_trials(self):
         return self.trials
 
+    def _set_trial_status(self, trial, status):
+        trial.status = status
+
     def stop_trial(self, trial):
         self.scheduler.on_trial_remove(self, trial)
         trial.status = "TERMINATED"
@@ -209,3 +212,32 @@ def test_deferred_promotion_still_stops_the_hopeless_at_once():
         assert arrive(asha, controller, controller.add(name), acc) == PAUSE
     assert arrive(asha, controller, controller.add("low"), 80.0) == STOP
     assert asha.choose_trial_to_run(controller) is None  # busy runs: nothing promoted yet
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_restored_waiting_trial_is_held_not_started(deferred):
+    """A resume makes every unfinished trial PENDING (Ray's resume_unfinished), those waiting
+    at a rung too: they are put back to PAUSED, never started, so new trials can be proposed
+    and the quota holds; a trial promoted before the kill starts, and its promotion is spent."""
+    reports = {
+        "a": [{"level": 1.0, "val_acc": 99.0}],
+        "b": [{"level": 1.0, "val_acc": 98.0}],
+        "c": [{"level": 1.0, "val_acc": 97.0}],
+        "d": [{"level": 1.0, "val_acc": 96.0}],
+    }
+    asha = scheduler(milestones=(1.0, 4.0), deferred=deferred)
+    asha.seed(reports, ended=set())
+    controller = Controller(asha)
+    restored = {t: controller.add(t, status="PENDING") for t in reports}
+    new = controller.add("new", status="PENDING")
+    chosen = asha.choose_trial_to_run(controller)
+    if deferred:  # nothing promoted before the search's end: the new trial goes first
+        assert chosen is new
+        assert all(restored[t].status == "PAUSED" for t in reports)
+        new.status = "TERMINATED"
+        chosen = asha.choose_trial_to_run(controller)  # the end: the best quarter, a
+    assert chosen is restored["a"]  # greedy: a was promoted before the kill
+    assert {t: restored[t].status for t in "bcd"} == dict.fromkeys("bcd", "PAUSED")
+    chosen.status = "RUNNING"
+    assert "a" not in asha._resume  # at its next rung it waits for that rung's quota
+    assert arrive(asha, controller, chosen, 99.1, level=4.0) == PAUSE

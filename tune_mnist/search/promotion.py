@@ -198,8 +198,11 @@ class PromotionASHA(FIFOScheduler):
         runs and nothing is left to start, the search's end: the waiting ones stop."""
         self._ensure_seeded()
         trials = tune_controller.get_trials()
-        for trial in trials:
-            if trial.status == Trial.PAUSED and trial.trial_id in self._resume:
+        for trial in trials:  # a resume made the waiting PENDING: they wait on, paused
+            if trial.status == Trial.PENDING and trial.trial_id in self._waiting:
+                ray_door.hold_restored(tune_controller, trial)
+        for trial in trials:  # (PENDING: promoted before a resume, not started since)
+            if trial.status in (Trial.PAUSED, Trial.PENDING) and trial.trial_id in self._resume:
                 self._resume.discard(trial.trial_id)
                 return trial
         for trial in trials:

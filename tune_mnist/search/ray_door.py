@@ -39,6 +39,16 @@ def stop_paused(tune_controller, trial) -> None:
     tune_controller.stop_trial(trial)
 
 
+def hold_restored(tune_controller, trial) -> None:
+    """Mark a restored trial PAUSED. A resume (Tuner.restore, resume_unfinished) makes every
+    unfinished trial PENDING, a trial paused at a rung too; one that waits for a promotion
+    must not start, and while PENDING it counts toward the controller's pending limit (the
+    searcher's concurrency), which stops new trials from being proposed. The controller's
+    status setter keeps its per-status lists (a developer API). Upgrade:
+    test_promotion.py::test_a_restored_waiting_trial_is_held_not_started"""
+    tune_controller._set_trial_status(trial, "PAUSED")
+
+
 def quiet_tune_output() -> None:
     """Ray Tune's own output off, in the driver: its new output engine prints a notice and a
     table for every failed trial whatever the verbosity (on_trial_error is not gated), so the
