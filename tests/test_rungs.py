@@ -171,9 +171,9 @@ def test_the_eta_counts_the_epochs_left_not_the_trials():
     from tune_mnist.search.writer import epochs_left
 
     settings = {**SETTINGS, "rungs": ["compressed3", "compressed5", "full"]}
-    # before any trial ended: successive halving's expectation, 3 + 5/3 + 15/9 epochs
-    expected = 3 + 5 / 3 + 15 / 9
-    assert epochs_left({}, {}, 4, settings) == pytest.approx(4 * expected)
+    # before any trial started: 4 first rungs, then each rung's quota, floor(n / 3) of the
+    # n the rung below sends, at least one: 4 -> 1 -> 1
+    assert epochs_left({}, {}, 4, settings) == pytest.approx(4 * 3 + 5 + 15)
     over = TrialRecord("o", results=[{"over_budget": True}], ended="TERMINATED")
     stopped = TrialRecord("s", results=[{"epoch": e} for e in (1, 2, 3)], ended="TERMINATED")
     full = TrialRecord("f", results=[{"epoch": e} for e in range(1, 24)], ended="TERMINATED")
@@ -182,11 +182,36 @@ def test_the_eta_counts_the_epochs_left_not_the_trials():
     finishing = TrialRecord("z", results=[{"epoch": e} for e in range(1, 11)])
     records = {r.trial_id: r for r in (over, stopped, full, running, paused, finishing)}
     now = {"r": 1, "p": 3, "z": 10}
-    # r: 2 more epochs of its first rung, then the later rungs at 1/3 and 1/9; p waits at the
-    # first rung's end (5/3 + 15/9); z is in its full run (13 more); 2 not started, of which
-    # one in six (1 of the 6 started) would be over budget and train nothing
-    left = (2 + 5 / 3 + 15 / 9) + (5 / 3 + 15 / 9) + 13 + 2 * (5 / 6) * expected
+    # r: 2 more epochs of its first rung; p waits at the first rung's end (no epoch of its
+    # own); z is in its full run (13 more); 2 not started, of which one in six (1 of the 6
+    # started) would be over budget: 5/3 first rungs. The first rung will hold 5 + 5/3
+    # figures: a quota of 2 for the second rung and 1 for the full run, both already taken
+    # (f and z)
+    left = 2 + 0 + 13 + 2 * (5 / 6) * 3
     assert epochs_left(records, now, 8, settings) == pytest.approx(left)
+
+
+def test_the_eta_counts_the_promotions_still_owed_however_late_they_come():
+    """Promotion at the search's end: 16 trials wait at the first rung and none has trained
+    in full yet; the quota (64 / 4) still owes 16 full runs, whoever they go to."""
+    from tune_mnist.search.journal import TrialRecord
+    from tune_mnist.search.writer import epochs_left
+
+    settings = {"epochs": 15, "reduction_factor": 4, "rungs": ["compressed3", "full"]}
+    first_rung = [{"epoch": e} for e in (1, 2, 3)]
+    records = {
+        **{
+            f"s{i}": TrialRecord(f"s{i}", results=first_rung, ended="TERMINATED") for i in range(40)
+        },
+        **{f"w{i}": TrialRecord(f"w{i}", results=first_rung) for i in range(16)},
+    }
+    waiting = {t: 3 for t in records if t.startswith("w")}
+    assert epochs_left(records, waiting, 64, settings) == pytest.approx(8 * 3 + 16 * 15)
+    for i in range(5):  # five of them in full, one still training: 11 full runs owed
+        records[f"w{i}"].results = [{"epoch": e} for e in range(1, 19 if i else 8)]
+        records[f"w{i}"].ended = "TERMINATED" if i else ""
+    waiting["w0"] = 7
+    assert epochs_left(records, waiting, 64, settings) == pytest.approx(8 * 3 + 11 + 11 * 15)
 
 
 def test_the_eta_without_rungs_reads_the_trials_asha_judged():

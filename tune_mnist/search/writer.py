@@ -9,7 +9,6 @@ writes into the folder its own driver names, never into the one a first driver u
 from __future__ import annotations
 
 import time
-from functools import partial
 from pathlib import Path
 
 from optuna.exceptions import OptunaError
@@ -302,48 +301,47 @@ class ResultsWriter:
 
 
 def epochs_left(records: dict, running: dict[str, int], total: int, settings: dict) -> float:
-    """Epochs the search has left: each unfinished trial's expected rest, and every trial not
-    started, at the share of started trials that fit the budget (one over it trains none).
-    With rungs, a trial trains to the end of the rung it is in and reaches each later rung
-    with successive halving's chance; one paused at a rung's end trains only if promoted.
-    Without, a trial's expected epochs are the mean of the trials ASHA judged so far."""
+    """Epochs the search has left. Every trial not started trains at the share of started
+    trials that fit the budget (one over it trains none). With rungs: each live trial the
+    rest of the rung it is in, every trial not started its first rung, and each later rung
+    the promotions its quota has left (tune_mnist.search.promotion: floor(n / factor) of the
+    n trials the rung below sends, at least one), whenever they happen (greedily or at the
+    search's end). Without, a trial's expected epochs are the mean of the trials ASHA judged
+    so far."""
     plan = rungs.plan(TrainConfig(epochs=settings["epochs"]), settings, 60_000)
     over = sum(bool(r.last_result.get("over_budget")) for r in records.values() if r.results)
     fit = 1 - over / len(records) if records else 1.0
+    not_started = max(total - len(records), 0) * fit
     if len(plan) > 1:
-        rest = partial(_rest_on_rungs, [r.epochs for r in plan], settings["reduction_factor"])
-        not_started = rest(0)
-    else:
-        judged = [
-            len(r.results)
-            for r in records.values()
-            if r.ended and not r.last_result.get("over_budget") and r.results
-        ]
-        not_started = sum(judged) / len(judged) if judged else float(settings["epochs"])
-
-        def rest(epoch: int) -> float:
-            return max(not_started - epoch, 0.0)
-
-    ahead = sum(rest(epoch) for epoch in running.values())
-    return ahead + max(total - len(records), 0) * fit * not_started
+        return _left_on_rungs(records, running, not_started, plan, settings["reduction_factor"])
+    judged = [
+        len(r.results)
+        for r in records.values()
+        if r.ended and not r.last_result.get("over_budget") and r.results
+    ]
+    each = sum(judged) / len(judged) if judged else float(settings["epochs"])
+    return sum(max(each - epoch, 0.0) for epoch in running.values()) + not_started * each
 
 
-def _rest_on_rungs(sizes: list[int], factor: int, epoch: int) -> float:
-    """Expected epochs left to a trial at `epoch` of rungs of `sizes` epochs: the rest of the
-    rung it is in, then each later rung at factor ** -(rungs further on). At a rung's end it
-    waits for a promotion, which the next rung's share of trials gets."""
-
-    def later(first: int, promotions: int) -> float:  # rungs first.. at factor ** -promotions..
-        return sum(n / factor ** (promotions + k) for k, n in enumerate(sizes[first:]))
-
-    end = 0
-    for index, size in enumerate(sizes):
-        if epoch <= end:  # at a rung's end, or not started
-            return later(index, 0 if index == 0 else 1)
-        end += size
-        if epoch < end:
-            return end - epoch + later(index + 1, 1)
-    return 0.0
+def _left_on_rungs(records, running, not_started: float, plan, factor: int) -> float:
+    sizes = [rung.epochs for rung in plan]
+    starts = [rung.offset for rung in plan]
+    trained = {  # each trial's newest epoch, the trials over budget left out
+        t: max([int(x.get("epoch") or 0) for x in r.results] + [running.get(t, 0)])
+        for t, r in records.items()
+        if not r.last_result.get("over_budget")
+    }
+    left = not_started * sizes[0]
+    for trial_id, epoch in trained.items():
+        if not records[trial_id].ended:  # the rest of the rung it is in (0 at a rung's end)
+            index = max(i for i, start in enumerate(starts) if start <= epoch)
+            left += 0 if epoch == starts[index] and epoch else starts[index] + sizes[index] - epoch
+    arrivals = len(trained) + not_started  # the figures the first rung will hold
+    for index in range(1, len(plan)):
+        arrivals = max(1, int(arrivals // factor))  # this rung's quota: its promotions
+        entered = sum(epoch > starts[index] for epoch in trained.values())
+        left += max(arrivals - entered, 0) * sizes[index]
+    return left
 
 
 def _view(record: TrialRecord, trial) -> TrialView:
