@@ -282,10 +282,11 @@ class ResultsWriter:
         ended, running, total = self.counts()
         elapsed = time.time() - self.started
         status = {t.trial_id: t.status for t in self.trials}
-        done = sorted(
-            (e for t, e in self.epochs.items() if status.get(t) != "PAUSED"), reverse=True
+        done = sorted(  # a promoted trial waiting for a free slot is PENDING: not listed
+            (e for t, e in self.epochs.items() if status.get(t) == "RUNNING"), reverse=True
         )
         waiting = sum(s == "PAUSED" for s in status.values())  # at a rung, for a promotion
+        queued = sum(status.get(t) == "PENDING" for t in self.epochs)  # promoted, no slot yet
         left = epochs_left(records, self.epochs, total, self.space.settings)
         trained = sum(len(r.results) for r in records.values()) - self.resumed_epochs
         left_s = elapsed * left / trained if trained > 0 else 0.0  # at this search's pace
@@ -293,7 +294,8 @@ class ResultsWriter:
         print(
             f"progress: {min(ended, total)} of {total} trials ended, {running} running"
             f"{at if done and running else ''}"
-            f"{f', {waiting} waiting at a rung' if waiting else ''}, "
+            f"{f', {waiting} waiting at a rung' if waiting else ''}"
+            f"{f', {queued} promoted, waiting for a slot' if queued else ''}, "
             f"{elapsed / 60:.1f} min so far, "
             f"about {left_s / 60:.0f} min left",
             flush=True,
