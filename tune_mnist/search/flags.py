@@ -94,7 +94,8 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--promotion",
         choices=PROMOTIONS,
-        help="when a rung promotes (default: the space's settings.promotion, greedy): greedy = "
+        help="when a rung promotes (default: the space's settings.promotion; end in default.yaml, "
+        "greedy where a space is silent): greedy = "
         "ASHA, the best quarter of the figures seen so far at once; end = every trial waits at "
         "its first rung until sampling ends, Optuna learning each first-rung figure, then the "
         'best quarter trains in full (docs/fidelity.md, "When a rung promotes")',
