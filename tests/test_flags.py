@@ -71,3 +71,18 @@ def test_results_dir_is_the_folder_a_command_reads(tmp_path, capsys):
     empty.mkdir()
     assert board(["--results-dir", str(empty), "--smoke"]) == 2
     assert f"no confirmations under {empty}" in capsys.readouterr().err
+
+
+def test_the_printed_resume_keeps_the_chain_after_the_search():
+    """An interrupted `search.py --confirm 5` is continued by the line it prints, race and
+    confirmation included (the same flags a user gave, defaults left out)."""
+    from tune_mnist.search.command import resume_command
+    from tune_mnist.search.flags import parse_args
+
+    args = parse_args(["--name", "x", "--gpus", "0", "--confirm", "5"])
+    assert (
+        resume_command(args, "x")
+        == "python scripts/search.py --resume --name x --gpus 0 --confirm 5"
+    )
+    args = parse_args(["--name", "x", "--race-runs", "0"])
+    assert resume_command(args, "x") == "python scripts/search.py --resume --name x --race-runs 0"

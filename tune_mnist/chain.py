@@ -45,7 +45,7 @@ def _chain(argv: list[str]) -> int:
     code, args, folder = command.run(argv)
     if code != 0 or folder is None or not (args.race_runs or args.confirm):
         return code
-    again = f"python scripts/search.py --resume --name {folder.name} --confirm {args.confirm}"
+    again = command.resume_command(args, folder.name)
     try:
         raceable = _raceable(folder)
     except (OSError, TableError) as exc:

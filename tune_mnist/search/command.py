@@ -21,7 +21,7 @@ import torch
 from tune_mnist.paths import CHECKOUT, results_root, spaces_dir
 from tune_mnist.search import journal, ray_door
 from tune_mnist.search.budget import DRAWS, over_budget_share, shaped_file
-from tune_mnist.search.flags import check_name, parse_args
+from tune_mnist.search.flags import RACE_RUNS, check_name, parse_args
 from tune_mnist.search.lock import check_free, hold
 from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.search.ray_door import parse_storage
@@ -203,7 +203,8 @@ def _experiment_exists(experiment: str) -> bool:
 
 
 def resume_command(args, name: str) -> str:
-    """The command that continues this search: the same name, storage, cluster and devices."""
+    """The command that continues this search: the same name, storage, cluster and devices,
+    and the same chain after it (the race's runs, the confirmation's seeds)."""
     parts = ["python scripts/search.py --resume --name", shlex.quote(name)]
     for flag, value, default in (
         ("--storage", args.storage, None),
@@ -213,6 +214,8 @@ def resume_command(args, name: str) -> str:
         ("--trials-per-gpu", args.trials_per_gpu, 4),
         ("--threads", args.cpus_per_trial, 1),
         ("--max-failures", args.max_failures, 2),
+        ("--race-runs", getattr(args, "race_runs", RACE_RUNS), RACE_RUNS),
+        ("--confirm", getattr(args, "confirm", 0), 0),
     ):
         if value is not None and value != default:
             parts += [flag, shlex.quote(str(value))]
