@@ -124,21 +124,16 @@ def resumed_space(args, folder: Path):
         raise UsageError(
             f"--max-params {args.max_params}: {folder.name!r} was started with {budget}"
         )
-    samples = meta.get("settings", {}).get("samples", space.settings["samples"])
-    if args.samples and args.samples != samples:
-        raise UsageError(f"--samples {args.samples}: {folder.name!r} was started with {samples}")
-    space.settings["samples"] = samples
-    step = meta.get("settings", {}).get("cpu_step", space.settings["cpu_step"])
-    if args.cpu_step and args.cpu_step != step:
-        raise UsageError(f"--cpu-step {args.cpu_step}: {folder.name!r} was started with {step}")
-    space.settings["cpu_step"] = step
-    # a search from before the setting promoted greedily
-    promotion = meta.get("settings", {}).get("promotion", "greedy")
-    if args.promotion and args.promotion != promotion:
-        raise UsageError(
-            f"--promotion {args.promotion}: {folder.name!r} was started with {promotion}"
-        )
-    space.settings["promotion"] = promotion
+    started = meta.get("settings", {})
+    for flag, key, before in (  # before: what a search from before the setting ran
+        ("--samples", "samples", space.settings["samples"]),
+        ("--cpu-step", "cpu_step", space.settings["cpu_step"]),
+        ("--promotion", "promotion", "greedy"),
+    ):
+        kept, given = started.get(key, before), getattr(args, key)
+        if given and given != kept:
+            raise UsageError(f"{flag} {given}: {folder.name!r} was started with {kept}")
+        space.settings[key] = kept
     return space
 
 

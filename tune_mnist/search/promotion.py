@@ -117,9 +117,9 @@ class PromotionASHA(FIFOScheduler):
 
     def _promote(self, milestone: float, final: bool = False) -> set[str]:
         """Promote the best figures at `milestone` up to its quota; returns those promoted."""
-        figures, promoted = self._figures[milestone], self._promoted[milestone]
         if self._deferred and not final:
             return set()
+        figures, promoted = self._figures[milestone], self._promoted[milestone]
         quota = int(len(figures) // self._rf)
         if final and not promoted:
             quota = max(quota, 1)
