@@ -287,3 +287,23 @@ def test_a_resume_appends_after_a_cut_last_line_on_a_line_of_its_own(tmp_path, t
     whole = tail.endswith("}")  # a line whole but for its newline is kept
     assert [r["epoch"] for r in record.results] == ([1, 9, 2] if whole else [1, 2])
     assert damaged(tmp_path) is None and path.read_text().endswith("\n")
+
+
+def test_progress_counts_a_promoted_trial_a_resume_restored_as_waiting_for_a_slot(
+    tmp_path, capsys
+):
+    """A resumed process has seen no epoch of the trials Ray restored: the journal says which
+    of its pending trials already trained (promoted, waiting for a slot) and which are new."""
+    first = _writer(tmp_path, samples=4)
+    promoted, fresh, ended = _trial("p"), _trial("n"), _trial("e")
+    _run(first, promoted, 2)
+    _run(first, ended, 2)
+    ended.last_result["done"] = True
+    first.on_trial_complete([ended], ended)
+    resumed = _writer(tmp_path, samples=4)  # a new process over the same folder
+    promoted.status = fresh.status = "PENDING"
+    ended.status = "TERMINATED"
+    resumed.trials = [promoted, fresh, ended]
+    resumed.progress()
+    line = capsys.readouterr().out
+    assert "1 of 4 trials ended" in line and "1 promoted, waiting for a slot" in line

@@ -286,7 +286,10 @@ class ResultsWriter:
             (e for t, e in self.epochs.items() if status.get(t) == "RUNNING"), reverse=True
         )
         waiting = sum(s == "PAUSED" for s in status.values())  # at a rung, for a promotion
-        queued = sum(status.get(t) == "PENDING" for t in self.epochs)  # promoted, no slot yet
+        queued = sum(  # promoted, no slot yet: pending with epochs journaled (a resume's too)
+            status.get(t) == "PENDING" and bool(r.results) and not r.ended
+            for t, r in records.items()
+        )
         left = epochs_left(records, self.epochs, total, self.space.settings)
         trained = sum(len(r.results) for r in records.values()) - self.resumed_epochs
         left_s = elapsed * left / trained if trained > 0 else 0.0  # at this search's pace
