@@ -289,9 +289,7 @@ def test_a_resume_appends_after_a_cut_last_line_on_a_line_of_its_own(tmp_path, t
     assert damaged(tmp_path) is None and path.read_text().endswith("\n")
 
 
-def test_progress_counts_a_promoted_trial_a_resume_restored_as_waiting_for_a_slot(
-    tmp_path, capsys
-):
+def test_progress_counts_a_promoted_trial_a_resume_restored_as_waiting_for_a_slot(tmp_path, capsys):
     """A resumed process has seen no epoch of the trials Ray restored: the journal says which
     of its pending trials already trained (promoted, waiting for a slot) and which are new."""
     first = _writer(tmp_path, samples=4)
