@@ -57,7 +57,7 @@ def variants() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a trial's 1)")
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per variant")

@@ -111,7 +111,7 @@ def torchvision_root(data_dir: Path, scratch: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--arch", default="super_light")
     parser.add_argument("--device", default="auto")

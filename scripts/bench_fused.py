@@ -51,7 +51,7 @@ MODES = {  # name -> config changes; graph and bf16 only where CUDA runs
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="super_light", help="registered architecture")
     parser.add_argument("--sizes", default="1,3", help="cohort sizes K to time (1 = single)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

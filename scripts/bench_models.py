@@ -56,7 +56,7 @@ def time_epoch(config: TrainConfig, data, device) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="results/<search>:<trial_id>, first = baseline")
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

@@ -121,7 +121,7 @@ def table(frame: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", choices=list(CPU_STEPS), help="train the missing seeds first")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once")
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)

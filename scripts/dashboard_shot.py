@@ -50,7 +50,7 @@ def shoot(browser: str, url: str, out: Path, size: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--results", required=True, help="the search's folder, results/<name>")
     parser.add_argument("--out", default="docs/dashboard.png", help="the PNG to write")
     parser.add_argument("--size", default="1500,1000", help="the window, pixels: width,height")

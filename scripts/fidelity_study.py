@@ -46,7 +46,9 @@ QUEUE = (
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python scripts/fidelity_study.py", description=__doc__)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python scripts/fidelity_study.py", description=__doc__
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train the queue's missing runs (Ray tasks, 1 core each)")
     run.add_argument("--only", help="comma-separated queue entries (default: all, in order)")

@@ -30,7 +30,7 @@ def rewrite(path: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--results-dir", default="results", help="folder of experiments")
     parser.add_argument("--check", action="store_true", help="list, change nothing (exit 1 if any)")
     parser.add_argument("--smoke", action="store_true", help="list, change nothing (exit 0)")

@@ -248,7 +248,7 @@ def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--out", help="also write the markdown here")
     parser.add_argument(

@@ -86,3 +86,16 @@ def test_the_printed_resume_keeps_the_chain_after_the_search():
     )
     args = parse_args(["--name", "x", "--race-runs", "0"])
     assert resume_command(args, "x") == "python scripts/search.py --resume --name x --race-runs 0"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_no_command_reads_a_shortened_flag_as_another(name, capsys):
+    """`--cpus 4` on the search would otherwise be taken for `--cpus-per-trial 4` (threads
+    per trial, where race and retrain read `--cpus` as runs at once): a flag is spelt whole."""
+    flags = help_of(name, capsys)
+    flag = max(flags, key=len)  # its longest flag, cut short
+    required = {"race": ["--results", "x"], "predict": ["--model", "m", "digit.png"]}
+    with pytest.raises(SystemExit) as done:
+        main([name, *required.get(name, []), flag[: len(flag) - 2]])
+    assert done.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -274,7 +274,9 @@ def write_tables(models: pd.DataFrame, root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/leaderboard.py", description=__doc__)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="scripts/leaderboard.py", description=__doc__
+    )
     add_results_dir(parser)
     parser.add_argument(
         "--readme", help="rewrite the table between the markers in this file (default: print only)"

@@ -45,7 +45,9 @@ def predict(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tune_mnist.predict", description=__doc__)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m tune_mnist.predict", description=__doc__
+    )
     parser.add_argument(
         "--model",
         required=True,

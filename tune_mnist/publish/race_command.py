@@ -30,6 +30,7 @@ HOPELESS = 0.01  # a pass chance under this is no chance: said when the race end
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python scripts/race.py",
         description="Race a search's best trials on more validation runs before any test "
         "figure; the winner is the one to confirm (retrain_best.py).",

@@ -71,7 +71,9 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tune_mnist.publish.race_level")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m tune_mnist.publish.race_level"
+    )
     parser.add_argument("--plot", type=Path, help="also draw them into this PNG")
     args = parser.parse_args(argv)
     table = measured()

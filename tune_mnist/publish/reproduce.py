@@ -100,6 +100,7 @@ def environment_notes(row: pd.Series) -> list[str]:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="scripts/reproduce.py",
         description=__doc__.split("\n")[0],
         epilog="exit status: 0 bit for bit identical; 1 a figure or the weights differ; 2 bad "

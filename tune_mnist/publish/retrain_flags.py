@@ -14,6 +14,7 @@ from tune_mnist.train.data import DATA_DIR_HELP
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="scripts/retrain_best.py",
         description="Retrain a search's best configs over seeds.",
         epilog="exit status: 0 every seed of a candidate passed; 1 it ran but none passed, or "

@@ -23,6 +23,7 @@ def check_name(name: str) -> str:
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="scripts/search.py",
         description="Search tiny MNIST CNNs with Ray Tune (Optuna proposes, ASHA stops).",
         epilog="exit status: 0 the search ran and at least one trial trained to its end "

@@ -32,6 +32,7 @@ from tune_mnist.search.ray_door import LOOPBACK_ENV, raylet_pid, use_auth_token
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m tune_mnist.search.loopback",
         description="A multi-node Ray cluster on this machine, on 127.0.0.1 only.",
     )

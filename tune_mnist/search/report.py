@@ -266,7 +266,9 @@ only. Importance: {html.escape(note)}</p>
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tune_mnist.report", description=__doc__)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m tune_mnist.report", description=__doc__
+    )
     parser.add_argument("folder", nargs="?", help="the search's folder, results/<name>")
     parser.add_argument(
         "--results",

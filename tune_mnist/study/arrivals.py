@@ -69,7 +69,9 @@ def greedy(figures: list[float], factor: int) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tune_mnist.study.arrivals", description=__doc__.split("\n")[0]
+        allow_abbrev=False,
+        prog="python -m tune_mnist.study.arrivals",
+        description=__doc__.split("\n")[0],
     )
     parser.add_argument("folder", type=Path, help="a search's results folder")
     parser.add_argument("--factor", type=int, default=4, help="reduction factor (default 4)")

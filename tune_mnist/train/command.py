@@ -58,7 +58,9 @@ def parse_seeds(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tune_mnist.train", description="Train one tiny MNIST CNN (or a cohort)."
+        allow_abbrev=False,
+        prog="python -m tune_mnist.train",
+        description="Train one tiny MNIST CNN (or a cohort).",
     )
     add_config_arguments(parser)
     parser.add_argument(
