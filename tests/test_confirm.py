@@ -330,6 +330,18 @@ def test_a_bad_model_file_is_one_line_exit_2(tmp_path, content, capsys):
     assert err.count("\n") == 1 and "not a tune_mnist model file" in err
 
 
+def test_a_search_with_no_passing_model_says_which_models_it_has(tmp_path, capsys):
+    """best/ is made for a search's first passing model: without one, predict names the
+    confirmed models to pass instead."""
+    (tmp_path / "s" / "confirmed" / "abc12345").mkdir(parents=True)
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(image)
+    assert predict_main(["--model", str(tmp_path / "s" / "best"), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "passed yet" in err
+    assert str(tmp_path / "s" / "confirmed" / "abc12345") in err
+
+
 def test_a_decompression_bomb_is_one_line_exit_2(tmp_path, digit_model, capsys):
     bomb = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(bomb)  # 400 Mpx: PIL refuses to decode it

@@ -42,7 +42,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / MODEL_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}: pass a .pt file or its folder")
+        raise FileNotFoundError(f"no model file at {path}: {_where_instead(path)}")
     if not zipfile.is_zipfile(path):  # torch.save's format; anything else is not ours
         raise ValueError(
             f"{path}: not a tune_mnist model file (not a torch.save archive); pass a .pt "
@@ -65,6 +65,19 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or not {"state_dict", "config"} <= set(payload):
         raise ValueError(f"{path}: a torch file, but not a tune_mnist model (no state_dict/config)")
     return payload
+
+
+def _where_instead(path: Path) -> str:
+    """What to pass instead: a search's `best` exists only once a confirmed model passed."""
+    search = path.parent.parent if path.name == MODEL_FILE else path.parent
+    confirmed = sorted(p.name for p in (search / "confirmed").glob("*") if p.is_dir())
+    if path.parent.name == "best" or path.name == "best":
+        if confirmed:
+            return (
+                f"no model of {search} passed yet (best/ is its first that passes); its "
+                f"confirmed models: {', '.join(str(search / 'confirmed' / c) for c in confirmed)}"
+            )
+    return "pass a .pt file or its folder"
 
 
 def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
