@@ -167,8 +167,8 @@ def test_a_budget_no_architecture_fits_is_refused(tmp_path):
 
 
 def test_the_eta_counts_the_epochs_left_not_the_trials():
+    from tune_mnist.search.eta import epochs_left
     from tune_mnist.search.journal import TrialRecord
-    from tune_mnist.search.writer import epochs_left
 
     settings = {**SETTINGS, "rungs": ["compressed3", "compressed5", "full"]}
     # before any trial started: 4 first rungs, then each rung's quota, floor(n / 3) of the
@@ -194,8 +194,8 @@ def test_the_eta_counts_the_epochs_left_not_the_trials():
 def test_the_eta_counts_the_promotions_still_owed_however_late_they_come():
     """Promotion at the search's end: 16 trials wait at the first rung and none has trained
     in full yet; the quota (64 / 4) still owes 16 full runs, whoever they go to."""
+    from tune_mnist.search.eta import epochs_left
     from tune_mnist.search.journal import TrialRecord
-    from tune_mnist.search.writer import epochs_left
 
     settings = {"epochs": 15, "reduction_factor": 4, "rungs": ["compressed3", "full"]}
     first_rung = [{"epoch": e} for e in (1, 2, 3)]
@@ -215,8 +215,8 @@ def test_the_eta_counts_the_promotions_still_owed_however_late_they_come():
 
 
 def test_the_eta_without_rungs_reads_the_trials_asha_judged():
+    from tune_mnist.search.eta import epochs_left
     from tune_mnist.search.journal import TrialRecord
-    from tune_mnist.search.writer import epochs_left
 
     stopped = TrialRecord("s", results=[{"epoch": e} for e in range(1, 6)], ended="TERMINATED")
     full = TrialRecord("f", results=[{"epoch": e} for e in range(1, 16)], ended="TERMINATED")
