@@ -72,3 +72,34 @@ def test_bad_chain_flags_are_refused_before_anything_runs(tmp_path):
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().startswith("error:") and len(done.stderr.splitlines()) == 1
     assert not (results / "x").exists()
+
+
+def test_the_confirmations_eta_reads_the_picks_race_runs_before_its_search_run(tmp_path):
+    """A resumed full run (or one on a busy machine) took three times a race run: the
+    newest runs of the pick's recipe set the confirmation's estimate."""
+    from types import SimpleNamespace
+
+    from tune_mnist.chain import _confirm_eta
+
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["p", "q"],
+            "status": "completed",
+            "params": 3904,
+            "full_fidelity_s": [440, 150],
+        }
+    )
+    trials.to_parquet(tmp_path / "trials.parquet")
+    args = SimpleNamespace(gpus=0, confirm=2, smoke=False)
+    assert "each about 480 s (its full run" in _confirm_eta(tmp_path, "p", args)
+    runs = pd.DataFrame(
+        {
+            "trial_id": ["p", "p", "p", "q"],
+            "seed": [1, 2, 3, 1],
+            "val_acc": 99.4,
+            "train_s": [140, 150, 170, 9],
+        }
+    )
+    runs.to_parquet(tmp_path / "race_runs.parquet")
+    line = _confirm_eta(tmp_path, "p", args)
+    assert "each about 164 s (its race runs" in line, line  # the median, x 60/55

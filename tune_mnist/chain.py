@@ -117,18 +117,25 @@ def _retrain_argv(args, folder: Path, pick: str) -> list[str]:
 
 
 def _confirm_eta(folder: Path, pick: str, args) -> str:
-    """`about 12 min: 5 seeds, 2 at a time, each about 230 s` from the seconds the trial's
-    full run took in the search (on all 60,000 images a seed takes 60/55 of them)."""
-
-    trials = read_parquet(folder / "trials.parquet").set_index("trial_id")
-    seconds = float(trials.loc[pick].get("full_fidelity_s") or 0) * 60 / 55
+    """`about 12 min: 5 seeds, 2 at a time, each about 230 s` from the seconds the pick's
+    race runs took (the newest runs of the same recipe on this machine), else its full run
+    in the search (which a resume or a busy machine may have stretched); on all 60,000
+    images a seed takes 60/55 of them."""
+    runs = recorded_runs(folder)
+    mine = runs[runs["trial_id"] == pick] if "train_s" in runs else runs.iloc[0:0]
+    if len(mine):
+        seconds, source = float(mine["train_s"].median()), "its race runs"
+    else:
+        trials = read_parquet(folder / "trials.parquet").set_index("trial_id")
+        seconds, source = float(trials.loc[pick].get("full_fidelity_s") or 0), "its full run"
+    seconds *= 60 / 55
     at_once = args.gpus * 4 if args.gpus else min(args.confirm, os.cpu_count() or 1)
     rounds = math.ceil(args.confirm / max(1, at_once))
     if not seconds or args.smoke:
         return f"{args.confirm} seeds, {at_once} at a time"
     return (
         f"about {rounds * seconds / 60:.0f} min: {args.confirm} seeds, {at_once} at a time, "
-        f"each about {seconds:.0f} s (its full run in the search, scaled to all images)"
+        f"each about {seconds:.0f} s ({source}, scaled to all images)"
     )
 
 
