@@ -293,15 +293,19 @@ def test_progress_counts_a_promoted_trial_a_resume_restored_as_waiting_for_a_slo
     """A resumed process has seen no epoch of the trials Ray restored: the journal says which
     of its pending trials already trained (promoted, waiting for a slot) and which are new."""
     first = _writer(tmp_path, samples=4)
-    promoted, fresh, ended = _trial("p"), _trial("n"), _trial("e")
+    promoted, fresh, ended, stopped = _trial("p"), _trial("n"), _trial("e"), _trial("s")
+    _run(first, stopped, 1)
+    stopped.last_result["done"] = True  # stopped at its rung: Ray still says PAUSED
+    first.on_trial_complete([stopped], stopped)
     _run(first, promoted, 2)
     _run(first, ended, 2)
     ended.last_result["done"] = True
     first.on_trial_complete([ended], ended)
     resumed = _writer(tmp_path, samples=4)  # a new process over the same folder
     promoted.status = fresh.status = "PENDING"
-    ended.status = "TERMINATED"
-    resumed.trials = [promoted, fresh, ended]
+    ended.status, stopped.status = "TERMINATED", "PAUSED"
+    resumed.trials = [promoted, fresh, ended, stopped]
     resumed.progress()
     line = capsys.readouterr().out
-    assert "1 of 4 trials ended" in line and "1 promoted, waiting for a slot" in line
+    assert "2 of 4 trials ended" in line and "1 promoted, waiting for a slot" in line
+    assert "waiting at a rung" not in line
