@@ -136,7 +136,7 @@ def test_readme_and_history_blocks_are_rewritten_between_markers_and_checked(
     readme, history = tmp_path / "README.md", tmp_path / "history.md"
     readme.write_text(f"# title\n\n{START}\nold\n{END}\n\nafter\n")
     history.write_text(f"# history\n\n{HISTORY_START}\nold\n{HISTORY_END}\n")
-    both = ["--results", str(root), "--readme", str(readme), "--history", str(history)]
+    both = ["--results-dir", str(root), "--readme", str(readme), "--history", str(history)]
     assert main(both) == 0
     text, old = readme.read_text(), history.read_text()
     assert text.startswith("# title") and text.endswith("after\n") and "old" not in text
@@ -194,20 +194,20 @@ def test_a_bad_readme_is_one_line_exit_2_before_anything_is_written(root, tmp_pa
         readme.write_bytes(b"\x89PNG\xff\xfe")
     if kind == "no_markers":
         readme.write_text("# title\n")
-    assert main(["--results", str(root), "--readme", str(readme)]) == 2
+    assert main(["--results-dir", str(root), "--readme", str(readme)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert not (root / "leaderboard.csv").exists() and not (root / "leaderboard.png").exists()
 
 
 def test_no_confirmations_is_one_line_exit_2(tmp_path, capsys):
-    assert main(["--results", str(tmp_path)]) == 2
+    assert main(["--results-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_committed_readme_matches_committed_confirmations(monkeypatch):
     """The README's tables are generated from results/*/confirmations.parquet, never typed."""
     monkeypatch.chdir(ROOT)
-    args = ["--results", "results", "--readme", "README.md", "--history", "docs/history.md"]
+    args = ["--results-dir", "results", "--readme", "README.md", "--history", "docs/history.md"]
     assert main([*args, "--check"]) == 0
 
 
@@ -263,7 +263,7 @@ def test_a_trial_id_of_digits_stays_a_string_in_the_published_table(tmp_path, tr
     folder.mkdir()
     rows = seed_rows(trial, 3000, [99.45, 99.41, 99.50], selected_on="val_acc")
     pd.DataFrame(rows).to_parquet(folder / "confirmations.parquet")
-    assert main(["--results", str(tmp_path)]) == 0
+    assert main(["--results-dir", str(tmp_path)]) == 0
     board = pd.read_parquet(tmp_path / "leaderboard.parquet")
     assert board["trial_id"].tolist() == [trial]
     assert (
@@ -277,6 +277,6 @@ def test_confirmations_too_few_to_publish_still_draw_an_empty_leaderboard(tmp_pa
     # a `--confirm 1` chain ends here: nothing qualifies, and the table and plot say so
     (tmp_path / "x").mkdir()
     pd.DataFrame(seed_rows("one", 3000, accs)).to_parquet(tmp_path / "x" / "confirmations.parquet")
-    assert main(["--results", str(tmp_path)]) == 0
+    assert main(["--results-dir", str(tmp_path)]) == 0
     assert (tmp_path / "leaderboard.png").stat().st_size > 0
     assert best_by_budget(collect(tmp_path)[1])["params"].isna().all()
