@@ -167,24 +167,42 @@ def results_markdown(models: pd.DataFrame) -> str:
 
 
 def pareto_markdown(table: pd.DataFrame, strict: bool = False) -> str:
-    """The budget table; `strict` adds each row's seeds, spread and reproduce command."""
+    """The budget table; `strict` adds each row's seeds, spread and reproduce command.
+    Neighbouring budgets whose best is the same model share one row (`3,000-6,000`)."""
     extra = " seeds | std | reproduce |" if strict else ""
     lines = [
         "| budget (params) | best model | params | mean | min | passes |" + extra,
         "| ---: | --- | ---: | ---: | ---: | :---: |" + " ---: | ---: | --- |" * strict,
     ]
-    for row in table.itertuples():
+    for first, last, row in _spans(table):
+        budget = f"{first:,}" if first == last else f"{first:,}-{last:,}"
         if pd.isna(getattr(row, "params", float("nan"))):
-            lines.append(f"| {row.budget:,} | none confirmed | | | | |" + " | | |" * strict)
+            lines.append(f"| {budget} | none confirmed | | | | |" + " | | |" * strict)
             continue
         line = (
-            f"| {row.budget:,} | {row.model} | {int(row.params):,} | {row.mean:.2f}% | "
+            f"| {budget} | {row.model} | {int(row.params):,} | {row.mean:.2f}% | "
             f"{row.min:.2f}% | {'yes' if row.passed else 'no'} |"
         )
         if strict:
             line += f" {int(row.seeds)} | {row.std:.2f} | `{row.command}` |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _spans(table: pd.DataFrame) -> list[tuple[int, int, tuple]]:
+    """(first budget, last budget, row) for each run of neighbouring budgets with one best
+    (budgets with none confirmed keep a row each)."""
+    spans: list[tuple[int, int, tuple]] = []
+    last_key = None
+    for row in table.itertuples():
+        params = getattr(row, "params", float("nan"))
+        key = None if pd.isna(params) else (row.model, params, row.mean, row.min)
+        if key is not None and key == last_key:
+            spans[-1] = (spans[-1][0], row.budget, spans[-1][2])
+        else:
+            spans.append((row.budget, row.budget, row))
+        last_key = key
+    return spans
 
 
 def plot(models: pd.DataFrame, path: Path) -> None:
