@@ -34,3 +34,15 @@ def test_a_folder_without_a_journal_or_its_table_is_one_line_exit_2(tmp_path, ca
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "neither" in err
+
+
+def test_the_replay_keeps_the_searchs_own_reduction_factor(tmp_path, capsys):
+    """Campaign 6 kept the best third (factor 3): its 10 figures give a quota of 3, as it ran."""
+    folder = tmp_path / "campaign6-8k-recipe"
+    folder.mkdir()
+    for name in (FILE, "search.json"):
+        shutil.copy(ROOT / "results" / "campaign6-8k-recipe" / name, folder / name)
+    assert main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "10 first-rung figures, a quota of 3" in out
+    assert "recorded    3 sent on" in out

@@ -67,6 +67,15 @@ def greedy(figures: list[float], factor: int) -> list[int]:
     return promoted
 
 
+def searched_factor(folder: Path) -> int:
+    """The reduction factor the search ran with (its search.json), 4 where none is recorded."""
+    try:
+        settings = json.loads((folder / "search.json").read_text()).get("settings", {})
+    except (OSError, ValueError):
+        return 4
+    return int(settings.get("reduction_factor") or 4)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
@@ -74,11 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n")[0],
     )
     parser.add_argument("folder", type=Path, help="a search's results folder")
-    parser.add_argument("--factor", type=int, default=4, help="reduction factor (default 4)")
+    parser.add_argument(
+        "--factor",
+        type=int,
+        help="reduction factor (default: the search's own, from its search.json; else 4)",
+    )
     args = parser.parse_args(argv)
     if not (args.folder / "journal").is_dir() and not (args.folder / FILE).is_file():
         print(f"error: {args.folder} holds neither a journal/ nor {FILE}", file=sys.stderr)
         return 2
+    args.factor = args.factor or searched_factor(args.folder)
     rows = arrivals(args.folder)
     if (args.folder / "journal").is_dir():
         with open(args.folder / FILE, "w", newline="") as f:
