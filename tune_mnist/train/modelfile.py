@@ -69,14 +69,13 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 
 def _where_instead(path: Path) -> str:
     """What to pass instead: a search's `best` exists only once a confirmed model passed."""
-    search = path.parent.parent if path.name == MODEL_FILE else path.parent
-    confirmed = sorted(p.name for p in (search / "confirmed").glob("*") if p.is_dir())
-    if path.parent.name == "best" or path.name == "best":
-        if confirmed:
-            return (
-                f"no model of {search} passed yet (best/ is its first that passes); its "
-                f"confirmed models: {', '.join(str(search / 'confirmed' / c) for c in confirmed)}"
-            )
+    best = path.parent if path.name == MODEL_FILE else path
+    confirmed = sorted(p for p in (best.parent / "confirmed").glob("*") if p.is_dir())
+    if best.name == "best" and confirmed:
+        return (
+            f"no model of {best.parent} passed yet (best/ is its first that passes); its "
+            f"confirmed models: {', '.join(map(str, confirmed))}"
+        )
     return "pass a .pt file or its folder"
 
 
