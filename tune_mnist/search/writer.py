@@ -285,10 +285,8 @@ class ResultsWriter:
         done = sorted(  # a promoted trial waiting for a free slot is PENDING: not listed
             (e for t, e in self.epochs.items() if status.get(t) == "RUNNING"), reverse=True
         )
-        waiting = sum(  # at a rung, for a promotion (Ray still says PAUSED as one's end
-            s == "PAUSED" and not self.journal.ended(t)  # is handled)
-            for t, s in status.items()
-        )
+        closed = {t for t, r in records.items() if r.ended}  # Ray may still say PAUSED
+        waiting = sum(s == "PAUSED" and t not in closed for t, s in status.items())  # at a rung
         queued = sum(  # promoted, no slot yet: pending with epochs journaled (a resume's too)
             status.get(t) == "PENDING" and bool(r.results) and not r.ended
             for t, r in records.items()
