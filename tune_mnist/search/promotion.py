@@ -42,6 +42,16 @@ from tune_mnist.search.writer import live_reports
 _WAITING: set[str] = set()  # the driver's waiting trials, for its Limiter
 
 
+def promotions(figures: dict, promoted: set, factor: float, final: bool = False) -> list:
+    """The trials a rung promotes now: of its best floor(n / factor) figures (higher is
+    better; ties by key), those not promoted yet; at the search's end at least one."""
+    quota = int(len(figures) // factor)
+    if final and not promoted:
+        quota = max(quota, 1)
+    ranked = sorted(figures, key=lambda t: (-figures[t], t))
+    return [t for t in ranked[:quota] if t not in promoted][: quota - len(promoted)]
+
+
 class PromotionASHA(FIFOScheduler):
     def __init__(
         self,
@@ -119,12 +129,8 @@ class PromotionASHA(FIFOScheduler):
         """Promote the best figures at `milestone` up to its quota; returns those promoted."""
         if self._deferred and not final:
             return set()
-        figures, promoted = self._figures[milestone], self._promoted[milestone]
-        quota = int(len(figures) // self._rf)
-        if final and not promoted:
-            quota = max(quota, 1)
-        ranked = sorted(figures, key=lambda t: (-figures[t], t))
-        chosen = [t for t in ranked[:quota] if t not in promoted][: quota - len(promoted)]
+        promoted = self._promoted[milestone]
+        chosen = promotions(self._figures[milestone], promoted, self._rf, final)
         promoted.update(chosen)
         for trial_id in chosen:
             if self._waiting.pop(trial_id, None) is not None:

@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from tune_mnist.search.promotion import promotions
+
 FILE = "first_rung.csv"
 
 
@@ -57,13 +59,13 @@ def arrivals(folder: Path) -> list[dict]:
 
 
 def greedy(figures: list[float], factor: int) -> list[int]:
-    """Indices promoted when each arrival lets the rung promote floor(n / factor) in all."""
+    """Indices promoted when each arrival lets the rung promote, by the scheduler's own rule
+    (tune_mnist.search.promotion.promotions; ties go to the earlier arrival)."""
+    seen: dict[int, float] = {}
     promoted: list[int] = []
-    for n in range(1, len(figures) + 1):
-        ranked = sorted(range(n), key=lambda i: -figures[i])
-        for i in ranked[: n // factor]:
-            if i not in promoted and len(promoted) < n // factor:
-                promoted.append(i)
+    for i, figure in enumerate(figures):
+        seen[i] = figure
+        promoted += promotions(seen, set(promoted), factor)
     return promoted
 
 
