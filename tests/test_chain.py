@@ -42,7 +42,10 @@ def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free
     assert len(runs) <= 2 and set(runs.get("trial_id", [])) <= set(race["trial_id"])
     alive = race[race["status"] != "dropped"]
     own = alive[alive["val_images"] == "own"]  # a run on its own images first: same level
-    pick = (own if len(own) else alive).sort_values("mean_val_acc").iloc[-1]["trial_id"]
+    likeliest = (own if len(own) else alive).sort_values(["pass_chance", "params"])
+    likeliest = likeliest[likeliest["pass_chance"] == likeliest["pass_chance"].max()]
+    won = race[race["status"] == "winner"]
+    pick = (won if len(won) else likeliest).iloc[0]["trial_id"]  # ties: the smaller
     confirmed = pd.read_parquet(folder / "confirmations.parquet")
     assert set(confirmed["trial_id"]) == {pick} and confirmed["seed"].nunique() == 2
     assert (confirmed["test_subset"] == 0).all()  # the whole test set, for the pick only

@@ -73,6 +73,22 @@ def test_a_resampled_race_judges_no_one_until_each_has_a_run_of_its_own():
     assert race.lead(field) is field[0]
 
 
+def test_a_race_out_of_budget_picks_the_likeliest_to_pass_not_the_best_mean():
+    # the same mean, one steady and one wild: five seeds all at the mark favour the steady
+    steady = contender("steady", [99.9, 99.50, 99.48, 99.52], params=3900, resampled=True)
+    wild = contender("wild", [99.9, 99.80, 99.20, 99.55], params=3000, resampled=True)
+    field = [wild, steady]
+    assert race.lead(field) is wild  # the best mean (99.517 against 99.50)
+    assert race.pass_chance(steady, 99.4) > race.pass_chance(wild, 99.4)
+    assert race.pick(field, 99.4) is steady
+    twin = contender("twin", [99.9, 99.50, 99.48, 99.52], params=3100, resampled=True)
+    assert race.pick([steady, twin], 99.4) is twin  # a tie goes to the smaller
+    wild.status = "winner"  # a decided race's winner is its pick
+    assert race.pick(field, 99.4) is wild
+    steady.status, wild.status = "racing", "dropped"  # a dropped one is never picked
+    assert race.pick([wild, steady], 99.4) is steady
+
+
 def test_on_their_own_images_contenders_are_compared_round_by_round():
     # each round's images move both alike (hard, easy, hard): the lead of 0.2 is steady
     leader = contender("a", [99.9, 99.30, 99.60, 99.32], resampled=True)

@@ -42,6 +42,10 @@ SEED_SD = 0.08  # points: the least seed-to-seed spread assumed (seeds move a mo
 CONFIRM_SEEDS = 5  # a pass needs every one of 5 fresh seeds at the mark
 AHEAD = 2.0  # the leader's pass chance over the next one's that ends the race
 MIN_SEEDS = 3  # figures the leader needs before the race can end on its chance
+# four rounds of four contenders: at two rounds (8 runs) three of four cold races at 4,000
+# parameters ended with the budget spent and no one ahead (docs/history.md, "The race's
+# budget"); a round costs about 2.4 core-minutes a run there
+RUNS = 16
 # The race's level against the test set, measured on the contenders a race measured and 5
 # fresh seeds then confirmed (docs/protocol.md, "The race's level"; tune_mnist.publish.
 # race_level lists them): on the search's images their test mean read 0.03 below the race's
@@ -145,6 +149,20 @@ def lead(field_: list[Contender]) -> Contender:
     their own first (a search's figure reads on other images, at another level)."""
     alive = [c for c in field_ if c.status != "dropped"]
     return max(alive, key=lambda c: (c.on_own_images or not c.resampled, c.mean, -c.params))
+
+
+def pick(field_: list[Contender], target: float) -> Contender:
+    """The one to confirm: the winner, or when the budget ran out first, the one most likely
+    to pass among those not dropped (what the confirmation asks), the smaller on a tie; a
+    resampled race picks among those with runs of their own first."""
+    won = [c for c in field_ if c.status == "winner"]
+    if won:
+        return won[0]
+    alive = [c for c in field_ if c.status != "dropped"]
+    return max(
+        alive,
+        key=lambda c: (c.on_own_images or not c.resampled, pass_chance(c, target), -c.params),
+    )
 
 
 def lead_over(leader: Contender, c: Contender) -> tuple[float, float]:

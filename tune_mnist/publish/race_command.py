@@ -1,9 +1,10 @@
 """`python scripts/race.py --results results/<name>`: race a search's best trials on more
 validation runs (tune_mnist.publish.race), then name the one to confirm on test.
 
-Exit status: 0 the race ran (its winner, or its leader when the budget ran out, is named with
-the command that confirms it); 2 bad input (no such folder, no completed trial, a damaged
-table); 130 Ctrl-C (every finished run is recorded: the same command continues).
+Exit status: 0 the race ran (its winner, or when the budget ran out the one most likely to
+pass, is named with the command that confirms it); 2 bad input (no such folder, no completed
+trial, a damaged table); 130 Ctrl-C (every finished run is recorded: the same command
+continues).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tune_mnist.tables import read_parquet
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
 TOP = 4
-RUNS = 8  # two full rounds of TOP: in a resampled race a round's contenders share its images
+RUNS = race.RUNS
 UNWRITTEN: list[Path] = []  # side files this run wrote (exit status 1)
 HOPELESS = 0.01  # a pass chance under this is no chance: said when the race ends
 
@@ -162,8 +163,8 @@ def main(argv=None) -> int:
 
 
 def run(argv=None) -> tuple[int, str | None]:
-    """(exit status, the trial to confirm: the winner, or the leader when the budget ran
-    out; None when the race did not run)."""
+    """(exit status, the trial to confirm: the winner, or when the budget ran out the one
+    most likely to pass; None when the race did not run)."""
 
     started = time.perf_counter()
     UNWRITTEN.clear()
@@ -201,7 +202,7 @@ def run(argv=None) -> tuple[int, str | None]:
     finally:
         if ray_up:
             stop_ray()
-    leader = race.lead(field)
+    leader = race.pick(field, target)
     table = race.summary_rows(field, target)
     try:
         if not args.smoke:

@@ -7,12 +7,13 @@ import argparse
 import re
 
 from tune_mnist.paths import add_results_dir, use_results_dir
+from tune_mnist.publish import race
 from tune_mnist.search.plan import UsageError
 from tune_mnist.search.space import PROMOTIONS
 from tune_mnist.train.config import CPU_STEPS
 from tune_mnist.train.data import DATA_DIR_HELP
 
-RACE_RUNS = 8  # seed runs of the race after a search (tune_mnist.publish.race_command)
+RACE_RUNS = race.RUNS  # seed runs of the race after a search
 
 
 def check_name(name: str) -> str:
