@@ -111,3 +111,29 @@ def test_a_report_that_cannot_be_written_is_one_line_exit_1(tmp_path, capsys):
     assert report.main([str(folder), "--out", str(blocked / "inside")]) in (1, 2)
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and str(blocked) in line
+
+
+@pytest.mark.parametrize("how", ["cut", "not json", "no settings", "missing"])
+@pytest.mark.parametrize("command", ["report", "retrain", "race"])
+def test_a_damaged_search_record_is_refused_in_one_line_before_anything_runs(
+    tmp_path, monkeypatch, capsys, command, how
+):
+    folder = tmp_path / "results" / "cold-4k"
+    shutil.copytree(SOURCE, folder, ignore=shutil.ignore_patterns("journal", "*.png", "*.html"))
+    monkeypatch.setenv("TUNE_MNIST_RESULTS", str(tmp_path / "results"))
+    record = folder / "search.json"
+    text = record.read_text()
+    if how == "missing":
+        record.unlink()
+    else:
+        record.write_text(
+            {"cut": text[: len(text) // 2], "not json": "\x00", "no settings": "[]"}[how]
+        )
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    code = run(command, folder, monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error: ") and str(record) in err[0], err
+    fix = "not a search's folder" if how == "missing" else "restore it from a copy"
+    assert fix in err[0], err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before

@@ -17,7 +17,6 @@ seed and 1 when it did not (or no trial completed to race); 2 bad input; 130 Ctr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -30,7 +29,7 @@ from tune_mnist.publish import leaderboard, race_command, retrain
 from tune_mnist.publish.race import contenders, own_images, recorded_runs
 from tune_mnist.publish.records import table_problem
 from tune_mnist.search import command, ray_door
-from tune_mnist.tables import TableError, read_parquet
+from tune_mnist.tables import TableError, read_parquet, read_search_record
 
 SMOKE_TEST = 1000  # test images of a --smoke confirmation
 
@@ -83,7 +82,7 @@ def _chain(argv: list[str]) -> int:
 
 def _raceable(folder: Path) -> bool:
 
-    budget = json.loads((folder / "search.json").read_text())["settings"]["max_params"]
+    budget = read_search_record(folder)["settings"]["max_params"]
     return bool(contenders(read_parquet(folder / "trials.parquet"), 1, budget))
 
 

@@ -1,10 +1,12 @@
 """Parquet tables, one place for all of them: read from one open of the file, written
 atomically, and a table that cannot be read refused in one line (TableError) that names
-the file and the command that makes it again."""
+the file and the command that makes it again. A search's record of its settings
+(search.json) is read here too, refused the same way."""
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -99,6 +101,30 @@ def read_parquet(path: str | Path, **kwargs) -> pd.DataFrame:
         fix = f"run {script} (a table of an earlier format)" if old else None
         raise TableError(path, f"missing column {missing[0]}", fix)
     return frame
+
+
+SEARCH_RECORD = "search.json"
+
+
+def read_search_record(folder: str | Path) -> dict:
+    """A search's record: the settings it ran with, its space, commit and start. A folder
+    without one (not a search's), or a record that cannot be read or holds no settings,
+    raises TableError; nothing rebuilds a record, so the fix is a copy of it."""
+    path = Path(folder) / SEARCH_RECORD
+    if not path.is_file():
+        raise TableError(path, "not there", "not a search's folder: pass results/<name>")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        problem = f"unreadable ({type(exc).__name__})"
+    else:
+        settings = record.get("settings") if isinstance(record, dict) else None
+        if isinstance(settings, dict):
+            return record
+        problem = "holds no settings"
+    raise TableError(
+        path, problem, "it is the search's record of its settings: restore it from a copy"
+    )
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from tune_mnist.publish.readme_blocks import (  # noqa: E402
     update_readme,
 )
 from tune_mnist.results import config_of  # noqa: E402
-from tune_mnist.tables import TableError, write_parquet  # noqa: E402
+from tune_mnist.tables import TableError, read_search_record, write_parquet  # noqa: E402
 from tune_mnist.train.config import cpu_step_of  # noqa: E402
 
 BUDGETS = (2000, 3000, 4000, 5000, 6000, 8000)  # parameters, inclusive
@@ -107,8 +106,8 @@ def reproduce(
 def search_epochs(folder: Path) -> int:
     """The epochs a search ran its trials for (15 when its search.json is not there)."""
     try:
-        return int(json.loads((folder / "search.json").read_text())["settings"]["epochs"])
-    except (OSError, ValueError, KeyError):
+        return int(read_search_record(folder)["settings"]["epochs"])
+    except (ValueError, KeyError, TypeError):  # TableError is a ValueError
         return 15
 
 

@@ -10,7 +10,6 @@ continues).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -20,7 +19,7 @@ from tune_mnist.machine import provenance
 from tune_mnist.publish import race
 from tune_mnist.publish.seeds import train_groups
 from tune_mnist.search.ray_door import start_ray, stop_ray
-from tune_mnist.tables import read_parquet
+from tune_mnist.tables import read_parquet, read_search_record
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
 TOP = 4
@@ -84,10 +83,7 @@ def load_field(folder: Path, top: int, max_params: int | None = None, resampled:
     # a damaged table is refused by its reader in one line (tables.TableError)
     if not folder.is_dir():
         raise ValueError(f"--results {folder}: no such folder; pass results/<name>")
-    if not (folder / "search.json").is_file():
-        raise ValueError(f"--results {folder}: not a search's folder (it has no search.json)")
-    meta = json.loads((folder / "search.json").read_text())
-    settings = meta["settings"]
+    settings = read_search_record(folder)["settings"]
     trials = read_parquet(folder / "trials.parquet")
     budget = max_params or settings["max_params"]
     field = race.contenders(trials, top, budget, resampled, settings["val_size"])

@@ -6,7 +6,6 @@ Exit status: 0 when a confirmed model passed (every seed >= target, params withi
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.ray_door import start_ray as start
 from tune_mnist.search.ray_door import stop_ray
 from tune_mnist.search.space import SETTINGS_DEFAULTS
-from tune_mnist.tables import TableError, read_parquet
+from tune_mnist.tables import TableError, read_parquet, read_search_record
 from tune_mnist.train.config import ConfigError, cpu_step_fields, cpu_step_of
 from tune_mnist.train.data import DataError, load_mnist
 
@@ -58,9 +57,9 @@ def load_candidates(args) -> tuple[Path, pd.DataFrame, dict]:
                 f"--resume --name {folder.name}`: it rewrites the tables from the search's "
                 "journal"
             )
+    meta = read_search_record(folder)  # a missing or damaged record: its own one line
     try:
         passing = read_parquet(folder / "passing.parquet")
-        meta = json.loads((folder / "search.json").read_text())
     except (OSError, ValueError) as exc:
         raise InputError(
             f"{folder}: unreadable results ({type(exc).__name__}); rerun the search"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tune_mnist.results import Results, load  # noqa: E402
 from tune_mnist.search.importance import importance  # noqa: E402
 from tune_mnist.search.optuna_journal import rebuild  # noqa: E402
 from tune_mnist.search.summary import epochs_summary, full_fidelity  # noqa: E402
+from tune_mnist.tables import read_search_record  # noqa: E402
 
 COLORS = {
     "completed": "tab:blue",
@@ -229,7 +229,7 @@ def build(folder: str | Path, out: str | Path | None = None) -> Path:
     folder = Path(folder)
     target = Path(out) if out is not None else folder
     results = load(folder)
-    meta = json.loads((folder / "search.json").read_text())
+    meta = read_search_record(folder)
     settings = meta["settings"]
     target.mkdir(parents=True, exist_ok=True)
     images = {name: target / f"{name}.png" for name in ("pareto", "curves", "asha", "importance")}

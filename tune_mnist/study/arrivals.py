@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from tune_mnist.search.promotion import promotions
+from tune_mnist.tables import read_search_record
 
 FILE = "first_rung.csv"
 
@@ -72,8 +73,8 @@ def greedy(figures: list[float], factor: int) -> list[int]:
 def searched_factor(folder: Path) -> int:
     """The reduction factor the search ran with (its search.json), 4 where none is recorded."""
     try:
-        settings = json.loads((folder / "search.json").read_text()).get("settings", {})
-    except (OSError, ValueError):
+        settings = read_search_record(folder)["settings"]
+    except ValueError:  # TableError: no record, or a damaged one
         return 4
     return int(settings.get("reduction_factor") or 4)
 
