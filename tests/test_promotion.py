@@ -241,3 +241,12 @@ def test_a_restored_waiting_trial_is_held_not_started(deferred):
     chosen.status = "RUNNING"
     assert "a" not in asha._resume  # at its next rung it waits for that rung's quota
     assert arrive(asha, controller, chosen, 99.1, level=4.0) == PAUSE
+
+
+def test_each_rungs_ceiling_is_a_share_of_the_one_before_and_at_least_one():
+    from tune_mnist.search import rungs
+
+    assert rungs.quotas(64, 4, 2) == [16, 4] and rungs.quotas(64, 3, 3) == [21, 7, 2]
+    assert rungs.quotas(3, 4, 2) == [1, 1]  # the search's end promotes one
+    asha = scheduler(milestones=(1.0, 4.0), factor=4, samples=64)
+    assert [asha._ceiling(m) for m in (1.0, 4.0)] == rungs.quotas(64, 4, 2)

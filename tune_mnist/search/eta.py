@@ -44,8 +44,7 @@ def _left_on_rungs(records, running, not_started: float, plan, factor: int) -> f
             index = max(i for i, start in enumerate(starts) if start <= epoch)
             left += 0 if epoch == starts[index] and epoch else starts[index] + sizes[index] - epoch
     arrivals = len(trained) + not_started  # the figures the first rung will hold
-    for index in range(1, len(plan)):
-        arrivals = max(1, int(arrivals // factor))  # this rung's quota: its promotions
+    for index, quota in enumerate(rungs.quotas(arrivals, factor, len(plan) - 1), start=1):
         entered = sum(epoch > starts[index] for epoch in trained.values())
-        left += max(arrivals - entered, 0) * sizes[index]
+        left += max(quota - entered, 0) * sizes[index]
     return left

@@ -36,7 +36,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from tune_mnist.search import ray_door
+from tune_mnist.search import ray_door, rungs
 from tune_mnist.search.writer import live_reports
 
 _WAITING: set[str] = set()  # the driver's waiting trials, for its Limiter
@@ -163,15 +163,10 @@ class PromotionASHA(FIFOScheduler):
     def _ceiling(self, milestone: float) -> float:
         """The most promotions `milestone` can ever make: a quarter of the most figures it
         can ever see (the search's trials, a quarter of them at the next rung, ...)."""
-        if not self._samples:
+        if not self._samples or milestone not in self._milestones:
             return math.inf
-        arrivals = self._samples
-        for m in self._milestones:
-            quota = max(1, int(arrivals // self._rf))  # (the search's end promotes one)
-            if m == milestone:
-                return quota
-            arrivals = quota
-        return math.inf
+        quotas = rungs.quotas(self._samples, self._rf, len(self._milestones))
+        return quotas[self._milestones.index(milestone)]
 
     def _hopeless(self, milestone: float) -> set[str]:
         """The waiting trials at `milestone` that as many figures beat as it can ever

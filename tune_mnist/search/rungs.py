@@ -93,3 +93,14 @@ def level(settings: dict, rung: int, done: bool) -> float:
 
 def max_level(settings: dict) -> float:
     return level(settings, len(names(settings)) - 1, done=True)
+
+
+def quotas(arrivals: float, factor: float, later_rungs: int) -> list[int]:
+    """The most trials each rung after the first can ever take, from `arrivals` figures at
+    the first: a 1/factor share of the rung before's, and at least one (the search's end
+    promotes one). The scheduler's ceiling and the search's ETA both read it."""
+    out: list[int] = []
+    for _ in range(later_rungs):
+        arrivals = max(1, int(arrivals // factor))
+        out.append(arrivals)
+    return out
