@@ -144,11 +144,17 @@ def contenders(
     ]
 
 
-def lead(field_: list[Contender]) -> Contender:
-    """The best mean among those not dropped; in a resampled race, among those with runs of
-    their own first (a search's figure reads on other images, at another level)."""
+def _best(field_: list[Contender], score) -> Contender:
+    """The highest `score` among those not dropped, the smaller on a tie; in a resampled
+    race, among those with runs of their own first (a search's figure reads on other
+    images, at another level)."""
     alive = [c for c in field_ if c.status != "dropped"]
-    return max(alive, key=lambda c: (c.on_own_images or not c.resampled, c.mean, -c.params))
+    return max(alive, key=lambda c: (c.on_own_images or not c.resampled, score(c), -c.params))
+
+
+def lead(field_: list[Contender]) -> Contender:
+    """The best mean among those not dropped."""
+    return _best(field_, lambda c: c.mean)
 
 
 def pick(field_: list[Contender], target: float) -> Contender:
@@ -156,13 +162,7 @@ def pick(field_: list[Contender], target: float) -> Contender:
     to pass among those not dropped (what the confirmation asks), the smaller on a tie; a
     resampled race picks among those with runs of their own first."""
     won = [c for c in field_ if c.status == "winner"]
-    if won:
-        return won[0]
-    alive = [c for c in field_ if c.status != "dropped"]
-    return max(
-        alive,
-        key=lambda c: (c.on_own_images or not c.resampled, pass_chance(c, target), -c.params),
-    )
+    return won[0] if won else _best(field_, lambda c: pass_chance(c, target))
 
 
 def lead_over(leader: Contender, c: Contender) -> tuple[float, float]:
