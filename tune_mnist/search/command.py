@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tune_mnist.paths import CHECKOUT, results_root, spaces_dir
+from tune_mnist.paths import CHECKOUT, results_root, shown, spaces_dir
 from tune_mnist.search import journal, ray_door
 from tune_mnist.search.budget import DRAWS, over_budget_share, shaped_file
 from tune_mnist.search.flags import RACE_RUNS, check_name, parse_args
@@ -27,6 +27,7 @@ from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.search.ray_door import parse_storage
 from tune_mnist.search.space import SpaceError
 from tune_mnist.search.space_file import load_space
+from tune_mnist.search.warm import warm_study
 from tune_mnist.train.config import ConfigError
 from tune_mnist.train.data import DataError, load_mnist
 
@@ -72,6 +73,8 @@ def prepare(args):
             os.cpu_count() or 1,
             torch.cuda.device_count(),
         )
+    if getattr(args, "warm_start", None):  # before Ray: a folder it cannot use fails here
+        args.warm = warm_study(Path(args.warm_start), space, _named(Path(args.warm_start)))
     data = load_mnist(args.data_dir)
     space.check_schedule(len(data.train_y))  # a recipe no trial could train: refused now
     args.over_budget_share = over_budget_share(space)
@@ -93,6 +96,15 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def _named(path: Path) -> str:
+    """A results folder as a record names it: relative to the folder holding the results
+    root (`results/<name>`) when it lies below it, else as `shown` gives it."""
+    try:
+        return str(path.resolve().relative_to(results_root().resolve().parent))
+    except ValueError:
+        return str(shown(path))
 
 
 def resumed_space(args, folder: Path):

@@ -82,6 +82,14 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", dest="seed", type=int, help=argparse.SUPPRESS)  # alias
     parser.add_argument(
+        "--warm-start",
+        metavar="RESULTS",
+        default=None,
+        help="tell Optuna every trial of this earlier search of the same space first "
+        "(results/<name>): TPE models from them at once instead of random start-up draws "
+        "(default: none, a cold study)",
+    )
+    parser.add_argument(
         "--max-failures", type=int, default=2, help="retries of a failing trial (default 2)"
     )
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
@@ -144,5 +152,7 @@ def check_args(args) -> None:
     ):
         if value < 1:  # checked here too: without --gpus the plan is made after Ray starts
             raise UsageError(f"{flag} {value}: must be >= 1")
+    if args.resume and args.warm_start:
+        raise UsageError("--warm-start: a resume keeps the warm start its search began with")
     if args.resume and not args.name:
         raise UsageError("--resume needs --name of the experiment to continue")

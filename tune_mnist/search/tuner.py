@@ -35,6 +35,7 @@ from tune_mnist.search.summary import (
     full_fidelity,
 )
 from tune_mnist.search.trainable import run_trial
+from tune_mnist.search.warm import STUDY, warm_line
 from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 from tune_mnist.train.config import TrainConfig, cpu_step_fields, cpu_step_of
 
@@ -102,7 +103,8 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
             resume_errored=True,
             storage_filesystem=filesystem,
         )
-    searcher, scheduler = make_search(space, args.seed, plan.concurrency)
+    warm = getattr(args, "warm", None)
+    searcher, scheduler = make_search(space, args.seed, plan.concurrency, warm)
     settings = space.settings
     _, own = asha_metric(settings)
     return tune.Tuner(
@@ -135,9 +137,10 @@ def make_tuner(args, space, name, storage, experiment, data, plan, ledger=None):
     )
 
 
-def make_search(space, seed: int, concurrency: int) -> tuple[Limiter, PromotionASHA]:
+def make_search(space, seed: int, concurrency: int, warm=None) -> tuple[Limiter, PromotionASHA]:
     """Optuna's TPE proposes (one objective, or accuracy and size in Pareto mode), at most
-    `concurrency` running at once; ASHA by promotion stops (tune_mnist.search.promotion)."""
+    `concurrency` running at once; ASHA by promotion stops (tune_mnist.search.promotion).
+    `warm` (tune_mnist.search.warm): a study already told an earlier search's trials."""
     import optuna  # lazy: Optuna loads only where a study is read or written
 
     # the `group` sampler option is marked experimental, and a new in-memory study is
@@ -163,6 +166,7 @@ def make_search(space, seed: int, concurrency: int) -> tuple[Limiter, PromotionA
         mode=[settings["mode"], "min"] if pareto else settings["mode"],
         sampler=sampler,
         points_to_evaluate=space.optuna_points() or None,
+        **({"storage": warm.storage, "study_name": STUDY} if warm else {}),
         **screen,
     )
     scheduler = PromotionASHA(
@@ -222,6 +226,8 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             "plan": plan.__dict__,
             "over_budget_share": getattr(args, "over_budget_share", None),  # of DRAWS draws
             "max_params_flag": args.max_params,
+            # the trials its study was told first (a resume's record: none, its study kept)
+            **({"warm_start": args.warm.record()} if getattr(args, "warm", None) else {}),
             **prov,
         }
         write_json(folder / ("resume.json" if args.resume else "search.json"), meta)
@@ -234,6 +240,8 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             flush=True,
         )
         print(budget_line(args, space.settings), flush=True)
+        if getattr(args, "warm", None):
+            print(warm_line(args.warm), flush=True)
         if device == "cpu":
             step = space.settings["cpu_step"]
             chosen = cpu_step_of(TrainConfig(**cpu_step_fields(step, "cpu")))
