@@ -64,3 +64,19 @@ def test_a_resumed_search_adds_its_wall_clock_to_the_earlier_invocations(tmp_pat
     assert cost["search_wall"] == 16.0 and cost["search_held"] == 32.0
     (tmp_path / "summary.json").write_text("{damaged")
     assert across_invocations(tmp_path, True, 30.0, 1)["held_core_s"] == 30.0
+
+
+def test_a_warm_started_chain_adds_all_its_source_trained(tmp_path):
+    source, chain = tmp_path / "results" / "src", tmp_path / "results" / "new"
+    source.mkdir(parents=True)
+    chain.mkdir()
+    write(source, "trials.parquet", {"trial_id": ["a"], "train_s": [120.0]})
+    write(source, "race_runs.parquet", {"trial_id": ["a"], "train_s": [60.0]})
+    write(source, "confirmations.parquet", {"trial_id": ["a"], "seed": [1], "train_s": [60.0]})
+    write(chain, "trials.parquet", {"trial_id": ["b"], "train_s": [60.0]})
+    (chain / "search.json").write_text(json.dumps({"warm_start": {"from": "results/src"}}))
+    cost = chain_cost(chain)
+    assert cost["warm"] == 4.0 and cost["total"] == 5.0
+    assert "search 1, race 0, confirmation 0, the search it warm-started from 4)" in cost_line(cost)
+    (chain / "search.json").write_text(json.dumps({"warm_start": {"from": "results/new"}}))
+    assert chain_cost(chain)["total"] == 1.0  # itself: counted once

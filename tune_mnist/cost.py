@@ -5,6 +5,8 @@ own loop (trials.parquet, race_runs.parquet, confirmations.parquet), summed; it 
 core a run held (`threads`), and a resumed search keeps its earlier trials' seconds. Held: the
 search's slots times its wall clock (summary.json), which adds Ray's start-up, trials waiting
 at a rung and idle slots, summed over the search's invocations (a resume adds its own).
+A search warm-started from another (`--warm-start`) adds all that one trained: it learned
+from it.
 """
 
 from __future__ import annotations
@@ -47,14 +49,46 @@ def chain_cost(folder: Path, pick: str | None = None, seeds: int = 0) -> dict[st
     }
     if pick is not None:
         cost["confirmation"] = _core_s(folder / "confirmations.parquet", pick, seeds) / 60
-    cost["total"] = cost["search"] + cost["race"] + cost["confirmation"]
+    source = warm_source(folder)
+    cost["warm"] = _spent(source) if source is not None else 0.0
+    cost["total"] = cost["search"] + cost["race"] + cost["confirmation"] + cost["warm"]
     return cost
+
+
+def warm_source(folder: Path) -> Path | None:
+    """The search a `--warm-start` search started from (search.json's `warm_start`, named
+    relative to the folder holding the results root), or None."""
+    try:
+        meta = json.loads((folder / "search.json").read_text())
+    except (OSError, ValueError):  # no record (a table-only folder): nothing before it
+        return None
+    named = (meta.get("warm_start") or {}).get("from")
+    if not named:
+        return None
+    source = Path(named) if Path(named).is_absolute() else folder.parent.parent / named
+    return source if source.resolve() != folder.resolve() else None
+
+
+def _spent(folder: Path, depth: int = 0) -> float:
+    """Core-minutes of everything a search it started from trained: its search, its race,
+    every confirmation, and its own warm source's (a chain of warm starts, 10 at most)."""
+    own = (
+        sum(
+            _core_s(folder / name)
+            for name in ("trials.parquet", "race_runs.parquet", "confirmations.parquet")
+        )
+        / 60
+    )
+    source = warm_source(folder) if depth < 10 else None
+    return own + (_spent(source, depth + 1) if source is not None else 0.0)
 
 
 def cost_line(cost: dict[str, float]) -> str:
     """`cost: 187 core-minutes of training (search 154, race 20, confirmation 17); ...`"""
+    warm = cost.get("warm", 0.0)
+    before = f", the search it warm-started from {warm:.0f}" if warm else ""
     return (
         f"cost: {cost['total']:.0f} core-minutes of training (search {cost['search']:.0f}, "
-        f"race {cost['race']:.0f}, confirmation {cost['confirmation']:.0f}); the search held "
-        f"{cost['search_held']:.0f} core-minutes ({cost['search_wall']:.1f} min wall)"
+        f"race {cost['race']:.0f}, confirmation {cost['confirmation']:.0f}{before}); the search "
+        f"held {cost['search_held']:.0f} core-minutes ({cost['search_wall']:.1f} min wall)"
     )
