@@ -42,7 +42,8 @@ def test_a_warm_searcher_starts_with_the_trials_and_keeps_them_through_rays_save
     limiter, _ = make_search(space, seed=0, concurrency=2, warm=warm)
     searcher = limiter.searcher
     assert len(searcher._ot_study.trials) == warm.told
-    suggestion = limiter.suggest("t1")  # the reference point, enqueued after the told trials
+    assert not searcher._points_to_evaluate  # the reference point: among the told trials
+    suggestion = limiter.suggest("t1")
     assert suggestion and len(searcher._ot_study.trials) == warm.told + 1
     searcher.save(str(tmp_path / "searcher.pkl"))  # what Ray keeps for a resume
     again, _ = make_search(space, seed=0, concurrency=2)  # a resume builds it cold ...

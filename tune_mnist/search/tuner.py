@@ -165,7 +165,8 @@ def make_search(space, seed: int, concurrency: int, warm=None) -> tuple[Limiter,
         metric=[settings["metric"], "params"] if pareto else settings["metric"],
         mode=[settings["mode"], "min"] if pareto else settings["mode"],
         sampler=sampler,
-        points_to_evaluate=space.optuna_points() or None,
+        # a warm study was told the earlier search's trials, its reference points among them
+        points_to_evaluate=None if warm else (space.optuna_points() or None),
         **({"storage": warm.storage, "study_name": STUDY} if warm else {}),
         **screen,
     )
