@@ -32,7 +32,7 @@ def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free
     # confirmation trains the pick on all 60,000 images, as published figures are
     space = space_file(tmp_path, epochs=1, samples=3, images=2000)
     results = tmp_path / "results"
-    flags = ("--race-runs", "2", "--confirm", "2", "--no-report")
+    flags = ("--race-runs", "2", "--confirm", "2", "--no-report", "--warm-stages", "0")
     done = chain(results, "--space", str(space), "--name", "c", *flags)
     out = done.stdout + done.stderr
     folder = results / "c"
@@ -70,7 +70,16 @@ def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free
 
 def test_bad_chain_flags_are_refused_before_anything_runs(tmp_path):
     results = tmp_path / "results"
-    for flags in (("--confirm", "-1"), ("--confirm", "21"), ("--race-runs", "-2")):
+    for flags in (
+        ("--confirm", "-1"),
+        ("--confirm", "21"),
+        ("--race-runs", "-2"),
+        ("--warm-stages", "-1"),
+        ("--warm-stages", "11"),
+        ("--warm-below", "1.5"),
+        ("--warm-below", "nan"),
+        ("--warm-samples", "0"),
+    ):
         done = chain(results, "--name", "x", *flags)
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().startswith("error:") and len(done.stderr.splitlines()) == 1

@@ -80,3 +80,18 @@ def test_a_warm_started_chain_adds_all_its_source_trained(tmp_path):
     assert "search 1, race 0, confirmation 0, the search it warm-started from 4)" in cost_line(cost)
     (chain / "search.json").write_text(json.dumps({"warm_start": {"from": "results/new"}}))
     assert chain_cost(chain)["total"] == 1.0  # itself: counted once
+
+
+def test_a_chain_that_confirms_an_earlier_stage_adds_the_later_stages_own_training(tmp_path):
+    first, stage = tmp_path / "results" / "c", tmp_path / "results" / "c-w1"
+    stage.mkdir(parents=True)
+    first.mkdir()
+    write(first, "trials.parquet", {"trial_id": ["a"], "train_s": [120.0]})
+    write(first, "confirmations.parquet", {"trial_id": ["a"], "seed": [1], "train_s": [60.0]})
+    write(stage, "trials.parquet", {"trial_id": ["b"], "train_s": [60.0]})
+    write(stage, "race_runs.parquet", {"trial_id": ["b"], "train_s": [120.0]})
+    (stage / "search.json").write_text(json.dumps({"warm_start": {"from": "results/c"}}))
+    cost = chain_cost(first, "a", 1, [stage])  # the later stage's source is not counted twice
+    assert cost["later"] == 3.0 and cost["total"] == 6.0
+    assert "confirmation 1, the chain's later warm stages 3)" in cost_line(cost)
+    assert chain_cost(first, "a", 1, [first])["total"] == 3.0  # itself: counted once

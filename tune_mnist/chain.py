@@ -5,12 +5,15 @@ confirmation and the publication, as one command.
 2. race (tune_mnist.publish.race_command): the best completed trials on more validation
    runs, `--race-runs` of them, each on its own held-out images (a resumed race goes on
    with the images its recorded runs held out); the test set is read by neither step;
-3. confirm (tune_mnist.publish.retrain): the race's pick on N fresh seeds, on test; its model
-   card and weights under results/<name>/confirmed/<trial>;
-4. publish (tune_mnist.publish.leaderboard): results/leaderboard.csv and .png rebuilt.
+3. warm stages (tune_mnist.stages), with --confirm: while the pick's estimated pass chance
+   is under --warm-below, another search warm-started from the one before, raced in turn;
+4. confirm (tune_mnist.publish.retrain): the likeliest pick of the races on N fresh seeds,
+   on test; its model card and weights under results/<search>/confirmed/<trial>;
+5. publish (tune_mnist.publish.leaderboard): results/leaderboard.csv and .png rebuilt.
 
 Each stage keeps what it finished: a rerun with `--resume --name <name>` continues the
-search, reuses every recorded race run and skips a confirmation already recorded.
+search, reuses every recorded race run, finds and continues each warm stage by its name and
+skips a confirmation already recorded.
 Exit status: the search's when it fails; with --confirm, 0 when the pick passed on every
 seed and 1 when it did not (or no trial completed to race); 2 bad input; 130 Ctrl-C.
 """
@@ -22,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from tune_mnist import stages
 from tune_mnist.confirmed import last_seeds
 from tune_mnist.cost import chain_cost, cost_line
 from tune_mnist.paths import results_root, shown
@@ -29,6 +33,7 @@ from tune_mnist.publish import leaderboard, race_command, retrain
 from tune_mnist.publish.race import contenders, own_images, recorded_runs
 from tune_mnist.publish.records import table_problem
 from tune_mnist.search import command, ray_door
+from tune_mnist.search.plan import UsageError
 from tune_mnist.tables import TableError, read_parquet, read_search_record
 
 SMOKE_TEST = 1000  # test images of a --smoke confirmation
@@ -46,19 +51,24 @@ def _chain(argv: list[str]) -> int:
         return code
     again = command.resume_command(args, folder.name)
     try:
-        raceable = _raceable(folder)
-    except (OSError, TableError) as exc:
+        code, pick = _race(args, folder)
+        if code != 0:
+            return _stopped("race", code, again if args.confirm else "")
+        if pick is None:
+            return 1 if args.confirm else 0
+        if not args.confirm:
+            return 0
+        raced = stages.go_on(args, stages.raced(folder, pick), lambda f: _race(args, f))
+    except stages.Stopped as exc:
+        return _stopped(exc.what, exc.code, again)
+    except (OSError, TableError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not raceable:
-        print("no race: no completed trial within the budget (see trials.parquet)")
-        return 1 if args.confirm else 0
-    print(f"\n== race: the best completed trials on {args.race_runs} more validation runs ==")
-    code, pick = race_command.run(_race_argv(args, folder))
-    if code != 0 or pick is None:
-        return _stopped("race", code, again if args.confirm else "")
-    if not args.confirm:
-        return 0
+    best = stages.likeliest(raced)
+    if len(raced) > 1:
+        print(stages.show(raced, best))
+    folder, pick = best.folder, best.pick
+    later = [s.folder for s in raced[raced.index(best) + 1 :]]
     print(f"\n== confirm: trial {pick} on {args.confirm} fresh seeds, on the test set ==")
     print(_confirm_eta(folder, pick, args), flush=True)
     recorded = _confirmed(folder, pick, args.confirm, SMOKE_TEST if args.smoke else 0)
@@ -69,7 +79,7 @@ def _chain(argv: list[str]) -> int:
         code = retrain.main(_retrain_argv(args, folder, pick))
     if code not in (0, 1):
         return _stopped("confirmation", code, again)
-    print(cost_line(chain_cost(folder, pick, args.confirm)))
+    print(cost_line(chain_cost(folder, pick, args.confirm, later)))
     if args.smoke:
         print("smoke: a confirmation on a few images is never published (no leaderboard row)")
         return code
@@ -80,10 +90,15 @@ def _chain(argv: list[str]) -> int:
     return code
 
 
-def _raceable(folder: Path) -> bool:
-
+def _race(args, folder: Path) -> tuple[int, str | None]:
+    """Race a search's best completed trials: (the race's status, its pick); (0, None)
+    when no trial completed within the budget."""
     budget = read_search_record(folder)["settings"]["max_params"]
-    return bool(contenders(read_parquet(folder / "trials.parquet"), 1, budget))
+    if not contenders(read_parquet(folder / "trials.parquet"), 1, budget):
+        print(f"no race: no completed trial within the budget ({folder.name}/trials.parquet)")
+        return 0, None
+    print(f"\n== race: the best completed trials on {args.race_runs} more validation runs ==")
+    return race_command.run(_race_argv(args, folder))
 
 
 def _race_argv(args, folder: Path) -> list[str]:

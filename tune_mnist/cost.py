@@ -20,6 +20,8 @@ from tune_mnist.confirmed import last_seeds
 from tune_mnist.search.summary import totals
 from tune_mnist.tables import read_parquet
 
+TABLES = ("trials.parquet", "race_runs.parquet", "confirmations.parquet")  # what trains
+
 
 def _core_s(path: Path, trial_id: str | None = None, seeds: int = 0) -> float:
     """Training core-seconds recorded in one table (0 when it does not exist)."""
@@ -34,9 +36,12 @@ def _core_s(path: Path, trial_id: str | None = None, seeds: int = 0) -> float:
     return float((rows["train_s"].fillna(0) * threads.fillna(1).clip(lower=1)).sum())
 
 
-def chain_cost(folder: Path, pick: str | None = None, seeds: int = 0) -> dict[str, float]:
+def chain_cost(
+    folder: Path, pick: str | None = None, seeds: int = 0, later: list[Path] | None = None
+) -> dict[str, float]:
     """Core-minutes of the search, the race and the confirmation of `pick` (its last
-    `seeds` seeds) in `folder`, and the search's held core-minutes and wall minutes."""
+    `seeds` seeds) in `folder`, of the searches it warm-started from and of the chain's
+    `later` stages (each one's own), and the search's held core-minutes and wall minutes."""
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     wall_s, held_s = totals(summary)
@@ -51,7 +56,9 @@ def chain_cost(folder: Path, pick: str | None = None, seeds: int = 0) -> dict[st
         cost["confirmation"] = _core_s(folder / "confirmations.parquet", pick, seeds) / 60
     source = warm_source(folder)
     cost["warm"] = _spent(source) if source is not None else 0.0
-    cost["total"] = cost["search"] + cost["race"] + cost["confirmation"] + cost["warm"]
+    cost["later"] = sum(_own(f) for f in later or [] if f.resolve() != folder.resolve())
+    parts = ("search", "race", "confirmation", "warm", "later")
+    cost["total"] = sum(cost[k] for k in parts)
     return cost
 
 
@@ -72,21 +79,21 @@ def warm_source(folder: Path) -> Path | None:
 def _spent(folder: Path, depth: int = 0) -> float:
     """Core-minutes of everything a search it started from trained: its search, its race,
     every confirmation, and its own warm source's (a chain of warm starts, 10 at most)."""
-    own = (
-        sum(
-            _core_s(folder / name)
-            for name in ("trials.parquet", "race_runs.parquet", "confirmations.parquet")
-        )
-        / 60
-    )
     source = warm_source(folder) if depth < 10 else None
-    return own + (_spent(source, depth + 1) if source is not None else 0.0)
+    return _own(folder) + (_spent(source, depth + 1) if source is not None else 0.0)
+
+
+def _own(folder: Path) -> float:
+    """Core-minutes of what one search's folder trained: search, race, confirmations."""
+    return sum(_core_s(folder / name) for name in TABLES) / 60
 
 
 def cost_line(cost: dict[str, float]) -> str:
     """`cost: 187 core-minutes of training (search 154, race 20, confirmation 17); ...`"""
     warm = cost.get("warm", 0.0)
     before = f", the search it warm-started from {warm:.0f}" if warm else ""
+    later = cost.get("later", 0.0)
+    before += f", the chain's later warm stages {later:.0f}" if later else ""
     return (
         f"cost: {cost['total']:.0f} core-minutes of training (search {cost['search']:.0f}, "
         f"race {cost['race']:.0f}, confirmation {cost['confirmation']:.0f}{before}); the search "

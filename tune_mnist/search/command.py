@@ -21,7 +21,13 @@ import torch
 from tune_mnist.paths import CHECKOUT, results_root, shown, spaces_dir
 from tune_mnist.search import journal, ray_door
 from tune_mnist.search.budget import DRAWS, over_budget_share, shaped_file
-from tune_mnist.search.flags import RACE_RUNS, check_name, parse_args
+from tune_mnist.search.flags import (
+    RACE_RUNS,
+    WARM_BELOW,
+    WARM_STAGES,
+    check_name,
+    parse_args,
+)
 from tune_mnist.search.lock import check_free, hold
 from tune_mnist.search.plan import UsageError, plan_resources
 from tune_mnist.search.ray_door import parse_storage
@@ -153,7 +159,7 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
     """A new search needs a free name, a resume an existing experiment. A folder whose start
     died before any trial ran (no Ray state, no tables) is free again: nothing is lost."""
     ray_state = _experiment_exists(experiment)
-    started = ray_state or (folder / "trials.parquet").exists()
+    started = has_started(folder, experiment, ray_state)
     if args.resume and not (folder.is_dir() and started):
         hint = "; run it again without --resume" if folder.is_dir() else ""
         raise UsageError(
@@ -168,6 +174,14 @@ def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -
             f"copied without {RAY_DIR}/{name}, or another --storage); nothing to continue: "
             "pass the --storage it ran with, or start a new --name"
         )
+
+
+def has_started(folder: Path, experiment: str, ray_state: bool | None = None) -> bool:
+    """Whether a search ran there: Ray keeps its state, or its tables exist. A start that
+    died before both left nothing to continue."""
+    if ray_state is None:
+        ray_state = _experiment_exists(experiment)
+    return ray_state or (folder / "trials.parquet").exists()
 
 
 def check_ray_state(folder: Path, experiment: str) -> None:
@@ -223,6 +237,9 @@ def resume_command(args, name: str) -> str:
         ("--max-failures", args.max_failures, 2),
         ("--race-runs", getattr(args, "race_runs", RACE_RUNS), RACE_RUNS),
         ("--confirm", getattr(args, "confirm", 0), 0),
+        ("--warm-stages", getattr(args, "warm_stages", WARM_STAGES), WARM_STAGES),
+        ("--warm-below", getattr(args, "warm_below", WARM_BELOW), WARM_BELOW),
+        ("--warm-samples", getattr(args, "warm_samples", None), None),
     ):
         if value is not None and value != default:
             parts += [flag, shlex.quote(str(value))]
@@ -240,6 +257,7 @@ def run(argv: list[str] | None = None) -> tuple[int, object, Path | None]:
     args = None
     try:
         args = parse_args(argv)
+        args.argv = [sys.argv[0], *argv] if argv is not None else list(sys.argv)  # recorded
         ray_door.keep_ray_local(args.address)
         prepared = prepare(args)
     except (UsageError, SpaceError, DataError, ConfigError) as exc:

@@ -14,6 +14,8 @@ from tune_mnist.train.config import CPU_STEPS
 from tune_mnist.train.data import DATA_DIR_HELP
 
 RACE_RUNS = race.RUNS  # seed runs of the race after a search
+WARM_STAGES = 1  # warm searches after the first, at most (tune_mnist.stages)
+WARM_BELOW = 0.5  # a race pick's pass chance under this: the chain searches on
 
 
 def check_name(name: str) -> str:
@@ -130,12 +132,38 @@ def _chain_flags(parser: argparse.ArgumentParser) -> None:
         "publish it: model card, leaderboard row (default 0: stop after the race); "
         "exit 0 when every seed passed",
     )
+    parser.add_argument(
+        "--warm-stages",
+        type=int,
+        default=WARM_STAGES,
+        help="with --confirm, while the best race pick's pass chance is under --warm-below, "
+        "run up to this many more searches into results/<name>-w<k>, each warm-started from "
+        "the one before and raced, then confirm the likeliest pick of all "
+        f"(default {WARM_STAGES}; 0: confirm the first race's pick)",
+    )
+    parser.add_argument(
+        "--warm-below",
+        type=float,
+        default=WARM_BELOW,
+        metavar="CHANCE",
+        help=f"the pass chance (0..1) under which the chain searches on (default {WARM_BELOW})",
+    )
+    parser.add_argument(
+        "--warm-samples",
+        type=int,
+        default=None,
+        help="trials of each warm stage (default: half the first search's)",
+    )
 
 
 def check_args(args) -> None:
     """What argparse cannot check alone: ranges and flags that need each other."""
     if args.race_runs < 0 or not 0 <= args.confirm <= 20:
         raise UsageError("--race-runs must be >= 0 and --confirm 0..20 seeds")
+    if not 0 <= args.warm_stages <= 10 or not 0 <= args.warm_below <= 1:
+        raise UsageError("--warm-stages must be 0..10 and --warm-below a chance in 0..1")
+    if args.warm_samples is not None and args.warm_samples < 1:
+        raise UsageError(f"--warm-samples {args.warm_samples}: must be >= 1")
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--sampler-seed {args.seed}: must be 0..{2**32 - 1}")
     if args.max_failures < 0:

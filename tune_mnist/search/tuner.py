@@ -223,7 +223,8 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
             "settings": space.settings,
             # Ray's folder for it, relative to the results folder when it lies below it
             "experiment": _below(experiment, folder.parent),
-            "argv": sys.argv,
+            "argv": getattr(args, "argv", None) or sys.argv,  # a chain's stage: its own
+            "sampler_seed": args.seed,
             "plan": plan.__dict__,
             "over_budget_share": getattr(args, "over_budget_share", None),  # of DRAWS draws
             "max_params_flag": args.max_params,
