@@ -44,6 +44,15 @@ def spaces_dir() -> Path:
     return PACKAGE / "search_spaces"
 
 
+def below(path, root: Path, otherwise: str | None = None) -> str:
+    """`path` relative to `root` when it lies below it (a record names no machine's
+    folders), else `otherwise`, else as given (a URI, a shared file system)."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path) if otherwise is None else otherwise
+
+
 def shown(path: Path) -> Path:
     """`path` as a command or a record should name it: relative to the current folder when
     it lies below it (a record names no machine's folders), else as it is."""

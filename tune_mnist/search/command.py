@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tune_mnist.paths import CHECKOUT, results_root, shown, spaces_dir
+from tune_mnist.paths import CHECKOUT, below, results_root, shown, spaces_dir
 from tune_mnist.search import journal, ray_door
 from tune_mnist.search.budget import DRAWS, over_budget_share, shaped_file
 from tune_mnist.search.flags import (
@@ -50,7 +50,7 @@ def prepare(args):
         folder = results_root() / name
     else:
         path = Path(args.space or spaces_dir() / default)
-        args.space_source = _shown(path)
+        args.space_source = below(path, ROOT)  # as a record keeps it
         if args.max_params is not None:
             path, args.width_factor = shaped_file(path, args.max_params)
         space = load_space(path)
@@ -96,21 +96,10 @@ def prepare(args):
 SPACE_COPY = "space.yaml"  # the space a search started with, kept in its results folder
 
 
-def _shown(path: Path) -> str:
-    """A space's path as a record keeps it: relative to the checkout where it lies inside."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def _named(path: Path) -> str:
     """A results folder as a record names it: relative to the folder holding the results
     root (`results/<name>`) when it lies below it, else as `shown` gives it."""
-    try:
-        return str(path.resolve().relative_to(results_root().resolve().parent))
-    except ValueError:
-        return str(shown(path))
+    return below(path, results_root().parent, str(shown(path)))
 
 
 def resumed_space(args, folder: Path):

@@ -104,3 +104,19 @@ def quotas(arrivals: float, factor: float, later_rungs: int) -> list[int]:
         arrivals = max(1, int(arrivals // factor))
         out.append(arrivals)
     return out
+
+
+def milestones(settings: dict) -> tuple[str, list[float], float]:
+    """(what ASHA reads, where it judges, where a trial ends): each rung's end, else ASHA's
+    geometric epochs from grace_period below the last epoch. The first is where the first
+    rung ends: a study told first-rung figures (screen.ScreenSearch, warm.told_value)
+    reads it."""
+    factor = settings["reduction_factor"]
+    if staged(settings):
+        ends = [level(settings, i, done=True) for i in range(len(names(settings)))]
+        return LEVEL, ends[:-1], max_level(settings)
+    epochs, at, out = settings["epochs"], settings["grace_period"], []
+    while at < epochs:
+        out.append(float(at))
+        at *= factor
+    return "epoch", out, float(epochs)

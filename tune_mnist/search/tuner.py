@@ -17,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tune_mnist.files import atomic_write_bytes, write_json
 from tune_mnist.machine import provenance
+from tune_mnist.paths import below
 from tune_mnist.results import write_tables
 from tune_mnist.search import ray_door, rungs
 from tune_mnist.search.atomic_fs import storage_filesystem
@@ -157,7 +158,7 @@ def make_search(space, seed: int, concurrency: int, warm=None) -> tuple[Limiter,
     # Pareto mode: the parameter count is a second objective (every report carries it)
     pareto = settings["pareto"]
     metric, own = asha_metric(settings)
-    time_attr, milestones, max_t = asha_milestones(settings)
+    time_attr, milestones, max_t = rungs.milestones(settings)
     deferred = settings.get("promotion") == "end"
     screen = {"time_attr": time_attr, "first": milestones[0]} if deferred and milestones else {}
     searcher = (ScreenSearch if screen else OptunaSearch)(
@@ -183,21 +184,6 @@ def make_search(space, seed: int, concurrency: int, warm=None) -> tuple[Limiter,
     return Limiter(searcher, max_concurrent=concurrency), scheduler
 
 
-def asha_milestones(settings: dict) -> tuple[str, list[float], float]:
-    """(what ASHA reads, where it judges, where a trial ends). Rungs: each rung's end
-    (tune_mnist.search.rungs); else ASHA's geometric epochs from grace_period below the
-    last epoch."""
-    factor = settings["reduction_factor"]
-    if rungs.staged(settings):
-        ends = [rungs.level(settings, i, done=True) for i in range(len(rungs.names(settings)))]
-        return rungs.LEVEL, ends[:-1], rungs.max_level(settings)
-    epochs, at, out = settings["epochs"], settings["grace_period"], []
-    while at < epochs:
-        out.append(float(at))
-        at *= factor
-    return "epoch", out, float(epochs)
-
-
 def asha_metric(settings: dict) -> tuple[str, bool]:
     """What ASHA compares, and whether the scheduler must name it itself: when it differs
     from the one metric Optuna optimises (or Optuna has two), Ray wants the scheduler's
@@ -219,10 +205,10 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         meta = {
             "name": name,
             # a resume's space is the copy in its results folder: named below that folder
-            "space": getattr(args, "space_source", None) or _below(str(space.path), folder.parent),
+            "space": getattr(args, "space_source", None) or below(str(space.path), folder.parent),
             "settings": space.settings,
             # Ray's folder for it, relative to the results folder when it lies below it
-            "experiment": _below(experiment, folder.parent),
+            "experiment": below(experiment, folder.parent),
             "argv": getattr(args, "argv", None) or sys.argv,  # a chain's stage: its own
             "sampler_seed": args.seed,
             "plan": plan.__dict__,
@@ -348,15 +334,6 @@ def link_curves(folder: Path, experiment: str) -> None:
         link.symlink_to(target, target_is_directory=True)
     except OSError:
         pass
-
-
-def _below(path: str, root: Path) -> str:
-    """`path` relative to `root` when it lies below it (a record names no machine's
-    folders), else as given (a URI, a shared file system)."""
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
-    except ValueError:
-        return path
 
 
 def _number(value: float) -> float | None:

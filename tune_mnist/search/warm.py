@@ -85,13 +85,15 @@ def told_value(results: list[dict], status: str, settings: dict) -> float | None
         return 0.0 if settings["mode"] == "max" else float("inf")
     if status in FAILED or not results:
         return None
-    if settings.get("promotion") == "end":  # told at the first rung (screen.ScreenSearch)
+    time_attr, ends, _ = rungs.milestones(settings)
+    if settings.get("promotion") != "end" or not ends:  # told when the trial ended
+        return float(results[-1][metric])
+    # told at the first rung's end (screen.ScreenSearch), else where the trial ended
+    if time_attr == rungs.LEVEL:  # the tables keep each figure's rung, not its level
         first = [r for r in results if int(r.get("rung") or 0) == 0]
-        if rungs.staged(settings) and first:
-            return float(first[-1][metric])
-        grace = [r for r in results if int(r["epoch"]) <= settings["grace_period"]]
-        return float((grace or results)[-1][metric])
-    return float(results[-1][metric])
+    else:
+        first = [r for r in results if int(r["epoch"]) <= ends[0]]
+    return float((first or results)[-1][metric])
 
 
 def _frozen(space, config: dict, value: float | None, params: int, settings: dict):
