@@ -2,12 +2,13 @@
 test figure.
 
 A cold search's race at 4,000 parameters often ends with its pick's pass chance at 0.06-0.3
-(docs/history.md, "Cold run 13"): confirming it spends five test seeds on a likely failure.
-With `--confirm`, the chain then runs another search of `--warm-samples` trials whose Optuna
-study is first told every trial of the search before it (tune_mnist.search.warm), races it,
-and goes on, up to `--warm-stages` times, until a pick's pass chance reaches `--warm-below`.
-The confirmation takes the likeliest pick of all the races. Every step still reads
-validation only.
+(docs/history.md, "The main command, cold, then warm-started"): confirming it spends five
+test seeds on a likely failure. With `--confirm`, the chain then runs another search of
+`--warm-samples` trials whose Optuna study is first told every trial of the search before
+it (tune_mnist.search.warm), races it, and goes on, up to `--warm-stages` times, until a
+pick's pass chance reaches `--warm-below` (0.5: more likely to pass than not). The
+confirmation takes the likeliest pick of all the races. Every step still reads validation
+only.
 
 Stage k is the search results/<name>-w<k>, started from the space the first search kept
 (its space.yaml, already shaped to the budget) with sampler seed (the first's + k); a resume
