@@ -42,7 +42,15 @@ SMOKE_TEST = 1000  # test images of a --smoke confirmation
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     with ray_door.one_ray():  # one ray.init for search, race and confirmation
-        return _chain(argv)
+        try:
+            return _chain(argv)
+        except KeyboardInterrupt:  # between stages: each stage keeps what it finished
+            print(
+                "interrupted between stages; nothing ended is lost: run the same command "
+                "with --resume --name <name> to continue",
+                file=sys.stderr,
+            )
+            return ray_door.stop_code() or 130
 
 
 def _chain(argv: list[str]) -> int:
@@ -50,8 +58,11 @@ def _chain(argv: list[str]) -> int:
     if code != 0 or folder is None or not (args.race_runs or args.confirm):
         return code
     again = command.resume_command(args, folder.name)
+    if ray_door.stop_code():  # a stop signal as the search's last trial ended
+        return _stopped("search", ray_door.stop_code(), again)
     try:
         code, pick = _race(args, folder)
+        code = ray_door.stop_code() or code
         if code != 0:
             return _stopped("race", code, again if args.confirm else "")
         if pick is None:
@@ -77,6 +88,7 @@ def _chain(argv: list[str]) -> int:
         code = 0 if recorded.endswith("PASSED") else 1
     else:
         code = retrain.main(_retrain_argv(args, folder, pick))
+    code = ray_door.stop_code() or code
     if code not in (0, 1):
         return _stopped("confirmation", code, again)
     print(cost_line(chain_cost(folder, pick, args.confirm, later)))

@@ -24,12 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tune_mnist.paths import results_root, shown
-from tune_mnist.search import command
+from tune_mnist.search import command, ray_door
 from tune_mnist.search.plan import UsageError
 from tune_mnist.search.summary import totals
 from tune_mnist.tables import TableError, read_parquet, read_search_record
-
-STOP = (2, 130, 143)  # a stage's status that stops the chain (bad input, Ctrl-C, SIGTERM)
 
 
 @dataclass
@@ -83,12 +81,14 @@ def go_on(args, first: Stage, race: Callable[[Path], tuple[int, str | None]]) ->
             flush=True,
         )
         code, _, folder = command.run(stage_argv(args, first.folder, source, name, k))
-        if code in STOP or folder is None:
+        code = ray_door.stop_code() or code  # a stop signal as its last trial ended
+        if code not in (0, 1) or folder is None:  # bad input, Ctrl-C, SIGTERM, ...
             raise Stopped(f"warm search {k}", code or 1)
         if code != 0:  # nothing trained to its end: the picks so far stand
             print(f"warm stage {k}: its search trained no trial to its end; going on without")
             continue
         code, pick = race(folder)
+        code = ray_door.stop_code() or code
         if code != 0:
             raise Stopped(f"race of warm stage {k}", code)
         stages.append(raced(folder, pick))

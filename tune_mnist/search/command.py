@@ -232,6 +232,11 @@ def resume_command(args, name: str) -> str:
     ):
         if value is not None and value != default:
             parts += [flag, shlex.quote(str(value))]
+    parts += [
+        flag
+        for flag in ("--smoke", "--no-report")
+        if getattr(args, flag[2:].replace("-", "_"), False)
+    ]
     return " ".join(parts)
 
 
@@ -260,7 +265,7 @@ def run(argv: list[str] | None = None) -> tuple[int, object, Path | None]:
 
 def _search(args, prepared) -> int:
     # lazy: Ray, only once the input is checked
-    from tune_mnist.search.tuner import RECEIVED, SearchInterrupted, run_search
+    from tune_mnist.search.tuner import SearchInterrupted, run_search
 
     space, name, folder, storage, experiment, data = prepared
     try:
@@ -270,7 +275,7 @@ def _search(args, prepared) -> int:
             shutil.rmtree(folder / "journal", ignore_errors=True)
         return run_search(args, *prepared)
     except (KeyboardInterrupt, SearchInterrupted) as exc:
-        code = 128 + RECEIVED.get("signal", signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+        code = ray_door.stop_code() or 128 + signal.SIGINT  # 130 for Ctrl-C, 143 for SIGTERM
         left = f": {exc}" if isinstance(exc, SearchInterrupted) else ""
         print(
             f"interrupted{left}; nothing ended is lost. "

@@ -13,6 +13,7 @@ import fnmatch
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,31 @@ RAY_CHECKED = "2.60.0"
 # what a Ray of our own, or a loopback cluster's node, reads at start: the node address on
 # loopback (keep_ray_local) and workers at normal priority (start_ray)
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_worker_niceness": "0"}
+
+
+RECEIVED: dict[str, int] = {}  # the stop signal, once one came (for the exit status)
+
+
+def catch_sigterm() -> None:
+    """SIGTERM takes Ctrl-C's path: Ray Tune's own SIGINT handler (installed while its loop
+    runs) stops the loop and saves its state, so running trials stay resumable. Installed
+    after ray.init, which sets a SIGTERM handler of its own that would end the driver."""
+
+    def on_signal(signum, frame):
+        RECEIVED["signal"] = signum
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def stop_code() -> int:
+    """128 + the stop signal once one came (143 for SIGTERM), else 0: a chain stops there
+    even where the stage it came in happened to end."""
+    return 128 + RECEIVED["signal"] if RECEIVED else 0
 
 
 def trial_dir_name(trial) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 import warnings
@@ -25,6 +24,7 @@ from tune_mnist.search.budget import DRAWS, MAX_OVER
 from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.promotion import Limiter, PromotionASHA
+from tune_mnist.search.ray_door import catch_sigterm
 from tune_mnist.search.screen import ScreenSearch
 from tune_mnist.search.space import METRICS
 from tune_mnist.search.summary import (
@@ -39,24 +39,6 @@ from tune_mnist.search.trainable import run_trial
 from tune_mnist.search.warm import STUDY, warm_line
 from tune_mnist.search.writer import Relay, ResultsWriter, set_live
 from tune_mnist.train.config import TrainConfig, cpu_step_fields, cpu_step_of
-
-RECEIVED: dict[str, int] = {}  # the stop signal, once one came (for the exit status)
-
-
-def catch_sigterm() -> None:
-    """SIGTERM takes Ctrl-C's path: Ray Tune's own SIGINT handler (installed while its loop
-    runs) stops the loop and saves its state, so running trials stay resumable. Installed
-    after ray.init, which sets a SIGTERM handler of its own that would end the driver."""
-
-    def on_signal(signum, frame):
-        RECEIVED["signal"] = signum
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
 
 
 def start_search_ray(address: str | None) -> None:
