@@ -62,6 +62,7 @@ def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free
     again = chain(results, "--resume", "--name", "c", *flags)
     assert again.returncode == done.returncode, again.stdout[-2000:] + again.stderr[-2000:]
     assert "already confirmed" in again.stdout
+    assert again.stdout.count("progress: ") <= 1  # nothing ran: no line a restored trial
     resumed = json.loads((folder / "resume.json").read_text())
     assert resumed["space"] == "c/space.yaml"  # the copy it resumed with, no machine's folder
     assert len(race_runs(folder)) == len(runs)  # nothing raced again

@@ -186,12 +186,14 @@ class ResultsWriter:
         # (tune_mnist.search.promotion): a real end too.
         last = trial.last_result or {}
         stopped = last.get("done") or trial.status == "PAUSED"
-        if stopped and not self.journal.ended(trial.trial_id):  # (a resume's ended trials
-            self.journal.end(trial.trial_id, "TERMINATED")  # return unannounced)
+        news = stopped and not self.journal.ended(trial.trial_id)  # (a resume's ended
+        if news:  # trials return unannounced, and bring no progress line each)
+            self.journal.end(trial.trial_id, "TERMINATED")
             print(f"trial {trial.trial_id} ended: {end_text(last, self.space)}", flush=True)
         self.epochs.pop(trial.trial_id, None)
         self.write(trials)
-        self.progress()
+        if news or time.time() - self.beat > HEARTBEAT_S:
+            self.progress()
 
     def on_trial_error(self, trials, trial) -> None:
         cause = error_text(trial)
