@@ -58,11 +58,8 @@ def _chain(argv: list[str]) -> int:
     if code != 0 or folder is None or not (args.race_runs or args.confirm):
         return code
     again = command.resume_command(args, folder.name)
-    if ray_door.stop_code():  # a stop signal as the search's last trial ended
-        return _stopped("search", ray_door.stop_code(), again)
     try:
         code, pick = _race(args, folder)
-        code = ray_door.stop_code() or code
         if code != 0:
             return _stopped("race", code, again if args.confirm else "")
         if pick is None:
@@ -88,7 +85,6 @@ def _chain(argv: list[str]) -> int:
         code = 0 if recorded.endswith("PASSED") else 1
     else:
         code = retrain.main(_retrain_argv(args, folder, pick))
-    code = ray_door.stop_code() or code
     if code not in (0, 1):
         return _stopped("confirmation", code, again)
     print(cost_line(chain_cost(folder, pick, args.confirm, later)))

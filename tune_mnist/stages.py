@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tune_mnist.paths import results_root, shown
-from tune_mnist.search import command, ray_door
+from tune_mnist.search import command
+from tune_mnist.search.flags import DEVICE_FLAGS, given, switches
 from tune_mnist.search.plan import UsageError
 from tune_mnist.search.summary import totals
 from tune_mnist.tables import TableError, read_parquet, read_search_record
@@ -76,19 +77,18 @@ def go_on(args, first: Stage, race: Callable[[Path], tuple[int, str | None]]) ->
         samples = warm_samples(args, first.folder)
         print(
             f"\n== warm stage {k}: the best pick's pass chance is {best.chance:.2f}, under "
-            f"{args.warm_below:.2f}; {samples} more trials, Optuna told the {_told(source)} "
-            f"of {shown(source)} first ({eta(source, samples)}) ==",
+            f"{args.warm_below:.2f}; {samples} more trials, warm-started from "
+            f"{shown(source)} ({eta(source, samples)}) ==",
             flush=True,
         )
-        code, _, folder = command.run(stage_argv(args, first.folder, source, name, k))
-        code = ray_door.stop_code() or code  # a stop signal as its last trial ended
+        argv = stage_argv(args, first.folder, source, name, k, samples)
+        code, _, folder = command.run(argv)
         if code not in (0, 1) or folder is None:  # bad input, Ctrl-C, SIGTERM, ...
             raise Stopped(f"warm search {k}", code or 1)
         if code != 0:  # nothing trained to its end: the picks so far stand
             print(f"warm stage {k}: its search trained no trial to its end; going on without")
             continue
         code, pick = race(folder)
-        code = ray_door.stop_code() or code
         if code != 0:
             raise Stopped(f"race of warm stage {k}", code)
         stages.append(raced(folder, pick))
@@ -112,36 +112,24 @@ def warm_samples(args, first: Path) -> int:
     return max(1, int(read_search_record(first)["settings"]["samples"]) // 2)
 
 
-def stage_argv(args, first: Path, source: Path, name: str, k: int) -> list[str]:
+def stage_argv(args, first: Path, source: Path, name: str, k: int, samples: int) -> list[str]:
     """The search of stage k: a resume when it started before, else a new search of the
     first's kept space warm-started from `source`; the devices the chain was given."""
-    storage = args.storage or str((results_root() / command.RAY_DIR).resolve())
-    if command.has_started(results_root() / name, f"{storage.rstrip('/')}/{name}"):
+    if command.has_started(results_root() / name, command.where(args, name)[1]):
         _check_source(results_root() / name, source)
         head = ["--resume", "--name", name]
     else:
         seed = sampler_seed(first) + k
         head = ["--space", str(shown(first / command.SPACE_COPY))]
         head += ["--warm-start", str(shown(source))]
-        head += ["--samples", str(warm_samples(args, first)), "--sampler-seed", str(seed)]
+        head += ["--samples", str(samples), "--sampler-seed", str(seed)]
         head += ["--name", name]
     return head + ["--race-runs", "0", *device_flags(args)]
 
 
 def device_flags(args) -> list[str]:
     """The flags that say where and how trials run, as the chain was given them."""
-    out = []
-    for flag, value in (
-        ("--gpus", args.gpus),
-        ("--trials-per-gpu", args.trials_per_gpu),
-        ("--threads", args.cpus_per_trial),
-        ("--max-failures", args.max_failures),
-        ("--storage", args.storage),
-        ("--address", args.address),
-        ("--data-dir", args.data_dir),
-    ):
-        out += [flag, str(value)] if value is not None else []
-    return out + [f for f, on in (("--smoke", args.smoke), ("--no-report", args.no_report)) if on]
+    return given(args, DEVICE_FLAGS) + switches(args)
 
 
 def sampler_seed(folder: Path) -> int:
@@ -169,14 +157,6 @@ def _check_source(folder: Path, source: Path) -> None:
             f"{folder} is not a warm stage of {source.name} (warm-started from "
             f"{told or 'nothing'}); move it aside or give the chain another --name"
         )
-
-
-def _told(source: Path) -> str:
-    try:
-        trials = len(read_parquet(source / "trials.parquet"))
-    except (OSError, TableError):
-        return "trials"
-    return f"{trials} trials"
 
 
 def eta(source: Path, samples: int) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from tune_mnist.machine import provenance
 from tune_mnist.publish import race
 from tune_mnist.publish.seeds import train_groups
-from tune_mnist.search.ray_door import start_ray, stop_ray
+from tune_mnist.search.ray_door import start_ray, stop_code, stop_ray
 from tune_mnist.tables import read_parquet, read_search_record
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
@@ -194,7 +194,7 @@ def run(argv=None) -> tuple[int, str | None]:
             decided = race.judge(field, target)
     except KeyboardInterrupt:
         print("interrupted: every finished run is recorded; rerun to continue", file=sys.stderr)
-        return 130, None
+        return stop_code() or 130, None  # 143 for a SIGTERM in a chain
     finally:
         if ray_up:
             stop_ray()

@@ -38,7 +38,7 @@ from tune_mnist.publish.seeds import train_groups
 from tune_mnist.results import config_of
 from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.ray_door import start_ray as start
-from tune_mnist.search.ray_door import stop_ray
+from tune_mnist.search.ray_door import stop_code, stop_ray
 from tune_mnist.search.space import SETTINGS_DEFAULTS
 from tune_mnist.tables import TableError, read_parquet, read_search_record
 from tune_mnist.train.config import ConfigError, cpu_step_fields, cpu_step_of
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "same command for the others",
             file=sys.stderr,
         )
-        return 130
+        return stop_code() or 130  # 143 for a SIGTERM in a chain
     except RayError as exc:  # a raylet or worker died under a seed (a node lost, OOM kill)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(

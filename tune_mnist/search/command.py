@@ -22,11 +22,12 @@ from tune_mnist.paths import CHECKOUT, below, results_root, shown, spaces_dir
 from tune_mnist.search import journal, ray_door
 from tune_mnist.search.budget import DRAWS, over_budget_share, shaped_file
 from tune_mnist.search.flags import (
-    RACE_RUNS,
-    WARM_BELOW,
-    WARM_STAGES,
+    CHAIN_FLAGS,
+    DEVICE_FLAGS,
     check_name,
+    given,
     parse_args,
+    switches,
 )
 from tune_mnist.search.lock import check_free, hold
 from tune_mnist.search.plan import UsageError, plan_resources
@@ -63,8 +64,7 @@ def prepare(args):
         stamped = f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         name = check_name(stamped if args.name is None else args.name)  # '' is refused
         folder = results_root() / name
-    storage = args.storage or str((results_root() / RAY_DIR).resolve())
-    experiment = f"{storage.rstrip('/')}/{name}"
+    storage, experiment = where(args, name)
     check_storage(storage, experiment)
     check_free(results_root(), name)  # a live search of that name: refused before anything else
     check_folder(args, name, folder, storage, experiment)
@@ -144,6 +144,12 @@ def resumed_space(args, folder: Path):
     return space
 
 
+def where(args, name: str) -> tuple[str, str]:
+    """(the Ray storage root, the experiment's folder under it) of search `name`."""
+    storage = args.storage or str((results_root() / RAY_DIR).resolve())
+    return storage, f"{storage.rstrip('/')}/{name}"
+
+
 def check_folder(args, name: str, folder: Path, storage: str, experiment: str) -> None:
     """A new search needs a free name, a resume an existing experiment. A folder whose start
     died before any trial ran (no Ray state, no tables) is free again: nothing is lost."""
@@ -215,29 +221,8 @@ def _experiment_exists(experiment: str) -> bool:
 def resume_command(args, name: str) -> str:
     """The command that continues this search: the same name, storage, cluster and devices,
     and the same chain after it (the race's runs, the confirmation's seeds)."""
-    parts = ["python scripts/search.py --resume --name", shlex.quote(name)]
-    for flag, value, default in (
-        ("--storage", args.storage, None),
-        ("--address", args.address, None),
-        ("--data-dir", args.data_dir, None),
-        ("--gpus", args.gpus, None),
-        ("--trials-per-gpu", args.trials_per_gpu, 4),
-        ("--threads", args.cpus_per_trial, 1),
-        ("--max-failures", args.max_failures, 2),
-        ("--race-runs", getattr(args, "race_runs", RACE_RUNS), RACE_RUNS),
-        ("--confirm", getattr(args, "confirm", 0), 0),
-        ("--warm-stages", getattr(args, "warm_stages", WARM_STAGES), WARM_STAGES),
-        ("--warm-below", getattr(args, "warm_below", WARM_BELOW), WARM_BELOW),
-        ("--warm-samples", getattr(args, "warm_samples", None), None),
-    ):
-        if value is not None and value != default:
-            parts += [flag, shlex.quote(str(value))]
-    parts += [
-        flag
-        for flag in ("--smoke", "--no-report")
-        if getattr(args, flag[2:].replace("-", "_"), False)
-    ]
-    return " ".join(parts)
+    flags = given(args, DEVICE_FLAGS) + given(args, CHAIN_FLAGS) + switches(args)
+    return " ".join(["python scripts/search.py --resume --name", *map(shlex.quote, [name, *flags])])
 
 
 def main(argv: list[str] | None = None) -> int:

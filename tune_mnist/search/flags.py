@@ -18,6 +18,41 @@ WARM_STAGES = 1  # warm searches after the first, at most (tune_mnist.stages)
 WARM_BELOW = 0.5  # a race pick's pass chance under this: the chain searches on
 
 
+# where and how trials run, then what follows the search: (flag, attribute, default); a
+# resume and the chain's warm stages pass on those given
+DEVICE_FLAGS = (
+    ("--gpus", "gpus", None),
+    ("--trials-per-gpu", "trials_per_gpu", 4),
+    ("--threads", "cpus_per_trial", 1),
+    ("--max-failures", "max_failures", 2),
+    ("--storage", "storage", None),
+    ("--address", "address", None),
+    ("--data-dir", "data_dir", None),
+)
+CHAIN_FLAGS = (
+    ("--race-runs", "race_runs", RACE_RUNS),
+    ("--confirm", "confirm", 0),
+    ("--warm-stages", "warm_stages", WARM_STAGES),
+    ("--warm-below", "warm_below", WARM_BELOW),
+    ("--warm-samples", "warm_samples", None),
+)
+SWITCHES = ("--smoke", "--no-report")
+
+
+def given(args, table) -> list[str]:
+    """The flags of `table` whose value differs from its default, with their values."""
+    out: list[str] = []
+    for flag, attribute, default in table:
+        value = getattr(args, attribute, default)
+        if value is not None and value != default:
+            out += [flag, str(value)]
+    return out
+
+
+def switches(args) -> list[str]:
+    return [flag for flag in SWITCHES if getattr(args, flag[2:].replace("-", "_"), False)]
+
+
 def check_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
         raise UsageError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only (no paths)")

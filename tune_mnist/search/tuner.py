@@ -287,7 +287,9 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
             "rungs": space.settings.get("rungs") or ["full"],
         },
     )
-    if ended < total:  # Ctrl-C or SIGTERM: Ray Tune stopped its loop and saved its state
+    # Ctrl-C or SIGTERM: Ray Tune stopped its loop and saved its state (a SIGTERM that came
+    # as the last trial ended stops the search all the same: a chain must not go on)
+    if ended < total or ray_door.stop_code():
         raise SearchInterrupted(ended, total)
     if not trials_df["status"].isin(JUDGED).any():  # a script must not read success here
         cause = first_cause(trials_df, space.settings)
