@@ -221,11 +221,9 @@ def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path,
     assert not (tmp_path / "results" / "w").exists() and "Ray" not in stdout
 
 
-def _start_search(tmp_path, results, name: str, epochs: int = 10) -> subprocess.Popen:
-    """A 2-trial search of `epochs` epochs in the background, in its own process group."""
-    space = space_file(
-        tmp_path, epochs=epochs, grace=epochs, samples=2, max_params=8000, images=2000
-    )
+def _start_search(tmp_path, results, name: str) -> subprocess.Popen:
+    """A 2-trial, 10-epoch search in the background, in its own process group."""
+    space = space_file(tmp_path, epochs=10, grace=10, samples=2, max_params=8000, images=2000)
     return subprocess.Popen(
         search_command("--space", str(space), "--name", name, "--no-report"),
         env=env(results),
@@ -345,8 +343,7 @@ def test_one_live_search_per_name_and_a_killed_one_frees_it(tmp_path):
     from tune_mnist.search.plan import UsageError
 
     results = tmp_path / "results"
-    # long enough to outlive the second search on a loaded machine: it is killed at the end
-    first = _start_search(tmp_path, results, "dup", epochs=400)
+    first = _start_search(tmp_path, results, "dup")
     space = tmp_path / "space.yaml"
     lock = results / ".locks" / "dup.lock"
     try:
