@@ -221,9 +221,9 @@ def test_a_recipe_the_schedule_cannot_run_is_refused_before_ray_starts(tmp_path,
     assert not (tmp_path / "results" / "w").exists() and "Ray" not in stdout
 
 
-def _start_search(tmp_path, results, name: str) -> subprocess.Popen:
-    """A 2-trial, 10-epoch search in the background, in its own process group."""
-    space = space_file(tmp_path, epochs=10, grace=10, samples=2, max_params=8000, images=2000)
+def _start_search(tmp_path, results, name: str, samples: int = 2) -> subprocess.Popen:
+    """A 10-epoch search of `samples` trials in the background, in its own process group."""
+    space = space_file(tmp_path, epochs=10, grace=10, samples=samples, max_params=8000, images=2000)
     return subprocess.Popen(
         search_command("--space", str(space), "--name", name, "--no-report"),
         env=env(results),
@@ -343,7 +343,8 @@ def test_one_live_search_per_name_and_a_killed_one_frees_it(tmp_path):
     from tune_mnist.search.plan import UsageError
 
     results = tmp_path / "results"
-    first = _start_search(tmp_path, results, "dup")
+    # 40 trials outlive the second search's start on a loaded machine; it is killed at the end
+    first = _start_search(tmp_path, results, "dup", samples=40)
     space = tmp_path / "space.yaml"
     lock = results / ".locks" / "dup.lock"
     try:
