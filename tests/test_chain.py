@@ -4,7 +4,9 @@ one command, and a rerun that trains nothing it already has."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 
 import pandas as pd
 import pytest
@@ -67,6 +69,36 @@ def test_one_command_searches_races_confirms_and_publishes_then_resumes_for_free
     assert resumed["space"] == "c/space.yaml"  # the copy it resumed with, no machine's folder
     assert len(race_runs(folder)) == len(runs)  # nothing raced again
     assert len(pd.read_parquet(folder / "confirmations.parquet")) == len(confirmed)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_race_stops_the_chain_there(tmp_path, signum):
+    """Ray Tune's Ctrl-C handler outlives its search: a signal in the race that follows must
+    still stop the chain (128 + the signal, one hint), before any test figure."""
+    space = space_file(tmp_path, epochs=1, samples=3, images=2000)
+    results = tmp_path / "results"
+    flags = ("--race-runs", "9", "--confirm", "2", "--no-report", "--warm-stages", "0")
+    command = search_command("--space", str(space), "--name", "c", *flags)
+    at = command.index("--race-runs")  # the helper's default (no race) is replaced here
+    del command[at : at + 2]
+    log = tmp_path / "out.txt"
+    with (
+        log.open("w") as out,
+        subprocess.Popen(
+            command, stdout=out, stderr=subprocess.PIPE, text=True, env=env(results)
+        ) as proc,
+    ):
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            if "race round: " in log.read_text():
+                proc.send_signal(signum)
+                break
+            time.sleep(0.05)
+        code, err = proc.wait(timeout=300), proc.stderr.read()
+    assert "race round: " in log.read_text(), err[-3000:]
+    assert code == 128 + signum, log.read_text()[-2000:] + err[-2000:]
+    assert "interrupted" in err and "--resume --name c" in err.strip().splitlines()[-1], err
+    assert not (results / "c" / "confirmations.parquet").exists()  # no test figure read
 
 
 def test_bad_chain_flags_are_refused_before_anything_runs(tmp_path):

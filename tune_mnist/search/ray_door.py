@@ -45,6 +45,25 @@ def catch_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_signal)
 
 
+def fit(tuner):
+    """`tuner.fit()`, with the SIGINT (and SIGUSR1) handlers it found put back after it.
+    Ray Tune's handler (installed for its loop unless TUNE_DISABLE_SIGINT_HANDLER) puts back
+    the one it found only when a Ctrl-C comes, and stays in place otherwise: a Ctrl-C in a
+    later stage of the chain (the race) would then only set an event no loop reads. A
+    Ctrl-C its loop took, even as the last trial ended, is the search's stop signal
+    (stop_code). Upgrade: test_chain.py::test_a_signal_during_the_race_stops_the_chain_there"""
+    ours = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+    installs = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") or 0)
+    try:
+        result = tuner.fit()
+        if installs and signal.getsignal(signal.SIGINT) is ours[signal.SIGINT]:
+            RECEIVED.setdefault("signal", signal.SIGINT)  # its handler ran, and left
+        return result
+    finally:
+        for signum, handler in ours.items():
+            signal.signal(signum, handler)
+
+
 def stop_code() -> int:
     """128 + the stop signal once one came (143 for SIGTERM), else 0: a chain stops there
     even where the stage it came in happened to end."""

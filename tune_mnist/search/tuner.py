@@ -223,7 +223,7 @@ def run_search(args, space, name, folder, storage, experiment, data) -> int:
         ray_door.quiet_tune_output()  # our lines instead of Ray Tune's
         ledger = writer.ledger()  # empty for a new search
         tuner = make_tuner(args, space, name, storage, experiment, data, plan, ledger)
-        tuner.fit()
+        ray_door.fit(tuner)
         wall_s = time.perf_counter() - started
         tables = writer.tables()
         counts = (*writer.counts(), writer.busy_s, writer.peak_running)
