@@ -66,6 +66,18 @@ def test_an_ended_trial_stays_ended_and_its_rows_never_change(tmp_path):
     assert writer.ledger().ended == frozenset({"a"})
 
 
+def test_a_search_stopped_before_any_trial_writes_no_table(tmp_path):
+    """A Ctrl-C or SIGTERM before Ray Tune's first trial: nothing to continue, so no table
+    that would make the name look started (and crash on an empty table)."""
+    from tune_mnist.search.command import has_started
+
+    writer = _writer(tmp_path)
+    assert writer.write() == []
+    assert not has_started(tmp_path / "res", str(tmp_path / "no-ray-state"))
+    _run(writer, _trial("a"), 1)
+    assert "trials.parquet" in [p.name for p in writer.write()]
+
+
 def test_a_trial_stopped_by_an_interrupt_is_interrupted_and_resumable(tmp_path):
     writer = _writer(tmp_path)
     a = _trial("a")

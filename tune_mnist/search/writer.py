@@ -237,11 +237,15 @@ class ResultsWriter:
         return views
 
     def write(self, trials=None) -> list[Path]:
-        """The tables, then the Optuna study file (optuna_journal), from the journal."""
+        """The tables, then the Optuna study file (optuna_journal), from the journal. None
+        before a trial began: a search stopped then has nothing to continue (its name stays
+        free, command.has_started)."""
         if trials is not None:
             self.trials = trials
         self.written = time.time()
         views = self.views()
+        if not views:
+            return []
         tables = build_tables(views, self.space, self.cpus, self.prov)
         paths = write_tables(self.folder, *tables)
         self.sync_study(views, tables[0])
