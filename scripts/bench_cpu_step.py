@@ -14,13 +14,13 @@ instructions (elsewhere torch emulates it: the variant is skipped with one line)
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import torch
 
 from tune_mnist.machine import cpu_flags, cpu_name
+from tune_mnist.parser import Parser
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import CPU_STEPS, TrainConfig
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
@@ -57,7 +57,7 @@ def variants() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a trial's 1)")
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per variant")

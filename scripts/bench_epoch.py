@@ -12,7 +12,6 @@ times and the ratio; run both in one process so machine noise hits both alike.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tune_mnist.parser import Parser
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import (
@@ -111,7 +111,7 @@ def torchvision_root(data_dir: Path, scratch: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--arch", default="super_light")
     parser.add_argument("--device", default="auto")

@@ -14,12 +14,12 @@ ratio to the eager single run's.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import torch
 
+from tune_mnist.parser import Parser
 from tune_mnist.train.augment import AugmentSpec
 from tune_mnist.train.config import ConfigError, TrainConfig
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
@@ -51,7 +51,7 @@ MODES = {  # name -> config changes; graph and bf16 only where CUDA runs
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="super_light", help="registered architecture")
     parser.add_argument("--sizes", default="1,3", help="cohort sizes K to time (1 = single)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

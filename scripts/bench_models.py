@@ -11,7 +11,6 @@ C ...) so that drift in machine load hits every model alike; the best of `--repe
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tune_mnist.parser import Parser
 from tune_mnist.publish.confirm import InputError
 from tune_mnist.results import config_of
 from tune_mnist.train.augment import AugmentSpec
@@ -56,7 +56,7 @@ def time_epoch(config: TrainConfig, data, device) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="results/<search>:<trial_id>, first = baseline")
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.parser import Parser
 from tune_mnist.paths import results_root, shown
 from tune_mnist.publish.confirm import train_command
 from tune_mnist.train.config import CPU_STEPS, TrainConfig
@@ -121,7 +122,7 @@ def table(frame: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", choices=list(CPU_STEPS), help="train the missing seeds first")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once")
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)

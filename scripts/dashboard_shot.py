@@ -9,7 +9,6 @@ draw the study's page. `--smoke`: the server and the API only, no browser, nothi
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import socket
@@ -19,6 +18,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from tune_mnist.parser import Parser
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 WAIT_S = 60  # the dashboard's start-up and the browser's draw, each at most this
@@ -50,7 +51,7 @@ def shoot(browser: str, url: str, out: Path, size: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", required=True, help="the search's folder, results/<name>")
     parser.add_argument("--out", default="docs/dashboard.png", help="the PNG to write")
     parser.add_argument("--size", default="1500,1000", help="the window, pixels: width,height")

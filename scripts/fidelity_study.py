@@ -19,7 +19,6 @@ Exit status: 0 the queue ran (or the page was written), 1 a run failed, 2 bad in
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from tune_mnist.fidelity import FULL, config_at, parse
+from tune_mnist.parser import Parser
 from tune_mnist.results import config_of
 from tune_mnist.study import fidelity_runs as runs
 from tune_mnist.train.config import ConfigError
@@ -46,9 +46,7 @@ QUEUE = (
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python scripts/fidelity_study.py", description=__doc__
-    )
+    parser = Parser(prog="python scripts/fidelity_study.py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train the queue's missing runs (Ray tasks, 1 core each)")
     run.add_argument("--only", help="comma-separated queue entries (default: all, in order)")

@@ -9,12 +9,12 @@ Figures are never touched. `--check` lists what would change and exits 1 if anyt
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from tune_mnist.parser import Parser
 from tune_mnist.paths import RESULTS_DIR_HELP, results_root, shown
 from tune_mnist.tables import MIGRATE, write_parquet
 from tune_mnist.train.config import CPU_STEPS
@@ -39,7 +39,7 @@ def migrated(rows: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--results-dir", help=RESULTS_DIR_HELP)
     parser.add_argument("--check", action="store_true", help="list, change nothing (exit 1 if any)")
     parser.add_argument("--smoke", action="store_true", help="list, change nothing (exit 0)")

@@ -9,9 +9,10 @@ changes. `--check` lists what would change and exits 1 if anything would.
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
+
+from tune_mnist.parser import Parser
 
 # an absolute folder that holds a `results` folder, up to and including `/results/`
 ABSOLUTE = re.compile(r"(?<![\w.~])/(?:[\w.+-]+/)*?results/")
@@ -30,7 +31,7 @@ def rewrite(path: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--results-dir", default="results", help="folder of experiments")
     parser.add_argument("--check", action="store_true", help="list, change nothing (exit 1 if any)")
     parser.add_argument("--smoke", action="store_true", help="list, change nothing (exit 0)")

@@ -26,7 +26,6 @@ Measured from the tables and weights already committed under results/ (nothing i
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import sys
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from tune_mnist import load_model
+from tune_mnist.parser import Parser
 from tune_mnist.paths import results_root
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist, normalize
 
@@ -248,7 +248,7 @@ def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--out", help="also write the markdown here")
     parser.add_argument(

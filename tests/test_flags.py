@@ -102,4 +102,6 @@ def test_no_command_reads_a_shortened_flag_as_another(name, capsys):
     with pytest.raises(SystemExit) as done:
         main([name, *required.get(name, []), flag[: len(flag) - 2]])
     assert done.value.code == 2
-    assert "unrecognized arguments" in capsys.readouterr().err
+    err = capsys.readouterr().err  # one line, as every bad input: no usage block
+    assert "unrecognized arguments" in err and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "--help` lists the flags" in err

@@ -10,7 +10,6 @@ them. Only these confirmations count: a search's own run is one lucky seed.
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd  # noqa: E402
 from tune_mnist import rule  # noqa: E402
 from tune_mnist.confirmed import MODEL, chosen_on, confirmed_rows  # noqa: E402
 from tune_mnist.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+from tune_mnist.parser import Parser
 from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir  # noqa: E402
 from tune_mnist.publish.confirm import InputError, reproduce_command  # noqa: E402
 from tune_mnist.publish.labels import describe  # noqa: E402
@@ -291,9 +291,7 @@ def write_tables(models: pd.DataFrame, root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="scripts/leaderboard.py", description=__doc__
-    )
+    parser = Parser(prog="scripts/leaderboard.py", description=__doc__)
     add_results_dir(parser)
     parser.add_argument(
         "--readme", help="rewrite the table between the markers in this file (default: print only)"

@@ -7,7 +7,6 @@ scan or a drawing usually is), inverted to MNIST's light-on-dark.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tune_mnist.parser import Parser
 from tune_mnist.train.data import normalize
 from tune_mnist.train.modelfile import load_model
 
@@ -45,9 +45,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python -m tune_mnist.predict", description=__doc__
-    )
+    parser = Parser(prog="python -m tune_mnist.predict", description=__doc__)
     parser.add_argument(
         "--model",
         required=True,

@@ -9,13 +9,13 @@ continues).
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from tune_mnist.machine import provenance
+from tune_mnist.parser import Parser
 from tune_mnist.publish import race
 from tune_mnist.publish.seeds import train_groups
 from tune_mnist.search.ray_door import start_ray, stop_code, stop_ray
@@ -29,8 +29,7 @@ HOPELESS = 0.01  # a pass chance under this is no chance: said when the race end
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="python scripts/race.py",
         description="Race a search's best trials on more validation runs before any test "
         "figure; the winner is the one to confirm (retrain_best.py).",

@@ -6,13 +6,13 @@ docs/protocol.md, "The race's level")."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from tune_mnist.confirmed import confirmed_rows
+from tune_mnist.parser import Parser
 from tune_mnist.paths import results_root
 from tune_mnist.tables import read_parquet
 
@@ -71,9 +71,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python -m tune_mnist.publish.race_level"
-    )
+    parser = Parser(prog="python -m tune_mnist.publish.race_level")
     parser.add_argument("--plot", type=Path, help="also draw them into this PNG")
     args = parser.parse_args(argv)
     table = measured()

@@ -11,7 +11,6 @@ for exact equality. Exit 0: identical; 1: a figure differs; 2: bad input (one li
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 import torch
 
 from tune_mnist.machine import cpu_name, versions
+from tune_mnist.parser import Parser
 from tune_mnist.paths import add_results_dir, results_root, shown, use_results_dir
 from tune_mnist.publish.confirm import InputError
 from tune_mnist.results import config_of
@@ -99,8 +99,7 @@ def environment_notes(row: pd.Series) -> list[str]:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="scripts/reproduce.py",
         description=__doc__.split("\n")[0],
         epilog="exit status: 0 bit for bit identical; 1 a figure or the weights differ; 2 bad "

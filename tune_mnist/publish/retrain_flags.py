@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from tune_mnist import rule
+from tune_mnist.parser import Parser
 from tune_mnist.paths import add_results_dir, use_results_dir
 from tune_mnist.publish.confirm import InputError
 from tune_mnist.train.config import CPU_STEPS
@@ -13,8 +14,7 @@ from tune_mnist.train.data import DATA_DIR_HELP
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="scripts/retrain_best.py",
         description="Retrain a search's best configs over seeds.",
         epilog="exit status: 0 every seed of a candidate passed; 1 it ran but none passed, or "

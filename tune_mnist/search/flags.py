@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from tune_mnist.parser import Parser
 from tune_mnist.paths import add_results_dir, use_results_dir
 from tune_mnist.publish import race
 from tune_mnist.search.plan import UsageError
@@ -60,8 +61,7 @@ def check_name(name: str) -> str:
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="scripts/search.py",
         description="Search tiny MNIST CNNs with Ray Tune (Optuna proposes, ASHA stops).",
         epilog="exit status: 0 the search ran and at least one trial trained to its end "

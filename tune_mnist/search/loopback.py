@@ -23,6 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from tune_mnist.parser import Parser
 from tune_mnist.search.ray_door import LOOPBACK_ENV, raylet_pid, use_auth_token
 
 # Ray then gives every node, and every server in it, the address 127.0.0.1 (read when ray is
@@ -31,8 +32,7 @@ from tune_mnist.search.ray_door import LOOPBACK_ENV, raylet_pid, use_auth_token
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="python -m tune_mnist.search.loopback",
         description="A multi-node Ray cluster on this machine, on 127.0.0.1 only.",
     )

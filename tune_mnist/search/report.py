@@ -10,7 +10,6 @@ the searches made before the validation split (their tables have no validation f
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import sys
@@ -22,6 +21,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tune_mnist.files import atomic_write_text  # noqa: E402
+from tune_mnist.parser import Parser
 from tune_mnist.results import Results, load  # noqa: E402
 from tune_mnist.search.importance import importance  # noqa: E402
 from tune_mnist.search.optuna_journal import rebuild  # noqa: E402
@@ -266,9 +266,7 @@ only. Importance: {html.escape(note)}</p>
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python -m tune_mnist.report", description=__doc__
-    )
+    parser = Parser(prog="python -m tune_mnist.report", description=__doc__)
     parser.add_argument("folder", nargs="?", help="the search's folder, results/<name>")
     parser.add_argument(
         "--results",

@@ -12,12 +12,12 @@ folder's `first_rung.csv`, it replays from that. Nothing is trained.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
+from tune_mnist.parser import Parser
 from tune_mnist.search.promotion import promotions
 from tune_mnist.tables import read_search_record
 
@@ -80,8 +80,7 @@ def searched_factor(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="python -m tune_mnist.study.arrivals",
         description=__doc__.split("\n")[0],
     )

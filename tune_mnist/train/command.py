@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from tune_mnist.machine import provenance
+from tune_mnist.parser import Parser
 from tune_mnist.train.config import ConfigError, TrainConfig, field_docs
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 from tune_mnist.train.loop import print_epoch, train
@@ -57,8 +58,7 @@ def parse_seeds(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="python -m tune_mnist.train",
         description="Train one tiny MNIST CNN (or a cohort).",
     )
