@@ -17,11 +17,12 @@ from test_chain import chain, race_runs
 
 from tune_mnist import stages
 from tune_mnist.search.plan import UsageError
+from tune_mnist.tables import TableError
 
 
 def _record(folder: Path, **meta) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "search.json").write_text(json.dumps(meta))
+    (folder / "search.json").write_text(json.dumps({"settings": {}, **meta}))
     return folder
 
 
@@ -30,6 +31,9 @@ def test_a_stage_runs_with_the_seed_its_record_or_command_line_gives(tmp_path):
     assert stages.sampler_seed(_record(tmp_path / "b", argv=["s.py", "--sampler-seed", "6"])) == 6
     assert stages.sampler_seed(_record(tmp_path / "c", argv=["s.py", "--seed=5"])) == 5
     assert stages.sampler_seed(_record(tmp_path / "d", argv=["s.py", "--name", "d"])) == 0
+    (tmp_path / "d" / "search.json").write_text("{")  # damaged: one line names the file
+    with pytest.raises(TableError, match="search.json: unreadable"):
+        stages.sampler_seed(tmp_path / "d")
 
 
 def test_the_likeliest_pick_wins_and_the_earlier_stage_on_a_tie(tmp_path):

@@ -135,7 +135,7 @@ def device_flags(args) -> list[str]:
 def sampler_seed(folder: Path) -> int:
     """The sampler seed a search ran with: its record's, else read from its command line
     (a record from before the field), else the default 0."""
-    meta = json.loads((folder / "search.json").read_text())
+    meta = read_search_record(folder)
     if "sampler_seed" in meta:
         return int(meta["sampler_seed"])
     argv = [str(a) for a in meta.get("argv") or []]
@@ -150,7 +150,7 @@ def sampler_seed(folder: Path) -> int:
 
 def _check_source(folder: Path, source: Path) -> None:
     """A stage folder must be this chain's: warm-started from the stage before it."""
-    meta = json.loads((folder / "search.json").read_text())
+    meta = read_search_record(folder)
     told = (meta.get("warm_start") or {}).get("from") or ""
     if Path(told).name != source.name:
         raise UsageError(
