@@ -105,3 +105,40 @@ def test_a_chain_inits_ray_once_through_its_stages(monkeypatch):
     ray_door.start_ray(None, cpus=1, gpus=0)  # outside a chain, each command its own
     ray_door.stop_ray()
     assert calls == ["init", "shutdown"]
+
+
+WAITER = """
+import sys, time, ray
+from tune_mnist.search import ray_door
+ray_door.start_ray(None, cpus=1, gpus=0)
+task = ray.remote(lambda: time.sleep(120)).remote()
+print("waiting", flush=True)
+started = time.monotonic()
+try:
+    ray_door.wait_one([task])
+except KeyboardInterrupt:
+    print(f"stopped after {time.monotonic() - started:.0f} s", flush=True)
+"""
+
+
+def test_a_ctrl_c_while_waiting_on_ray_tasks_stops_the_wait(tmp_path):
+    """Ray's blocking wait drops a SIGINT that lands inside it (the caller waited the task
+    out): the race and the confirmation wait through ray_door.wait_one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "out.txt"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", WAITER], stdout=out, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 120
+            while "waiting" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1)  # into the wait itself (a SIGINT before it stops it all the same)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)  # the task sleeps 120 s: a lost signal times out here
+        finally:
+            proc.kill()
+    assert "stopped after" in log.read_text(), log.read_text()

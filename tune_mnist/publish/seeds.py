@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from tune_mnist.search import ray_door
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import MNIST
 from tune_mnist.train.loop import print_epoch, train
@@ -106,7 +107,7 @@ def train_groups(
     for group in futures:
         while not all(f in finished for f in group):  # each run heard of as it ends
             waiting = [f for f in owner if f not in finished]
-            [ready], _ = ray.wait(waiting, num_returns=1)
+            ready = ray_door.wait_one(waiting)
             finished[ready] = ray.get(ready)
             for run in finished[ready]:
                 print(

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import torch
 
@@ -62,6 +63,48 @@ def fit(tuner):
     finally:
         for signum, handler in ours.items():
             signal.signal(signum, handler)
+
+
+WAIT_S = 0.5  # seconds: how long a Ctrl-C may wait for wait_one to hear it
+
+
+def wait_one(futures: list):
+    """The first of `futures` to finish (`ray.wait` for one), in short waits. Ray's blocking
+    wait drops a Ctrl-C that lands inside it (the task then runs to its end and the caller
+    goes on); a SIGINT noted here stops the caller after the wait it landed in. Upgrade:
+    test_chain.py::test_a_signal_during_the_race_stops_the_chain_there"""
+    import ray
+
+    with _sigint_noted() as noted:
+        while True:
+            ready, _ = ray.wait(futures, num_returns=1, timeout=WAIT_S)
+            if noted:
+                raise KeyboardInterrupt
+            if ready:
+                return ready[0]
+
+
+@contextlib.contextmanager
+def _sigint_noted():
+    """A SIGINT handler that notes the signal before the one it replaces runs (in the main
+    thread only: elsewhere Python takes no handler, and the main thread hears it)."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame):
+        noted.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def stop_code() -> int:

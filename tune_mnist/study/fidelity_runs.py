@@ -10,7 +10,6 @@ rows share the trunk's epochs.
 from __future__ import annotations
 
 import io
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from tune_mnist.fidelity import config_at, nominal_cost
 from tune_mnist.machine import provenance
 from tune_mnist.paths import results_root
-from tune_mnist.search.ray_door import start_ray, stop_ray
+from tune_mnist.search.ray_door import catch_sigterm, start_ray, stop_ray, wait_one
 from tune_mnist.tables import read_parquet, write_parquet
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import load_mnist
@@ -184,10 +183,7 @@ def train_queue(queue: list[Job], folder: Path, args) -> int:
 
     import ray  # lazy: Ray takes seconds to load, and after start_ray's settings
 
-    def stop(signum, frame):  # after ray.init, whose own SIGTERM handler ends the driver
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)  # SIGTERM takes Ctrl-C's path: what finished is kept
+    catch_sigterm()  # after ray.init; SIGTERM takes Ctrl-C's path: what finished is kept
 
     task = ray.remote(run_job).options(num_cpus=1, max_retries=0)
     shared = ray.put(data)
@@ -195,7 +191,7 @@ def train_queue(queue: list[Job], folder: Path, args) -> int:
     started, failed, done = time.perf_counter(), 0, 0
     try:
         while pending:
-            [ready], _ = ray.wait(list(pending), num_returns=1)
+            ready = wait_one(list(pending))
             job = pending.pop(ready)
             done += 1
             try:
