@@ -85,7 +85,13 @@ def test_a_signal_during_the_race_stops_the_chain_there(tmp_path, signum):
     with (
         log.open("w") as out,
         subprocess.Popen(
-            command, stdout=out, stderr=subprocess.PIPE, text=True, env=env(results)
+            command,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(results),
+            # as from a terminal: a job a script started in the background ignores SIGINT
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         ) as proc,
     ):
         deadline = time.monotonic() + 600
