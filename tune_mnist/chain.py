@@ -32,7 +32,7 @@ from tune_mnist.paths import results_root, shown
 from tune_mnist.publish import leaderboard, race_command, retrain
 from tune_mnist.publish.race import contenders, own_images, recorded_runs
 from tune_mnist.publish.records import table_problem
-from tune_mnist.search import command, ray_door
+from tune_mnist.search import command, ray_door, stops
 from tune_mnist.search.plan import UsageError
 from tune_mnist.tables import TableError, read_parquet, read_search_record
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 "with --resume --name <name> to continue",
                 file=sys.stderr,
             )
-            return ray_door.stop_code() or 130
+            return stops.stop_code() or 130
 
 
 def _chain(argv: list[str]) -> int:

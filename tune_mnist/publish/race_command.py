@@ -18,7 +18,8 @@ from tune_mnist.machine import provenance
 from tune_mnist.parser import Parser
 from tune_mnist.publish import race
 from tune_mnist.publish.seeds import train_groups
-from tune_mnist.search.ray_door import start_ray, stop_code, stop_ray
+from tune_mnist.search.ray_door import start_ray, stop_ray
+from tune_mnist.search.stops import stop_code
 from tune_mnist.tables import read_parquet, read_search_record
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 

@@ -38,8 +38,9 @@ from tune_mnist.publish.seeds import train_groups
 from tune_mnist.results import config_of
 from tune_mnist.search.optuna_journal import rebuild
 from tune_mnist.search.ray_door import start_ray as start
-from tune_mnist.search.ray_door import stop_code, stop_ray
+from tune_mnist.search.ray_door import stop_ray
 from tune_mnist.search.space import SETTINGS_DEFAULTS
+from tune_mnist.search.stops import stop_code
 from tune_mnist.tables import TableError, read_parquet, read_search_record
 from tune_mnist.train.config import ConfigError, cpu_step_fields, cpu_step_of
 from tune_mnist.train.data import DataError, load_mnist

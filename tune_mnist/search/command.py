@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from tune_mnist.paths import CHECKOUT, below, results_root, shown, spaces_dir
-from tune_mnist.search import journal, ray_door
+from tune_mnist.search import journal, ray_door, stops
 from tune_mnist.search.budget import DRAWS, over_budget_share, shaped_file
 from tune_mnist.search.flags import (
     CHAIN_FLAGS,
@@ -260,7 +260,7 @@ def _search(args, prepared) -> int:
             shutil.rmtree(folder / "journal", ignore_errors=True)
         return run_search(args, *prepared)
     except (KeyboardInterrupt, SearchInterrupted) as exc:
-        code = ray_door.stop_code() or 128 + signal.SIGINT  # 130 for Ctrl-C, 143 for SIGTERM
+        code = stops.stop_code() or 128 + signal.SIGINT  # 130 for Ctrl-C, 143 for SIGTERM
         left = f": {exc}" if isinstance(exc, SearchInterrupted) else ""
         print(
             f"interrupted{left}; nothing ended is lost. "

@@ -17,33 +17,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 
 import torch
+
+from tune_mnist.search import stops
 
 RAY_CHECKED = "2.60.0"
 # what a Ray of our own, or a loopback cluster's node, reads at start: the node address on
 # loopback (keep_ray_local) and workers at normal priority (start_ray)
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_worker_niceness": "0"}
-
-
-RECEIVED: dict[str, int] = {}  # the stop signal, once one came (for the exit status)
-
-
-def catch_sigterm() -> None:
-    """SIGTERM takes Ctrl-C's path: Ray Tune's own SIGINT handler (installed while its loop
-    runs) stops the loop and saves its state, so running trials stay resumable. Installed
-    after ray.init, which sets a SIGTERM handler of its own that would end the driver."""
-
-    def on_signal(signum, frame):
-        RECEIVED["signal"] = signum
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
 
 
 def fit(tuner):
@@ -52,17 +34,14 @@ def fit(tuner):
     the one it found only when a Ctrl-C comes, and stays in place otherwise: a Ctrl-C in a
     later stage of the chain (the race) would then only set an event no loop reads. A
     Ctrl-C its loop took, even as the last trial ended, is the search's stop signal
-    (stop_code). Upgrade: test_chain.py::test_a_signal_during_the_race_stops_the_chain_there"""
-    ours = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+    (stops.stop_code). Upgrade:
+    test_chain.py::test_a_signal_during_the_race_stops_the_chain_there"""
     installs = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") or 0)
-    try:
+    with stops.handlers_kept(signal.SIGINT, signal.SIGUSR1) as ours:
         result = tuner.fit()
         if installs and signal.getsignal(signal.SIGINT) is ours[signal.SIGINT]:
-            RECEIVED.setdefault("signal", signal.SIGINT)  # its handler ran, and left
+            stops.RECEIVED.setdefault("signal", signal.SIGINT)  # its handler ran, and left
         return result
-    finally:
-        for signum, handler in ours.items():
-            signal.signal(signum, handler)
 
 
 WAIT_S = 0.5  # seconds: how long a Ctrl-C may wait for wait_one to hear it
@@ -75,42 +54,13 @@ def wait_one(futures: list):
     test_chain.py::test_a_signal_during_the_race_stops_the_chain_there"""
     import ray
 
-    with _sigint_noted() as noted:
+    with stops.sigint_noted() as noted:
         while True:
             ready, _ = ray.wait(futures, num_returns=1, timeout=WAIT_S)
             if noted:
                 raise KeyboardInterrupt
             if ready:
                 return ready[0]
-
-
-@contextlib.contextmanager
-def _sigint_noted():
-    """A SIGINT handler that notes the signal before the one it replaces runs (in the main
-    thread only: elsewhere Python takes no handler, and the main thread hears it)."""
-    noted: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield noted
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def note(signum, frame):
-        noted.append(signum)
-        if callable(previous):
-            previous(signum, frame)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, note)
-    try:
-        yield noted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def stop_code() -> int:
-    """128 + the stop signal once one came (143 for SIGTERM), else 0: a chain stops there
-    even where the stage it came in happened to end."""
-    return 128 + RECEIVED["signal"] if RECEIVED else 0
 
 
 def trial_dir_name(trial) -> str:

@@ -24,9 +24,9 @@ from tune_mnist.search.budget import DRAWS, MAX_OVER
 from tune_mnist.search.journal import EMPTY
 from tune_mnist.search.plan import Plan, plan_resources
 from tune_mnist.search.promotion import Limiter, PromotionASHA
-from tune_mnist.search.ray_door import catch_sigterm
 from tune_mnist.search.screen import ScreenSearch
 from tune_mnist.search.space import METRICS
+from tune_mnist.search.stops import catch_sigterm, stop_code
 from tune_mnist.search.summary import (
     JUDGED,
     across_invocations,
@@ -289,7 +289,7 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
     )
     # Ctrl-C or SIGTERM: Ray Tune stopped its loop and saved its state (a SIGTERM that came
     # as the last trial ended stops the search all the same: a chain must not go on)
-    if ended < total or ray_door.stop_code():
+    if ended < total or stop_code():
         raise SearchInterrupted(ended, total)
     if not trials_df["status"].isin(JUDGED).any():  # a script must not read success here
         cause = first_cause(trials_df, space.settings)

@@ -21,7 +21,8 @@ import torch
 from tune_mnist.fidelity import config_at, nominal_cost
 from tune_mnist.machine import provenance
 from tune_mnist.paths import results_root
-from tune_mnist.search.ray_door import catch_sigterm, start_ray, stop_ray, wait_one
+from tune_mnist.search.ray_door import start_ray, stop_ray, wait_one
+from tune_mnist.search.stops import catch_sigterm
 from tune_mnist.tables import read_parquet, write_parquet
 from tune_mnist.train.config import TrainConfig
 from tune_mnist.train.data import load_mnist
