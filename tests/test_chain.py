@@ -113,6 +113,8 @@ def test_bad_chain_flags_are_refused_before_anything_runs(tmp_path):
         ("--confirm", "-1"),
         ("--confirm", "21"),
         ("--race-runs", "-2"),
+        ("--race-top", "1"),
+        ("--race-top", "all"),
         ("--warm-stages", "-1"),
         ("--warm-stages", "11"),
         ("--warm-below", "1.5"),

@@ -86,6 +86,10 @@ def test_the_printed_resume_keeps_the_chain_after_the_search():
     )
     args = parse_args(["--name", "x", "--race-runs", "0"])
     assert resume_command(args, "x") == "python scripts/search.py --resume --name x --race-runs 0"
+    args = parse_args(["--name", "x", "--race-top", "4", "--warm-stages", "1"])
+    assert resume_command(args, "x") == (
+        "python scripts/search.py --resume --name x --race-top 4 --warm-stages 1"
+    )
     args = parse_args(["--name", "x", "--confirm", "1", "--warm-stages", "2", "--smoke"])
     assert resume_command(args, "x") == (
         "python scripts/search.py --resume --name x --confirm 1 --warm-stages 2 --smoke"

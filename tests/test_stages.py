@@ -102,7 +102,8 @@ def test_a_hopeless_pick_sends_the_chain_on_warm_and_a_kill_there_resumes(tmp_pa
     # --smoke keeps the confirmation to seconds (one epoch, 1,000 test images, unpublished)
     space = space_file(tmp_path, epochs=1, samples=2, images=2000)
     results = tmp_path / "results"
-    flags = ("--race-runs", "1", "--confirm", "1", "--smoke", "--no-report", "--warm-samples", "1")
+    flags = ("--race-runs", "1", "--confirm", "1", "--smoke", "--no-report")
+    flags += ("--warm-stages", "1", "--warm-samples", "1")
     code, err = _killed_in_its_warm_stage(
         results, "--space", str(space), "--name", "c", "--sampler-seed", "4", *flags
     )

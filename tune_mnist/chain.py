@@ -2,11 +2,11 @@
 confirmation and the publication, as one command.
 
 1. search (tune_mnist.search.command): Optuna proposes, ASHA by promotion stops;
-2. race (tune_mnist.publish.race_command): the best completed trials on more validation
-   runs, `--race-runs` of them, each on its own held-out images (a resumed race goes on
-   with the images its recorded runs held out); the test set is read by neither step;
-3. warm stages (tune_mnist.stages), with --confirm: while the pick's estimated pass chance
-   is under --warm-below, another search warm-started from the one before, raced in turn;
+2. race (tune_mnist.publish.race_command): the `--race-top` best completed trials on more
+   validation runs, `--race-runs` of them, each on its own held-out images (a resumed race
+   goes on with the images its recorded runs held out); the test set is read by neither;
+3. warm stages (tune_mnist.stages), with --confirm and --warm-stages: while the pick's pass
+   chance is under --warm-below, another search warm-started from the one before, raced;
 4. confirm (tune_mnist.publish.retrain): the likeliest pick of the races on N fresh seeds,
    on test; its model card and weights under results/<search>/confirmed/<trial>;
 5. publish (tune_mnist.publish.leaderboard): results/leaderboard.csv and .png rebuilt.
@@ -105,12 +105,15 @@ def _race(args, folder: Path) -> tuple[int, str | None]:
     if not contenders(read_parquet(folder / "trials.parquet"), 1, budget):
         print(f"no race: no completed trial within the budget ({folder.name}/trials.parquet)")
         return 0, None
-    print(f"\n== race: the best completed trials on {args.race_runs} more validation runs ==")
+    print(
+        f"\n== race: the {args.race_top} best completed trials on up to {args.race_runs} more "
+        "validation runs =="
+    )
     return race_command.run(_race_argv(args, folder))
 
 
 def _race_argv(args, folder: Path) -> list[str]:
-    out = ["--results", str(folder), "--runs", str(args.race_runs)]
+    out = ["--results", str(folder), "--runs", str(args.race_runs), "--top", str(args.race_top)]
     out += ["--val-images", _race_images(folder)]
     out += ["--address", args.address] if args.address else []
     return out + (["--data-dir", args.data_dir] if args.data_dir else [])

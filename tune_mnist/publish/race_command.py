@@ -23,7 +23,7 @@ from tune_mnist.search.stops import stop_code
 from tune_mnist.tables import read_parquet, read_search_record
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
-TOP = 4
+TOP = race.TOP
 RUNS = race.RUNS
 UNWRITTEN: list[Path] = []  # side files this run wrote (exit status 1)
 HOPELESS = 0.01  # a pass chance under this is no chance: said when the race ends

@@ -15,7 +15,11 @@ from tune_mnist.train.config import CPU_STEPS
 from tune_mnist.train.data import DATA_DIR_HELP
 
 RACE_RUNS = race.RUNS  # seed runs of the race after a search
-WARM_STAGES = 1  # warm searches after the first, at most (tune_mnist.stages)
+RACE_TOP = race.TOP  # contenders of that race
+# warm searches after the first, at most (tune_mnist.stages): none by default, since two of
+# two found no likelier pick for some 70 core-minutes each, which a race of eight spends on
+# the first search's own contenders (docs/history.md, "A race of eight")
+WARM_STAGES = 0
 WARM_BELOW = 0.5  # a race pick's pass chance under this: the chain searches on
 
 
@@ -32,6 +36,7 @@ DEVICE_FLAGS = (
 )
 CHAIN_FLAGS = (
     ("--race-runs", "race_runs", RACE_RUNS),
+    ("--race-top", "race_top", RACE_TOP),
     ("--confirm", "confirm", 0),
     ("--warm-stages", "warm_stages", WARM_STAGES),
     ("--warm-below", "warm_below", WARM_BELOW),
@@ -159,6 +164,13 @@ def _chain_flags(parser: argparse.ArgumentParser) -> None:
         f"validation runs, each on its own held-out images (default {RACE_RUNS}; 0: no race)",
     )
     parser.add_argument(
+        "--race-top",
+        type=int,
+        default=RACE_TOP,
+        metavar="N",
+        help=f"the race's contenders: the search's N best completed trials (default {RACE_TOP})",
+    )
+    parser.add_argument(
         "--confirm",
         type=int,
         default=0,
@@ -174,7 +186,7 @@ def _chain_flags(parser: argparse.ArgumentParser) -> None:
         help="with --confirm, while the best race pick's pass chance is under --warm-below, "
         "run up to this many more searches into results/<name>-w<k>, each warm-started from "
         "the one before and raced, then confirm the likeliest pick of all "
-        f"(default {WARM_STAGES}; 0: confirm the first race's pick)",
+        f"(default {WARM_STAGES}: confirm the first race's pick)",
     )
     parser.add_argument(
         "--warm-below",
@@ -195,6 +207,8 @@ def check_args(args) -> None:
     """What argparse cannot check alone: ranges and flags that need each other."""
     if args.race_runs < 0 or not 0 <= args.confirm <= 20:
         raise UsageError("--race-runs must be >= 0 and --confirm 0..20 seeds")
+    if args.race_top < 2:
+        raise UsageError("--race-top needs 2 or more contenders")
     if not 0 <= args.warm_stages <= 10 or not 0 <= args.warm_below <= 1:
         raise UsageError("--warm-stages must be 0..10 and --warm-below a chance in 0..1")
     if args.warm_samples is not None and args.warm_samples < 1:
