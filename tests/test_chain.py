@@ -156,3 +156,15 @@ def test_the_confirmations_eta_reads_the_picks_race_runs_before_its_search_run(t
     runs.to_parquet(tmp_path / "race_runs.parquet")
     line = _confirm_eta(tmp_path, "p", args)
     assert "each about 164 s (its race runs" in line, line  # the median, x 60/55
+
+
+def test_the_race_gets_the_search_flags_contenders_and_budget(tmp_path):
+    from tune_mnist.chain import _race_argv
+    from tune_mnist.publish import race_command
+    from tune_mnist.search.flags import parse_args
+
+    folder = tmp_path / "c"
+    argv = _race_argv(parse_args(["--name", "c", "--race-top", "3", "--race-runs", "7"]), folder)
+    raced = race_command.parse_args(argv)
+    assert (raced.top, raced.runs, raced.val_images) == (3, 7, "own")
+    assert race_command.parse_args(_race_argv(parse_args(["--name", "c"]), folder)).top == 8
