@@ -48,8 +48,8 @@ MIN_SEEDS = 3  # figures the leader needs before the race can end on its chance
 # (docs/history.md, "A race of eight")
 TOP = 8
 # four rounds of eight, fewer as the clearly worse are dropped: contenders 0.1 apart are told
-# apart from four rounds on; a run costs about 3 core-minutes at 4,000 parameters
-# (docs/history.md, "The race's budget")
+# apart from four rounds on; a run costs 3-4 core-minutes at 4,000 parameters (cold run 16:
+# 24 runs, 94) (docs/history.md, "The race's budget", "The main command, cold, a race of eight")
 RUNS = 32
 # The race's level against the test set, measured on the contenders a race measured and 5
 # fresh seeds then confirmed (docs/protocol.md, "The race's level"; tune_mnist.publish.
