@@ -186,7 +186,7 @@ def _chain_flags(parser: argparse.ArgumentParser) -> None:
         help="with --confirm, while the best race pick's pass chance is under --warm-below, "
         "run up to this many more searches into results/<name>-w<k>, each warm-started from "
         "the one before and raced, then confirm the likeliest pick of all "
-        f"(default {WARM_STAGES}: confirm the first race's pick)",
+        f"(default {WARM_STAGES}; 0: confirm the first race's pick)",
     )
     parser.add_argument(
         "--warm-below",
