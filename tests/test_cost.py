@@ -48,14 +48,17 @@ def test_a_table_without_seconds_costs_nothing_rather_than_failing(tmp_path):
 def test_a_resumed_search_adds_its_wall_clock_to_the_earlier_invocations(tmp_path):
     from tune_mnist.search.summary import across_invocations
 
-    assert across_invocations(tmp_path, False, 60.0, 2) == {
+    assert across_invocations(tmp_path, False, 60.0, 2, 2) == {
         "wall_s_all": 60.0,
         "held_core_s": 120.0,
+        "peak_running": 2,
     }
     # a summary from before the sums: its one invocation
-    (tmp_path / "summary.json").write_text(json.dumps({"wall_s": 900.0, "slots": 2}))
-    first = across_invocations(tmp_path, True, 60.0, 2)
-    assert first == {"wall_s_all": 960.0, "held_core_s": 1920.0}
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"wall_s": 900.0, "slots": 2, "peak_running": 2})
+    )
+    first = across_invocations(tmp_path, True, 60.0, 2, 1)  # a resume that ran one at most
+    assert first == {"wall_s_all": 960.0, "held_core_s": 1920.0, "peak_running": 2}
     (tmp_path / "summary.json").write_text(json.dumps({"wall_s": 60.0, "slots": 2, **first}))
     assert across_invocations(tmp_path, True, 30.0, 4)["held_core_s"] == 1920.0 + 120.0
     assert across_invocations(tmp_path, False, 30.0, 4)["wall_s_all"] == 30.0  # a new search

@@ -5,12 +5,15 @@ import math
 import re
 import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from searchutil import ROOT
 
 from tune_mnist.publish import race, race_level
 from tune_mnist.publish.race_command import main as race_main
+from tune_mnist.study import race_rules
 from tune_mnist.tables import read_parquet
 from tune_mnist.train.config import TrainConfig
 
@@ -103,6 +106,63 @@ def test_on_their_own_images_contenders_are_compared_round_by_round():
     leader.status = "racing"
     race.judge([leader, shuffled], 99.4)
     assert shuffled.status == "racing"
+
+
+def test_after_rounds_2_and_4_the_field_keeps_its_better_half_and_no_more_is_dropped():
+    # eight close contenders (none clearly below), each round's images alike for all
+    def field_of(rounds):
+        return [
+            contender(
+                f"c{i}",
+                [99.9] + [99.40 + 0.01 * i + 0.005 * (r % 2) for r in range(rounds)],
+                params=3000 + i,
+                resampled=True,
+            )
+            for i in range(8)
+        ]
+
+    one = field_of(1)
+    race.judge(one, 99.9)
+    assert {c.status for c in one} == {"racing"}  # one round: all still in
+    two = field_of(2)
+    race.judge(two, 99.9)
+    assert [c.trial_id for c in two if c.status == "racing"] == ["c4", "c5", "c6", "c7"]
+    race.judge(two, 99.9)  # judged again (a resumed race): no one more
+    assert sum(c.status == "racing" for c in two) == 4
+    four = [c for c in field_of(4)]
+    for c in four[:4]:
+        c.status = "dropped"  # halved after round 2
+    race.judge(four, 99.9)
+    assert [c.trial_id for c in four if c.status == "racing"] == ["c6", "c7"]
+    kept = field_of(2)
+    race.judge(kept, 99.9, halvings=())  # the drops alone
+    assert {c.status for c in kept} == {"racing"}
+    tie = field_of(2)[:2]
+    race.judge(tie, 99.9)  # never fewer than two
+    assert {c.status for c in tie} == {"racing"}
+
+
+def test_the_race_rules_study_recovers_known_spreads_and_races_both_rules(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    truth = {"contender": 0.06, "round": 0.1, "run": 0.07}
+    rows = []
+    for name in ("a", "b"):
+        means = truth["contender"] * rng.standard_normal(40)
+        images = truth["round"] * rng.standard_normal(30)
+        for i, m in enumerate(means):
+            for seed in range(1, 31):
+                val = 99.3 + m + images[seed - 1] + truth["run"] * rng.standard_normal()
+                rows.append({"trial_id": f"t{i}", "seed": seed, "val_split": seed, "val_acc": val})
+        (tmp_path / name).mkdir()
+        pd.DataFrame(rows).to_parquet(tmp_path / name / race.RUNS_TABLE)
+        rows = []
+    sd, count = race_rules.spreads(tmp_path)
+    assert count == 2 and sd["df"] == 2 * 39 * 29
+    for key, value in truth.items():
+        assert sd[key] == pytest.approx(value, rel=0.3), key
+    assert race_rules.main(["--results-dir", str(tmp_path), "--races", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "drops alone" in out and "halving" in out and "20 simulated races of 8" in out
 
 
 def test_a_racing_worker_gets_the_held_out_images_as_its_test_set(mnist):

@@ -162,10 +162,12 @@ def totals(summary: dict) -> tuple[float, float]:
     return float(summary.get("wall_s_all", wall_s) or 0.0), held
 
 
-def across_invocations(folder: Path, resumed: bool, wall_s: float, slots: int) -> dict:
-    """The search's wall clock and held core-seconds summed over its invocations: a resume
-    adds its own to those its last summary.json kept (an invocation killed before writing
-    one is not counted)."""
+def across_invocations(
+    folder: Path, resumed: bool, wall_s: float, slots: int, peak: int = 0
+) -> dict:
+    """The search's wall clock and held core-seconds summed over its invocations, and the most
+    trials any of them ran at once: a resume adds its own to those its last summary.json
+    kept (an invocation killed before writing one is not counted)."""
     before = {}
     if resumed and (folder / "summary.json").is_file():
         try:
@@ -173,4 +175,5 @@ def across_invocations(folder: Path, resumed: bool, wall_s: float, slots: int) -
         except (OSError, ValueError):
             pass  # a damaged summary: this invocation's alone
     wall, held = totals(before)
-    return {"wall_s_all": wall + wall_s, "held_core_s": held + wall_s * slots}
+    most = max(int(before.get("peak_running") or 0), peak)
+    return {"wall_s_all": wall + wall_s, "held_core_s": held + wall_s * slots, "peak_running": most}

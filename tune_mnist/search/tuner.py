@@ -273,8 +273,8 @@ def finish(args, folder: Path, space, tables, wall_s: float, plan: Plan, counts)
         {
             "wall_s": wall_s,  # this invocation's
             "slots": plan.concurrency,
-            **across_invocations(folder, resumed, wall_s, plan.concurrency),
-            "peak_running": peak,  # most trials Ray held resources for at once
+            # with the most trials Ray held resources for at once, over every invocation
+            **across_invocations(folder, resumed, wall_s, plan.concurrency, peak),
             "per_trial": plan.per_trial,
             "trials_per_node": per_node,
             "trials": total,
