@@ -12,6 +12,7 @@ import torch
 from searchutil import ROOT
 
 from tune_mnist.publish import race, race_level
+from tune_mnist.publish.race_command import dropped_line
 from tune_mnist.publish.race_command import main as race_main
 from tune_mnist.study import race_rules
 from tune_mnist.tables import read_parquet
@@ -134,6 +135,12 @@ def test_after_rounds_2_and_4_the_field_keeps_its_better_half_and_no_more_is_dro
         c.status = "dropped"  # halved after round 2
     race.judge(four, 99.9)
     assert [c.trial_id for c in four if c.status == "racing"] == ["c6", "c7"]
+    halved = field_of(2)
+    race.judge(halved, 99.9)
+    assert dropped_line(halved, {f"c{i}" for i in range(8)}) == (
+        "dropped c0, c1, c2, c3 (4 still racing)"
+    )
+    assert dropped_line(halved, {"c4"}) is None  # no one it was told was racing
     kept = field_of(2)
     race.judge(kept, 99.9, halvings=())  # the drops alone
     assert {c.status for c in kept} == {"racing"}

@@ -139,6 +139,16 @@ def _next_round(field, left: int):
     return sorted(alive, key=lambda c: (len(c.vals), -c.mean))[:left]
 
 
+def dropped_line(field, racing: set[str]) -> str | None:
+    """Who a round's judgement dropped (below the leader, or the lower half as the field
+    halves), of those `racing` before it; None when no one."""
+    gone = [c.trial_id for c in field if c.trial_id in racing and c.status == "dropped"]
+    if not gone:
+        return None
+    left = sum(c.status == "racing" for c in field)
+    return f"dropped {', '.join(gone)} ({left} still racing)"
+
+
 def _race_run(config, seed: int, split: int):
     return config.replace(seed=seed, val_split=split, threads=1, device="cpu")
 
@@ -191,7 +201,10 @@ def run(argv=None) -> tuple[int, str | None]:
             train_round(alive, data, settings["val_size"], folder, resampled)
             round_s = time.perf_counter() - begun
             spent += len(alive)
+            racing = {c.trial_id for c in field if c.status == "racing"}
             decided = race.judge(field, target)
+            if line := dropped_line(field, racing):
+                print(line, flush=True)
     except KeyboardInterrupt:
         print("interrupted: every finished run is recorded; rerun to continue", file=sys.stderr)
         return stop_code() or 130, None  # 143 for a SIGTERM in a chain
