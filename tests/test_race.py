@@ -12,7 +12,7 @@ import torch
 from searchutil import ROOT
 
 from tune_mnist.publish import race, race_level
-from tune_mnist.publish.race_command import dropped_line
+from tune_mnist.publish.race_command import dropped_line, eta
 from tune_mnist.publish.race_command import main as race_main
 from tune_mnist.study import race_rules
 from tune_mnist.tables import read_parquet
@@ -141,6 +141,8 @@ def test_after_rounds_2_and_4_the_field_keeps_its_better_half_and_no_more_is_dro
         "dropped c0, c1, c2, c3 (4 still racing)"
     )
     assert dropped_line(halved, {"c4"}) is None  # no one it was told was racing
+    # a round of 8 took 990 s; 8 runs left for a field of 4: 16 minutes, not twice that
+    assert eta(8, 990 / 8) == ", at most about 16 min" and eta(8, None) == ""
     kept = field_of(2)
     race.judge(kept, 99.9, halvings=())  # the drops alone
     assert {c.status for c in kept} == {"racing"}

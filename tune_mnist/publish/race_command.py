@@ -139,6 +139,12 @@ def _next_round(field, left: int):
     return sorted(alive, key=lambda c: (len(c.vals), -c.mean))[:left]
 
 
+def eta(left: int, run_s: float | None) -> str:
+    """At most: the budget's runs left, each at the last round's wall seconds per run (a
+    decided race stops sooner); nothing before a round has run."""
+    return f", at most about {left * run_s / 60:.0f} min" if run_s else ""
+
+
 def dropped_line(field, racing: set[str]) -> str | None:
     """Who a round's judgement dropped (below the leader, or the lower half as the field
     halves), of those `racing` before it; None when no one."""
@@ -186,20 +192,18 @@ def run(argv=None) -> tuple[int, str | None]:
     target = settings["target_acc"]
     spent, ray_up = sum(len(c.vals) for c in field), False
     try:
-        decided, round_s = race.judge(field, target), None
+        decided, run_s = race.judge(field, target), None
         while not decided and spent < args.runs:
             alive = _next_round(field, args.runs - spent)
             left = args.runs - spent
-            # at most: the budget's rounds at the last round's pace (a decided race stops)
-            eta = f", at most about {left / len(alive) * round_s / 60:.0f} min" if round_s else ""
             runs = f"{len(alive)} run" + ("s" if len(alive) > 1 else "")
-            print(f"race round: {runs}, {left} left in the budget{eta}", flush=True)
+            print(f"race round: {runs}, {left} left in the budget{eta(left, run_s)}", flush=True)
             if not ray_up:
                 start_ray(args.address, cpus=None if args.address else args.cpus)
                 ray_up = True
             begun = time.perf_counter()
             train_round(alive, data, settings["val_size"], folder, resampled)
-            round_s = time.perf_counter() - begun
+            run_s = (time.perf_counter() - begun) / len(alive)  # the field shrinks as it halves
             spent += len(alive)
             racing = {c.trial_id for c in field if c.status == "racing"}
             decided = race.judge(field, target)
