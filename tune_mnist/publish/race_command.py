@@ -132,7 +132,7 @@ def _record(c, config, run, prov: dict, folder: Path) -> None:
     c.vals.append(val)
 
 
-def _next_round(field, left: int):
+def next_round(field, left: int):
     """Who trains this round: every contender still racing, the fewest runs and then the best
     mean first when the budget cannot cover them all."""
     alive = [c for c in field if c.status == "racing"]
@@ -194,7 +194,7 @@ def run(argv=None) -> tuple[int, str | None]:
     try:
         decided, run_s = race.judge(field, target), None
         while not decided and spent < args.runs:
-            alive = _next_round(field, args.runs - spent)
+            alive = next_round(field, args.runs - spent)
             left = args.runs - spent
             runs = f"{len(alive)} run" + ("s" if len(alive) > 1 else "")
             print(f"race round: {runs}, {left} left in the budget{eta(left, run_s)}", flush=True)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tune_mnist.paths import results_root
-from tune_mnist.publish import race
+from tune_mnist.publish import race, race_command
 from tune_mnist.tables import read_parquet
 from tune_mnist.train.config import TrainConfig
 
@@ -84,8 +84,7 @@ def one_race(rng, sd: dict, halvings, runs: int, top: int, level: float) -> tupl
     field = [race.Contender(str(i), TrainConfig(), 3500, 99.5, resampled=True) for i in range(top)]
     spent, decided = 0, False
     while not decided and spent < runs:
-        alive = [c for c in field if c.status == "racing"]
-        alive = sorted(alive, key=lambda c: (len(c.vals), -c.mean))[: runs - spent]
+        alive = race_command.next_round(field, runs - spent)  # the race's own choice
         images = sd["round"] * rng.standard_normal()
         for c in alive:
             run = (
