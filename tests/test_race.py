@@ -17,6 +17,7 @@ from tune_mnist.publish.race_command import main as race_main
 from tune_mnist.study import race_rules
 from tune_mnist.tables import read_parquet
 from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.loop import print_epoch, train
 
 
 def contender(name, vals, params=3000, resampled=False):
@@ -174,16 +175,18 @@ def test_the_race_rules_study_recovers_known_spreads_and_races_both_rules(tmp_pa
     assert "drops alone" in out and "halving" in out and "20 simulated races of 8" in out
 
 
-def test_a_racing_worker_gets_the_held_out_images_as_its_test_set(mnist):
-    data = race.validation_only(mnist, 5000)
-    assert torch.equal(data.test_x, mnist.train_x[-5000:])
-    split = data.holdout(5000)
-    assert torch.equal(split.val_x, split.test_x) and len(split.train_y) == 55_000
-    # a resampled run (val_split 3): its own held-out images, and they are its 'test' set
-    data = race.validation_only(mnist, 5000, 3)
+def test_a_racing_worker_gets_no_test_set_and_evaluates_only_its_own_images(mnist, capsys):
+    data = race.validation_only(mnist)
+    assert len(data.test_y) == 0 and torch.equal(data.train_x, mnist.train_x)
+    # a resampled run (val_split 3) holds out its own images; the test set is never read
     split = data.holdout(5000, 3)
-    assert torch.equal(split.val_x, split.test_x) and len(split.train_y) == 55_000
+    assert len(split.train_y) == 55_000 and len(split.test_y) == 0
     assert not torch.equal(split.val_x, mnist.train_x[-5000:])
+    config = TrainConfig(arch="tiny", epochs=1, val_size=1000, val_split=3, train_subset=3000)
+    [result] = train(config, data, on_epoch=lambda metrics, state: print_epoch(metrics, 1))
+    assert "val acc" in capsys.readouterr().out
+    assert "val_acc" in result.final and "test_acc" not in result.final
+    assert not result.history[-1]["diverged"]
 
 
 def _two_contenders(smoke_search, folder, monkeypatch):

@@ -228,12 +228,11 @@ def judge(field_: list[Contender], target: float, halvings: tuple[int, ...] = HA
     return ahead
 
 
-def validation_only(data: MNIST, val_size: int, split: int = 0) -> MNIST:
-    """The data a racing worker gets: the training images, of which its run holds out
-    `val_size` (TrainConfig.val_split `split`), and as its 'test' set those same held-out
-    images: never the test set."""
-    held = data.holdout(val_size, split)
-    return MNIST(data.train_x, data.train_y, held.val_x, held.val_y)
+def validation_only(data: MNIST) -> MNIST:
+    """The data a racing worker gets: the training images, of which its run holds out its
+    own validation images (TrainConfig.val_size, val_split), and no test set: a race never
+    reads it, nor evaluates the held-out images twice."""
+    return MNIST(data.train_x, data.train_y, data.test_x[:0], data.test_y[:0])
 
 
 def summary_rows(field_: list[Contender], target: float) -> pd.DataFrame:

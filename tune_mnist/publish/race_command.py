@@ -98,17 +98,16 @@ def load_field(folder: Path, top: int, max_params: int | None = None, resampled:
     return field, settings
 
 
-def train_round(alive, data, val_size: int, folder: Path, resample: bool) -> None:
+def train_round(alive, data, folder: Path, resample: bool) -> None:
     """One more seed of each contender in `alive`, side by side as Ray tasks. With
-    `resample`, run N holds out its own images (val_split N), and its worker's 'test' set is
-    those same images; else every run holds out the search's."""
+    `resample`, run N holds out its own images (val_split N); else every run holds out the
+    search's. A worker gets no test set (race.validation_only)."""
 
-    prov = provenance("cpu")
+    prov, held = provenance("cpu"), race.validation_only(data)
     seeds = sorted({len(c.vals) + 1 for c in alive})  # one a round, unless resumed midway
     for seed in seeds:
         group = [c for c in alive if len(c.vals) + 1 == seed]
         split = seed if resample else 0
-        held = race.validation_only(data, val_size, split)
         configs = [_race_run(c.config, seed, split) for c in group]
         done = train_groups([[config] for config in configs], held, {"num_cpus": 1})
         for c, config, [run] in zip(group, configs, done, strict=True):
@@ -202,7 +201,7 @@ def run(argv=None) -> tuple[int, str | None]:
                 start_ray(args.address, cpus=None if args.address else args.cpus)
                 ray_up = True
             begun = time.perf_counter()
-            train_round(alive, data, settings["val_size"], folder, resampled)
+            train_round(alive, data, folder, resampled)
             run_s = (time.perf_counter() - begun) / len(alive)  # the field shrinks as it halves
             spent += len(alive)
             racing = {c.trial_id for c in field if c.status == "racing"}

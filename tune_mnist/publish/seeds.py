@@ -4,6 +4,7 @@ side by side; one `SeedRun` per seed, with its weights, curve and node. The conf
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -69,6 +70,14 @@ def train_seed(config: TrainConfig, data: MNIST, verbose: bool = True) -> list[S
     ]
 
 
+def _figure(run: SeedRun) -> str:
+    """The run's final accuracy: on test, or on its validation images in a racing worker,
+    which has no test set."""
+    if math.isfinite(run.final_test_acc):
+        return f"test {run.final_test_acc:.2f}%"
+    return f"val {run.history[-1].get('val_acc', math.nan):.2f}%"
+
+
 def units(configs: list[TrainConfig], cohort: bool) -> list[TrainConfig]:
     """What one process trains: each seed alone, or all of a candidate's seeds as a cohort
     (consecutive seeds, as retrain_best.py draws them)."""
@@ -111,8 +120,7 @@ def train_groups(
             finished[ready] = ray.get(ready)
             for run in finished[ready]:
                 print(
-                    f"[seed {run.seed}] {run.status}: {run.final_test_acc:.2f}% in "
-                    f"{run.seconds:.0f}s",
+                    f"[seed {run.seed}] {run.status}: {_figure(run)} in {run.seconds:.0f}s",
                     flush=True,
                 )
                 on_run(owner[ready], run)
