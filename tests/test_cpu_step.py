@@ -11,9 +11,18 @@ from searchutil import run_script, space_file
 
 import tune_mnist.machine as machine
 import tune_mnist.train.steps as steps_module
+from tune_mnist.publish.race_command import race_run
+from tune_mnist.results import config_of
 from tune_mnist.search.space import SpaceError
 from tune_mnist.search.space_file import load_space
-from tune_mnist.train.config import CPU_STEPS, TrainConfig, cpu_step_fields, cpu_step_of
+from tune_mnist.train.config import (
+    CPU_EVAL_BATCH,
+    CPU_STEPS,
+    DEFAULT_EVAL_BATCH,
+    TrainConfig,
+    cpu_step_fields,
+    cpu_step_of,
+)
 from tune_mnist.train.fuse import member_state
 from tune_mnist.train.loop import train
 from tune_mnist.train.state import init_member, make_state
@@ -96,6 +105,21 @@ def test_a_space_resolves_its_cpu_step_and_a_field_it_sets_wins(tmp_path):
     with pytest.raises(SpaceError, match="settings.cpu_step: 'fast'; allowed: auto, plain"):
         load_space(bad)
     assert cpu_step_fields("auto", "cpu") == CPU_STEPS["channels_last"]
+
+
+def test_new_cpu_runs_evaluate_in_cache_sized_batches_and_old_rows_as_they_ran(tmp_path):
+    space = load_space(space_file(tmp_path))
+    assert space.train_config({"arch": "tiny"}, device="cpu").eval_batch == CPU_EVAL_BATCH
+    assert space.train_config({"arch": "tiny"}, device="cuda").eval_batch == DEFAULT_EVAL_BATCH
+    fixing = {"arch": "tiny", "eval_batch": 64}  # a space that fixes it wins
+    assert space.train_config(fixing, device="cpu").eval_batch == 64
+    # a race runs on a CPU, whatever its trial ran on
+    raced = race_run(TrainConfig(arch="tiny", device="cuda"), seed=3, split=3)
+    assert raced.eval_batch == CPU_EVAL_BATCH and (raced.seed, raced.device) == (3, "cpu")
+    # a row written before the field rebuilds as it ran: 5,000 a pass
+    row = TrainConfig(arch="tiny").to_dict()
+    del row["eval_batch"]
+    assert config_of(row).eval_batch == DEFAULT_EVAL_BATCH == 5000
 
 
 @pytest.mark.slow

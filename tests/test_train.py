@@ -199,3 +199,43 @@ def test_each_epoch_line_says_how_long_the_run_has_left(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("~4.0 min left") and lines[1].endswith("~20s left")
     assert "left" not in lines[2]
+
+
+def test_evaluation_reads_the_same_whatever_its_batch(mnist):
+    model = train(quick(), mnist)[0].model
+    images, labels = mnist.test_x[:1000], mnist.test_y[:1000]
+    (loss, acc), *others = [evaluate(model, images, labels, batch) for batch in (5000, 500, 7)]
+    assert 50 < acc < 100
+    for other_loss, other_acc in others:
+        assert other_acc == acc and other_loss == pytest.approx(loss, rel=1e-5)
+
+
+def test_a_run_evaluates_in_its_configs_batches(mnist, monkeypatch):
+    import tune_mnist.train.loop as loop
+
+    seen, evaluate_members = [], loop.evaluate_members
+    monkeypatch.setattr(
+        loop, "evaluate_members", lambda *a: seen.append(a[-1]) or evaluate_members(*a)
+    )
+    old = train(quick(epochs=1, val_size=500), mnist)[0]
+    new = train(quick(epochs=1, val_size=500, eval_batch=300), mnist)[0]
+    assert seen == [5000, 5000, 300, 300]  # test, then validation; the default of every old row
+    assert new.final["val_acc"] == old.final["val_acc"]
+    assert new.final["test_acc"] == old.final["test_acc"]
+
+
+def test_bench_eval_prints_each_batch_against_the_first(monkeypatch, capsys, mnist):
+    from searchutil import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from bench_eval import main as bench_main
+
+    assert bench_main(["--smoke", "--repeats", "1", "--batches", "1000,100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "1,000 test images" in lines[0] and len(lines) == 3
+    assert "batch  1,000" in lines[1] and "1.00x faster than 1,000" in lines[1]
+    assert "batch    100" in lines[2] and "0 predictions changed" in lines[2]
+    for bad in ("0", "x", "500,"):
+        with pytest.raises(SystemExit) as exit_:
+            bench_main(["--batches", bad])
+        assert exit_.value.code == 2

@@ -21,6 +21,7 @@ from tune_mnist.publish.seeds import train_groups
 from tune_mnist.search.ray_door import start_ray, stop_ray
 from tune_mnist.search.stops import stop_code
 from tune_mnist.tables import read_parquet, read_search_record
+from tune_mnist.train.config import cpu_eval_fields
 from tune_mnist.train.data import DATA_DIR_HELP, DataError, load_mnist
 
 TOP = race.TOP
@@ -108,7 +109,7 @@ def train_round(alive, data, folder: Path, resample: bool) -> None:
     for seed in seeds:
         group = [c for c in alive if len(c.vals) + 1 == seed]
         split = seed if resample else 0
-        configs = [_race_run(c.config, seed, split) for c in group]
+        configs = [race_run(c.config, seed, split) for c in group]
         done = train_groups([[config] for config in configs], held, {"num_cpus": 1})
         for c, config, [run] in zip(group, configs, done, strict=True):
             _record(c, config, run, prov, folder)
@@ -154,8 +155,9 @@ def dropped_line(field, racing: set[str]) -> str | None:
     return f"dropped {', '.join(gone)} ({left} still racing)"
 
 
-def _race_run(config, seed: int, split: int):
-    return config.replace(seed=seed, val_split=split, threads=1, device="cpu")
+def race_run(config, seed: int, split: int):
+    run = {"seed": seed, "val_split": split, "threads": 1, "device": "cpu"}
+    return config.replace(**run, **cpu_eval_fields("cpu"))
 
 
 def show(table) -> str:

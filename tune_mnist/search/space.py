@@ -30,6 +30,7 @@ from tune_mnist import rule
 from tune_mnist.search import rungs
 from tune_mnist.train.config import (
     TrainConfig,
+    cpu_eval_fields,
     cpu_step_fields,
     schedule_problem,
 )
@@ -232,5 +233,6 @@ class SearchSpace:
         values["cohort"] = self.settings["seeds_per_trial"]
         values["train_subset"] = self.settings["train_subset"]
         values["test_subset"] = self.settings["test_subset"]
-        step = cpu_step_fields(self.settings["cpu_step"], str(run.get("device", "cpu")))
+        device = str(run.get("device", "cpu"))
+        step = cpu_step_fields(self.settings["cpu_step"], device) | cpu_eval_fields(device)
         return TrainConfig.from_dict({**step, **values, **run})

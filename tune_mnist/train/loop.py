@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tune_mnist.train.augment import AugmentSpec
-from tune_mnist.train.config import TrainConfig
+from tune_mnist.train.config import DEFAULT_EVAL_BATCH, TrainConfig
 from tune_mnist.train.data import MNIST, normalize
 from tune_mnist.train.fuse import Fused, unfuse
 from tune_mnist.train.models import count_params
@@ -32,9 +32,6 @@ from tune_mnist.train.state import RunState, TrainResult, make_state, member_see
 from tune_mnist.train.steps import Steps
 from tune_mnist.train.stream import training_batches, whole_epoch
 
-# images per forward pass at evaluation: 500 keeps a layer's activations in cache; on a CPU
-# 5,000 ran the same logits 2.5x slower (docs/history.md, "Evaluation in cache")
-EVAL_BATCH = 500
 # A mean training loss above this has exploded (chance level is ln 10 = 2.3): BatchNorm keeps
 # activations finite even when the weights blow up, so waiting for NaN alone can take forever.
 DIVERGED_LOSS = 100.0
@@ -98,24 +95,26 @@ def stack_members(parts) -> tuple[torch.Tensor, torch.Tensor]:
     return images, target
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy %) of one plain `model` on uint8 images."""
-    losses, accs = evaluate_members(Fused(model, 1, model), images, labels)  # no copy
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = DEFAULT_EVAL_BATCH
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy %) of one plain `model` on uint8 images, `batch` a pass."""
+    losses, accs = evaluate_members(Fused(model, 1, model), images, labels, batch)  # no copy
     return losses[0], accs[0]
 
 
-def evaluate_members(model: Fused, images: torch.Tensor, labels: torch.Tensor):
+def evaluate_members(model: Fused, images: torch.Tensor, labels: torch.Tensor, batch: int):
     """Per-member (mean cross-entropy, accuracy %) as lists, every member on the same images
-    in large batches, each summed as a single model's (so a member whose weights equal its
+    `batch` at a time, each summed as a single model's (so a member whose weights equal its
     single run's reads exactly its single run's figures)."""
     model.eval()
     total = torch.zeros(model.k, device=images.device)
     correct = torch.zeros(model.k, device=images.device, dtype=torch.long)
     batched = images.device.type != "cpu" and model.k > 1
     with torch.inference_mode():
-        for start in range(0, len(labels), EVAL_BATCH):
-            x = normalize(images[start : start + EVAL_BATCH])
-            y = labels[start : start + EVAL_BATCH]
+        for start in range(0, len(labels), batch):
+            x = normalize(images[start : start + batch])
+            y = labels[start : start + batch]
             output = model(x.expand(-1, model.k, -1, -1))
             total += member_loss_sums(output, y, batched)
             correct += (output.argmax(2) == y[:, None]).sum(dim=0)
@@ -197,10 +196,12 @@ def run_epoch(config, state: RunState, data: MNIST, spec: AugmentSpec, steps: St
     per = {"train_loss": train_loss.tolist(), "train_acc": train_acc.tolist()}
     if len(data.test_y):  # absent in a racing worker, which must not read the test set
         per["test_loss"], per["test_acc"] = evaluate_members(
-            state.eval_model, data.test_x, data.test_y
+            state.eval_model, data.test_x, data.test_y, config.eval_batch
         )
     if len(data.val_y):  # what a search selects on (absent with val_size 0)
-        per["val_loss"], per["val_acc"] = evaluate_members(state.eval_model, data.val_x, data.val_y)
+        per["val_loss"], per["val_acc"] = evaluate_members(
+            state.eval_model, data.val_x, data.val_y, config.eval_batch
+        )
     state.epoch += 1
     metrics = {"epoch": state.epoch, **summarise(per), "lr": lr}
     metrics["epoch_s"] = time.perf_counter() - epoch_start
