@@ -53,11 +53,11 @@ TOP = 8
 # parameters (cold run 16: 24 runs, 94) (docs/history.md, "The race halves its field")
 RUNS = 24
 # The race's level against the test set, measured on the contenders a race measured and 5
-# fresh seeds then confirmed (docs/protocol.md, "The race's level"; tune_mnist.publish.
-# race_level lists them): on the search's images their test mean read 0.03 below the race's
-# mean (8 picks), on images of each run's own 0.045 above (18 picks, -0.07 to +0.15); and a
-# pick's own departure from that level beyond its seeds' noise (about 0.04 on the search's
-# images; on own images, with fewer picks, 0.06 is assumed)
+# fresh seeds then confirmed (tune_mnist.publish.race_level lists them and their offsets;
+# docs/protocol.md, "The race's level", and a test hold these values to them): on the
+# search's images the test mean reads below the race's mean (the winner's curse), on images
+# of each run's own above it; and a pick's own departure from that level beyond its seeds'
+# noise (about 0.04 on the search's images; on own images, with fewer picks, 0.06 is assumed)
 LEVEL = {"search's": -0.03, "own": 0.04}  # points
 LEVEL_SD = {"search's": 0.04, "own": 0.06}  # points
 # successive halving: after its 2nd and 4th rounds the field keeps its better half by mean
